@@ -1,0 +1,1001 @@
+//! SMTP command lines: parsed once, at the edge, into typed values
+//! (RFC 5321 §4.1, RFC 1869 parameters, RFC 6531 SMTPUTF8, RFC 3461 DSN,
+//! RFC 3030 BDAT, RFC 4954 AUTH).
+//!
+//! `parse` takes one command line without its line ending and returns a
+//! `Command` or the exact error `Reply` the client gets.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::reply::Reply;
+
+/// A mailbox address `local@domain`, or a bare local part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// The local part with any quoting removed (`"a b"@x` gives `a b`).
+    pub local: String,
+    /// The domain, absent for a bare local part (`<postmaster>`, `<root>`).
+    pub domain: Option<Domain>,
+}
+
+/// The domain of an [`Address`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// A host name, as sent (compare case-insensitively).
+    Name(String),
+    /// An address literal: `[127.0.0.1]` or `[IPv6:::1]`, parsed.
+    Literal(IpAddr),
+}
+
+/// MAIL FROM's path: `<>` or an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReversePath {
+    Null,
+    Address(Address),
+}
+
+/// BODY= (RFC 6152, RFC 3030).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Body {
+    #[default]
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+}
+
+/// RET= (RFC 3461).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+/// MAIL FROM parameters (RFC 1869 §6).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MailParams {
+    pub size: Option<u64>,
+    pub body: Body,
+    pub smtputf8: bool,
+    /// AUTH= value, xtext-decoded (`<>` is kept as `<>`).
+    pub auth: Option<String>,
+    pub ret: Option<Ret>,
+    /// ENVID= value, xtext-decoded.
+    pub envid: Option<String>,
+}
+
+/// RCPT TO parameters (RFC 3461 §4).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RcptParams {
+    /// NOTIFY= values as given (NEVER, or a list of SUCCESS/FAILURE/DELAY).
+    pub notify: Option<String>,
+    /// ORCPT= value, xtext-decoded (`rfc822;addr`).
+    pub orcpt: Option<String>,
+}
+
+/// One parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Helo(String),
+    Ehlo(String),
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    Rcpt {
+        to: Address,
+        params: RcptParams,
+    },
+    Data,
+    Bdat {
+        size: u64,
+        last: bool,
+    },
+    Rset,
+    Noop,
+    Quit,
+    Help,
+    Vrfy,
+    Expn,
+    /// ETRN, TURN, SEND, SOML, SAML: recognised, never implemented.
+    NotImplemented(&'static str),
+    StartTls,
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    /// HTTP spoken to an SMTP port (CONNECT, GET, POST, HEAD, PUT).
+    Forbidden,
+}
+
+/// Parses one command line, given without its CRLF, into a [`Command`], or
+/// into the reply the client gets for it. Never panics, whatever the bytes.
+pub fn parse(line: &[u8]) -> Result<Command, Reply> {
+    let line = line.trim_ascii();
+    let (verb, args) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], line[i + 1..].trim_ascii()),
+        None => (line, &line[line.len()..]),
+    };
+    // RFC 5321 §2.4: verbs are case-insensitive.
+    let verb = match std::str::from_utf8(verb) {
+        Ok(v) if v.is_ascii() => v.to_ascii_uppercase(),
+        _ => return Err(unrecognized()),
+    };
+    match verb.as_str() {
+        "HELO" => hello_arg(args, "Syntax: HELO hostname").map(Command::Helo),
+        "EHLO" => hello_arg(args, "Syntax: EHLO hostname").map(Command::Ehlo),
+        "MAIL" => parse_mail(args),
+        "RCPT" => parse_rcpt(args),
+        "DATA" => no_args(args, Command::Data, "Syntax: DATA"),
+        "RSET" => no_args(args, Command::Rset, "Syntax: RSET"),
+        "QUIT" => no_args(args, Command::Quit, "Syntax: QUIT"),
+        "STARTTLS" => no_args(args, Command::StartTls, "Syntax: STARTTLS"),
+        "NOOP" => Ok(Command::Noop),
+        "HELP" => Ok(Command::Help),
+        "VRFY" => Ok(Command::Vrfy),
+        "EXPN" => Ok(Command::Expn),
+        "AUTH" => parse_auth(args),
+        "BDAT" => parse_bdat(args),
+        "ETRN" => Ok(Command::NotImplemented("ETRN")),
+        "TURN" => Ok(Command::NotImplemented("TURN")),
+        "SEND" => Ok(Command::NotImplemented("SEND")),
+        "SOML" => Ok(Command::NotImplemented("SOML")),
+        "SAML" => Ok(Command::NotImplemented("SAML")),
+        "CONNECT" | "GET" | "POST" | "HEAD" | "PUT" => Ok(Command::Forbidden),
+        _ => Err(unrecognized()),
+    }
+}
+
+impl Address {
+    /// True when neither the local part nor the domain holds a non-ASCII
+    /// character, i.e. the address needs no SMTPUTF8 (RFC 6531 §3.4).
+    pub fn is_ascii(&self) -> bool {
+        let domain_ascii = match &self.domain {
+            Some(Domain::Name(name)) => name.is_ascii(),
+            Some(Domain::Literal(_)) | None => true,
+        };
+        self.local.is_ascii() && domain_ascii
+    }
+}
+
+/// The address as it goes on the wire and into headers and logs: the
+/// local part quoted again when it is not a dot-string (RFC 5321 §4.1.2).
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.local.split('.').all(is_atom) {
+            f.write_str(&self.local)?;
+        } else {
+            f.write_str("\"")?;
+            for c in self.local.chars() {
+                if c == '"' || c == '\\' {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+            f.write_str("\"")?;
+        }
+        match &self.domain {
+            None => Ok(()),
+            Some(Domain::Name(name)) => write!(f, "@{name}"),
+            Some(Domain::Literal(IpAddr::V4(ip))) => write!(f, "@[{ip}]"),
+            Some(Domain::Literal(IpAddr::V6(ip))) => write!(f, "@[IPv6:{ip}]"),
+        }
+    }
+}
+
+/// Whose address is being parsed: it picks the enhanced status code
+/// (RFC 3463: X.1.7 bad sender syntax, X.1.3 bad destination syntax).
+#[derive(Clone, Copy)]
+enum Role {
+    Sender,
+    Recipient,
+}
+
+/// Why a path was refused.
+enum PathError {
+    /// No `<...>` around the path, or junk after it: a command syntax error.
+    Syntax,
+    /// The path breaks the RFC 5321 §4.1.2 grammar.
+    Invalid,
+    /// Over an RFC 5321 §4.5.3.1 length limit.
+    TooLong,
+}
+
+impl PathError {
+    fn reply(self, role: Role, usage: &str) -> Reply {
+        let (status, noun) = match role {
+            Role::Sender => ("5.1.7", "sender"),
+            Role::Recipient => ("5.1.3", "recipient"),
+        };
+        match self {
+            PathError::Syntax => syntax(usage),
+            PathError::Invalid => Reply::new(553, status, format!("Invalid {noun} address")),
+            PathError::TooLong => {
+                Reply::new(501, status, format!("The {noun} address is too long"))
+            }
+        }
+    }
+}
+
+fn syntax(text: impl Into<String>) -> Reply {
+    Reply::new(501, "5.5.4", text)
+}
+
+fn unrecognized() -> Reply {
+    Reply::new(500, "5.5.2", "Command unrecognized")
+}
+
+/// Space-separated words, empty ones skipped.
+fn words(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    s.split(|&b| b == b' ').filter(|w| !w.is_empty())
+}
+
+fn no_args(args: &[u8], command: Command, usage: &str) -> Result<Command, Reply> {
+    if args.is_empty() {
+        Ok(command)
+    } else {
+        Err(syntax(usage))
+    }
+}
+
+/// HELO/EHLO argument: any one printable word (RFC 5321 §4.1.1.1 asks for a
+/// domain or address literal; real clients send worse, and we only log it).
+fn hello_arg(args: &[u8], usage: &str) -> Result<String, Reply> {
+    let word = std::str::from_utf8(args).map_err(|_| syntax(usage))?;
+    if word.is_empty() || word.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(syntax(usage));
+    }
+    Ok(word.to_string())
+}
+
+/// `MAIL FROM:<reverse-path> [params]` (RFC 5321 §4.1.1.2).
+fn parse_mail(args: &[u8]) -> Result<Command, Reply> {
+    const USAGE: &str = "Syntax: MAIL FROM:<address>";
+    let rest = strip_prefix_ci(args, b"FROM:").ok_or_else(|| syntax(USAGE))?;
+    let (path, rest) = split_path(rest).map_err(|e| e.reply(Role::Sender, USAGE))?;
+    let from = if path.is_empty() {
+        ReversePath::Null
+    } else {
+        ReversePath::Address(parse_mailbox(path).map_err(|e| e.reply(Role::Sender, USAGE))?)
+    };
+    let mut params = MailParams::default();
+    for Param { key, value } in esmtp_params(rest)? {
+        match (key.as_str(), value) {
+            ("SIZE", Some(v)) => {
+                params.size = Some(decimal(v).ok_or_else(|| syntax("Syntax: SIZE=<bytes>"))?);
+            }
+            ("BODY", Some(v)) => {
+                params.body = match v.to_ascii_uppercase().as_slice() {
+                    b"7BIT" => Body::SevenBit,
+                    b"8BITMIME" => Body::EightBitMime,
+                    b"BINARYMIME" => Body::BinaryMime,
+                    _ => return Err(syntax("Syntax: BODY=7BIT|8BITMIME|BINARYMIME")),
+                };
+            }
+            ("SMTPUTF8", None) => params.smtputf8 = true,
+            // RFC 4954 §5: AUTH=xtext or AUTH=<>; "<>" is valid xtext as is.
+            ("AUTH", Some(v)) => params.auth = Some(xtext(v)?),
+            ("RET", Some(v)) => {
+                params.ret = match v.to_ascii_uppercase().as_slice() {
+                    b"FULL" => Some(Ret::Full),
+                    b"HDRS" => Some(Ret::Hdrs),
+                    _ => return Err(syntax("Syntax: RET=FULL|HDRS")),
+                };
+            }
+            ("ENVID", Some(v)) => params.envid = Some(xtext(v)?),
+            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH" | "RET" | "ENVID", _) => {
+                return Err(syntax(format!("Syntax: bad {key} parameter")));
+            }
+            _ => return Err(unsupported(&key)),
+        }
+    }
+    Ok(Command::Mail { from, params })
+}
+
+/// `RCPT TO:<forward-path> [params]` (RFC 5321 §4.1.1.3).
+fn parse_rcpt(args: &[u8]) -> Result<Command, Reply> {
+    const USAGE: &str = "Syntax: RCPT TO:<address>";
+    let rest = strip_prefix_ci(args, b"TO:").ok_or_else(|| syntax(USAGE))?;
+    let (path, rest) = split_path(rest).map_err(|e| e.reply(Role::Recipient, USAGE))?;
+    if path.is_empty() {
+        return Err(Reply::new(501, "5.1.3", "Null recipient not allowed"));
+    }
+    let to = parse_mailbox(path).map_err(|e| e.reply(Role::Recipient, USAGE))?;
+    let mut params = RcptParams::default();
+    for Param { key, value } in esmtp_params(rest)? {
+        match (key.as_str(), value) {
+            ("NOTIFY", Some(v)) => params.notify = Some(notify(v)?),
+            ("ORCPT", Some(v)) => {
+                // RFC 3461 §4.2: ORCPT=addr-type ";" xtext
+                if v.iter().position(|&b| b == b';').unwrap_or(0) == 0 {
+                    return Err(syntax("Syntax: ORCPT=addr-type;address"));
+                }
+                params.orcpt = Some(xtext(v)?);
+            }
+            ("NOTIFY" | "ORCPT", None) => {
+                return Err(syntax(format!("Syntax: bad {key} parameter")));
+            }
+            _ => return Err(unsupported(&key)),
+        }
+    }
+    Ok(Command::Rcpt { to, params })
+}
+
+fn unsupported(key: &str) -> Reply {
+    Reply::new(555, "5.5.4", format!("Unsupported parameter {key}"))
+}
+
+/// `AUTH mechanism [initial-response]` (RFC 4954 §4).
+fn parse_auth(args: &[u8]) -> Result<Command, Reply> {
+    const USAGE: &str = "Syntax: AUTH mechanism [initial-response]";
+    let words: Vec<&[u8]> = words(args).collect();
+    let (mechanism, initial) = match words.as_slice() {
+        [m] => (*m, None),
+        [m, i] => (*m, Some(*i)),
+        _ => return Err(syntax(USAGE)),
+    };
+    // RFC 4422 §3.1: mechanism names are 1 to 20 of A-Z 0-9 - _.
+    let name_ok = mechanism.len() <= 20
+        && mechanism
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    if !name_ok {
+        return Err(syntax(USAGE));
+    }
+    let initial = match initial {
+        Some(i) if i.iter().all(u8::is_ascii_graphic) => Some(ascii_string(i)),
+        Some(_) => return Err(syntax(USAGE)),
+        None => None,
+    };
+    Ok(Command::Auth {
+        mechanism: ascii_string(mechanism).to_ascii_uppercase(),
+        initial,
+    })
+}
+
+/// `BDAT chunk-size [LAST]` (RFC 3030 §2).
+fn parse_bdat(args: &[u8]) -> Result<Command, Reply> {
+    const USAGE: &str = "Syntax: BDAT size [LAST]";
+    let words: Vec<&[u8]> = words(args).collect();
+    let (size, last) = match words.as_slice() {
+        [n] => (*n, false),
+        [n, l] if l.eq_ignore_ascii_case(b"LAST") => (*n, true),
+        _ => return Err(syntax(USAGE)),
+    };
+    let size = decimal(size).ok_or_else(|| syntax(USAGE))?;
+    Ok(Command::Bdat { size, last })
+}
+
+/// Only for bytes already checked to be ASCII.
+fn ascii_string(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn strip_prefix_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// One or more decimal digits that fit a u64.
+fn decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Splits `<path> params` after FROM:/TO: into the bytes between the angle
+/// brackets and the rest. A space before `<` is tolerated: many clients send
+/// `MAIL FROM: <a@b>`.
+fn split_path(s: &[u8]) -> Result<(&[u8], &[u8]), PathError> {
+    let s = s.trim_ascii_start();
+    if s.first() != Some(&b'<') {
+        return Err(PathError::Syntax);
+    }
+    // Find the closing '>' outside a quoted local part ("a>b"@x is legal).
+    let (mut quoted, mut escaped, mut end) = (false, false, None);
+    for (i, &b) in s.iter().enumerate().skip(1) {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => {
+                end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let end = match end {
+        Some(end) => end,
+        None if quoted => return Err(PathError::Invalid),
+        None => return Err(PathError::Syntax),
+    };
+    let rest = &s[end + 1..];
+    if !rest.is_empty() && rest[0] != b' ' {
+        return Err(PathError::Syntax);
+    }
+    // RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included.
+    if end + 1 > 256 {
+        return Err(PathError::TooLong);
+    }
+    Ok((&s[1..end], rest))
+}
+
+/// Parses the inside of `<...>`: `[route:]local@domain` or a bare local part
+/// (RFC 5321 §4.1.2, with RFC 6531 UTF-8).
+fn parse_mailbox(path: &[u8]) -> Result<Address, PathError> {
+    let path = std::str::from_utf8(path).map_err(|_| PathError::Invalid)?;
+    let mailbox = skip_source_route(path)?;
+    let (local, local_len) = if mailbox.starts_with('"') {
+        quoted_local(mailbox)?
+    } else {
+        let len = mailbox.find('@').unwrap_or(mailbox.len());
+        let atoms = &mailbox[..len];
+        if !atoms.split('.').all(is_atom) {
+            return Err(PathError::Invalid);
+        }
+        (atoms.to_string(), len)
+    };
+    // RFC 5321 §4.5.3.1.1: a local part is at most 64 octets.
+    if local_len > 64 {
+        return Err(PathError::TooLong);
+    }
+    if local.is_empty() {
+        return Err(PathError::Invalid);
+    }
+    let domain = match mailbox[local_len..].strip_prefix('@') {
+        Some(domain) => Some(parse_domain(domain)?),
+        None if mailbox.len() == local_len => None,
+        None => return Err(PathError::Invalid),
+    };
+    Ok(Address { local, domain })
+}
+
+/// RFC 5321 §4.1.2: `@one,@two:` before the mailbox is accepted and ignored.
+fn skip_source_route(mut s: &str) -> Result<&str, PathError> {
+    if !s.starts_with('@') {
+        return Ok(s);
+    }
+    while let Some(rest) = s.strip_prefix('@') {
+        // A route domain ends at ',' or ':', but an IPv6 literal holds ':'.
+        let end = match rest.strip_prefix('[') {
+            Some(lit) => lit.find(']').map(|i| i + 2).ok_or(PathError::Invalid)?,
+            None => rest.find([',', ':']).ok_or(PathError::Invalid)?,
+        };
+        parse_domain(&rest[..end])?;
+        match rest.as_bytes().get(end) {
+            Some(b',') => s = &rest[end + 1..],
+            Some(b':') => return Ok(&rest[end + 1..]),
+            _ => return Err(PathError::Invalid),
+        }
+    }
+    Err(PathError::Invalid)
+}
+
+/// A quoted local part: returns the unquoted text and the quoted length.
+fn quoted_local(s: &str) -> Result<(String, usize), PathError> {
+    let mut out = String::new();
+    let mut chars = s.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((out, i + 1)),
+            // quoted-pairSMTP = "\" %d32-126
+            '\\' => match chars.next() {
+                Some((_, q)) if (' '..='~').contains(&q) => out.push(q),
+                _ => return Err(PathError::Invalid),
+            },
+            // qtextSMTP = %d32-33 / %d35-91 / %d93-126, or UTF-8 (RFC 6531).
+            c if (' '..='~').contains(&c) || (!c.is_ascii() && !c.is_control()) => out.push(c),
+            _ => return Err(PathError::Invalid),
+        }
+    }
+    Err(PathError::Invalid)
+}
+
+/// RFC 5322 §3.2.3 atext, plus UTF-8 (RFC 6531 §3.3); never empty.
+fn is_atom(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || "!#$%&'*+-/=?^_`{|}~".contains(c)
+                || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+        })
+}
+
+/// A domain name or an address literal (RFC 5321 §4.1.2, §4.1.3).
+fn parse_domain(s: &str) -> Result<Domain, PathError> {
+    // RFC 5321 §4.5.3.1.2: a domain is at most 255 octets.
+    if s.len() > 255 {
+        return Err(PathError::TooLong);
+    }
+    if let Some(literal) = s.strip_prefix('[') {
+        let literal = literal.strip_suffix(']').ok_or(PathError::Invalid)?;
+        let ip = match literal.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<Ipv6Addr>().map(IpAddr::V6)
+            }
+            _ => literal.parse::<Ipv4Addr>().map(IpAddr::V4),
+        };
+        return ip.map(Domain::Literal).map_err(|_| PathError::Invalid);
+    }
+    // sub-domain = Let-dig [Ldh-str], with U-labels allowed (RFC 6531 §3.3).
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || c == '-'
+                    || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+            })
+    };
+    if !s.split('.').all(label_ok) {
+        return Err(PathError::Invalid);
+    }
+    Ok(Domain::Name(s.to_string()))
+}
+
+/// One RFC 1869 `keyword[=value]` parameter, its keyword uppercased.
+struct Param<'a> {
+    key: String,
+    value: Option<&'a [u8]>,
+}
+
+/// RFC 1869 §6: `keyword[=value]` words, keywords uppercased; a keyword given
+/// twice is a syntax error.
+fn esmtp_params(s: &[u8]) -> Result<Vec<Param<'_>>, Reply> {
+    let mut params: Vec<Param> = Vec::new();
+    for word in words(s) {
+        let (key, value) = match word.iter().position(|&b| b == b'=') {
+            Some(i) => (&word[..i], Some(&word[i + 1..])),
+            None => (word, None),
+        };
+        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+        let key_ok = key.first().is_some_and(u8::is_ascii_alphanumeric)
+            && key.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+        if !key_ok {
+            return Err(syntax("Syntax: bad parameter"));
+        }
+        let key = ascii_string(key).to_ascii_uppercase();
+        if params.iter().any(|p| p.key == key) {
+            return Err(syntax(format!("Duplicate parameter {key}")));
+        }
+        params.push(Param { key, value });
+    }
+    Ok(params)
+}
+
+/// RFC 3461 §4.1: NOTIFY=NEVER, or a list of SUCCESS, FAILURE, DELAY.
+fn notify(v: &[u8]) -> Result<String, Reply> {
+    let usage = || syntax("Syntax: NOTIFY=NEVER or SUCCESS,FAILURE,DELAY");
+    if !v.eq_ignore_ascii_case(b"NEVER") {
+        let known = [&b"SUCCESS"[..], b"FAILURE", b"DELAY"];
+        let item_ok = |item: &[u8]| known.iter().any(|k| k.eq_ignore_ascii_case(item));
+        if !v.split(|&b| b == b',').all(item_ok) {
+            return Err(usage());
+        }
+    }
+    Ok(ascii_string(v))
+}
+
+/// Decodes RFC 3461 §4 xtext: 0x21-0x7E except '+' and '=', and "+XX" with
+/// two uppercase hex digits. Empty, invalid or non-UTF-8 results are errors.
+fn xtext(v: &[u8]) -> Result<String, Reply> {
+    let bad = || syntax("Syntax: bad xtext value");
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'+' => {
+                let hi = v.get(i + 1).copied().and_then(hex).ok_or_else(bad)?;
+                let lo = v.get(i + 2).copied().and_then(hex).ok_or_else(bad)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b @ 0x21..=0x7e if b != b'=' => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SYNTAX: (u16, &str) = (501, "5.5.4");
+    const UNRECOGNIZED: (u16, &str) = (500, "5.5.2");
+    const UNSUPPORTED: (u16, &str) = (555, "5.5.4");
+    const BAD_SENDER: (u16, &str) = (553, "5.1.7");
+    const BAD_RCPT: (u16, &str) = (553, "5.1.3");
+
+    fn ok(line: &str) -> Command {
+        parse(line.as_bytes()).unwrap_or_else(|r| panic!("{line:?} gave {r}"))
+    }
+
+    /// The code and enhanced code of the error reply to `line`.
+    fn err(line: impl AsRef<[u8]>) -> (u16, &'static str) {
+        let line = line.as_ref();
+        match parse(line) {
+            Ok(c) => panic!("{:?} gave {c:?}", String::from_utf8_lossy(line)),
+            Err(r) => (r.code, r.status),
+        }
+    }
+
+    /// Each row `line => Debug form of its Command` holds.
+    fn each_ok(table: &str) {
+        for row in table.lines().map(str::trim_start).filter(|r| !r.is_empty()) {
+            let (line, want) = row.split_once(" => ").expect("a table row");
+            assert_eq!(format!("{:?}", ok(line)), want, "{line:?}");
+        }
+    }
+
+    /// `template` with `{}` replaced by each `|`-separated case gets `want`.
+    fn each_err(template: &str, cases: &str, want: (u16, &str)) {
+        for case in cases.split('|') {
+            assert_eq!(err(template.replace("{}", case)), want, "{case:?}");
+        }
+    }
+
+    /// The reply text to an error line.
+    fn text(line: &str) -> String {
+        parse(line.as_bytes()).map_or_else(|r| r.lines.join("\n"), |c| format!("{c:?}"))
+    }
+
+    fn addr(local: &str, domain: &str) -> Address {
+        let (local, domain) = (local.into(), Some(Domain::Name(domain.into())));
+        Address { local, domain }
+    }
+
+    fn bare(local: &str) -> Address {
+        let (local, domain) = (local.into(), None);
+        Address { local, domain }
+    }
+
+    fn mail(line: &str) -> (ReversePath, MailParams) {
+        match ok(line) {
+            Command::Mail { from, params } => (from, params),
+            c => panic!("{c:?}"),
+        }
+    }
+
+    fn rcpt(line: &str) -> (Address, RcptParams) {
+        match ok(line) {
+            Command::Rcpt { to, params } => (to, params),
+            c => panic!("{c:?}"),
+        }
+    }
+
+    fn to(line: &str) -> Address {
+        rcpt(&format!("RCPT TO:<{line}>")).0
+    }
+
+    #[test]
+    fn display_requotes_local_part() {
+        assert_eq!(
+            to("a.b@example.com").to_string(),
+            "a.b@example.com"
+        );
+        assert_eq!(
+            to("\"john doe\"@x.org").to_string(),
+            "\"john doe\"@x.org"
+        );
+        assert_eq!(
+            to("\"a\\\"b\"@x.org").to_string(),
+            "\"a\\\"b\"@x.org"
+        );
+        assert_eq!(
+            to("root@[127.0.0.1]").to_string(),
+            "root@[127.0.0.1]"
+        );
+        assert_eq!(
+            to("root@[IPv6:::1]").to_string(),
+            "root@[IPv6:::1]"
+        );
+        assert_eq!(to("postmaster").to_string(), "postmaster");
+    }
+
+    #[test]
+    fn verbs_in_any_case_http_forbidden() {
+        each_ok(
+            r#"HELO mx.example.com => Helo("mx.example.com")
+            ehlo [127.0.0.1] => Ehlo("[127.0.0.1]")
+            EhLo my_pc => Ehlo("my_pc")
+            EHLO  host   => Ehlo("host")
+            DATA => Data
+            data  => Data
+            RSET => Rset
+            Quit => Quit
+            STARTTLS => StartTls
+            NOOP => Noop
+            noop whatever you like => Noop
+            HELP => Help
+            help mail => Help
+            VRFY root => Vrfy
+            VRFY => Vrfy
+            expn staff => Expn
+            etrn x => NotImplemented("ETRN")
+            TURN => NotImplemented("TURN")
+            send x => NotImplemented("SEND")
+            Soml x => NotImplemented("SOML")
+            SAML x => NotImplemented("SAML")
+            AUTH plain => Auth { mechanism: "PLAIN", initial: None }
+            auth PLAIN AGFsaWNlAHM= => Auth { mechanism: "PLAIN", initial: Some("AGFsaWNlAHM=") }
+            AUTH PLAIN = => Auth { mechanism: "PLAIN", initial: Some("=") }
+            AUTH login => Auth { mechanism: "LOGIN", initial: None }
+            AUTH SCRAM-SHA-1 => Auth { mechanism: "SCRAM-SHA-1", initial: None }
+            BDAT 100 => Bdat { size: 100, last: false }
+            bdat 0 last => Bdat { size: 0, last: true }
+            BDAT 5 LAST => Bdat { size: 5, last: true }
+            GET / HTTP/1.1 => Forbidden
+            post /x HTTP/1.0 => Forbidden
+            CONNECT a:443 HTTP/1.1 => Forbidden
+            HEAD / => Forbidden
+            Put => Forbidden"#,
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_syntax_errors() {
+        each_err("{}", "HELO|EHLO|EHLO |EHLO a b|HELO a\u{7}b", SYNTAX);
+        each_err("{}", "DATA x|RSET now|QUIT bye|STARTTLS please", SYNTAX);
+        each_err(
+            "{}",
+            "AUTH|AUTH |AUTH PLAIN a b|AUTH PL@IN|AUTH ABCDEFGHIJKLMNOPQRSTU",
+            SYNTAX,
+        );
+        let bdat =
+            "BDAT|BDAT x|BDAT -1|BDAT +1|BDAT 1 FIRST|BDAT 1 LAST x|BDAT 99999999999999999999";
+        each_err("{}", bdat, SYNTAX);
+        assert_eq!(err(b"EHLO \xff"), SYNTAX);
+        assert_eq!(err(b"AUTH PLAIN \xff"), SYNTAX);
+        assert_eq!(text("EHLO"), "Syntax: EHLO hostname");
+    }
+
+    #[test]
+    fn unknown_or_empty_is_unrecognized() {
+        each_err("{}", "|   |FOO|MAILFROM:<a@b>|HELO\tx|QUITX", UNRECOGNIZED);
+        assert_eq!(err(b"\xff\xfe"), UNRECOGNIZED);
+        assert_eq!(err(b"D\xc3\xa4TA"), UNRECOGNIZED);
+        assert_eq!(text("XYZZY"), "Command unrecognized");
+    }
+
+    #[test]
+    fn mail_from_forms() {
+        let a = |l, d| ReversePath::Address(addr(l, d));
+        assert_eq!(
+            mail("MAIL FROM:<>"),
+            (ReversePath::Null, MailParams::default())
+        );
+        assert_eq!(mail("MAIL FROM:<a@b.example>").0, a("a", "b.example"));
+        assert_eq!(mail("mail from:<a@b>").0, a("a", "b"));
+        // Liberal: a space (or more) after the colon.
+        assert_eq!(mail("MAIL FROM: <a@b>").0, a("a", "b"));
+        assert_eq!(mail("MAIL FROM:  <>").0, ReversePath::Null);
+        assert_eq!(mail("MAIL FROM:<@a:u@b>").0, a("u", "b"));
+        assert_eq!(
+            mail("MAIL FROM:<root>").0,
+            ReversePath::Address(bare("root"))
+        );
+    }
+
+    #[test]
+    fn rcpt_to_forms() {
+        let plain = (addr("u", "example.org"), RcptParams::default());
+        assert_eq!(rcpt("RCPT TO:<u@example.org>"), plain);
+        assert_eq!(rcpt("rcpt to: <u@x>").0, addr("u", "x"));
+        assert_eq!(to("postmaster"), bare("postmaster"));
+        assert_eq!(to("Root"), bare("Root"));
+        let a = to("o'neil+tag/x=y{z}~!#$%&*?^_`|@my-host.Example9.com");
+        assert_eq!(
+            a,
+            addr("o'neil+tag/x=y{z}~!#$%&*?^_`|", "my-host.Example9.com")
+        );
+        assert_eq!(err("RCPT TO:<>"), (501, "5.1.3"));
+        assert_eq!(err("RCPT TO: <>"), (501, "5.1.3"));
+    }
+
+    #[test]
+    fn mail_and_rcpt_syntax_errors() {
+        let mail = "MAIL|MAIL <a@b>|MAIL FROM|MAIL TO:<a@b>|MAIL FROM:|MAIL FROM:a@b|\
+                    MAIL FROM:<a@b|MAIL FROM:<a@b>x|MAIL FROM :<a@b>";
+        each_err("{}", mail, SYNTAX);
+        let rcpt = "RCPT|RCPT TO|RCPT FROM:<a@b>|RCPT TO:a@b|RCPT TO:<a@b|RCPT TO:<a@b>junk";
+        each_err("{}", rcpt, SYNTAX);
+        assert_eq!(text("MAIL FROM:a@b"), "Syntax: MAIL FROM:<address>");
+        assert_eq!(text("RCPT TO:a@b"), "Syntax: RCPT TO:<address>");
+    }
+
+    #[test]
+    fn quoted_local_parts() {
+        assert_eq!(
+            to(r#""john doe"@example.com"#),
+            addr("john doe", "example.com")
+        );
+        assert_eq!(to(r#""a\"b\\c"@x"#), addr(r#"a"b\c"#, "x"));
+        assert_eq!(to(r#""a>b@c"@x"#), addr("a>b@c", "x"));
+        assert_eq!(to(r#""bare local""#), bare("bare local"));
+        let bad = "\"unterminated@x|\"a\"b@x|\"\"@x|\"a\tb\"@x|\"a\\\u{1}\"@x|\"a\\";
+        each_err("RCPT TO:<{}>", bad, BAD_RCPT);
+        each_err("MAIL FROM:<{}>", bad, BAD_SENDER);
+    }
+
+    #[test]
+    fn address_literals() {
+        let lit = |s: &str| Some(Domain::Literal(s.parse().unwrap()));
+        assert_eq!(to("root@[127.0.0.1]").domain, lit("127.0.0.1"));
+        assert_eq!(to("root@[IPv6:::1]").domain, lit("::1"));
+        assert_eq!(to("root@[ipv6:::1]").domain, lit("::1"));
+        assert_eq!(
+            to("a@[IPv6:::ffff:10.0.0.1]").domain,
+            lit("::ffff:10.0.0.1")
+        );
+        let bad = "[300.0.0.1]|[::1]|[IPv6:1.2.3.4]|[127.0.0.1|[x:y]|[]|[IPv6:]|[1.2.3]|[1.2.3.4]x";
+        each_err("RCPT TO:<a@{}>", bad, BAD_RCPT);
+    }
+
+    #[test]
+    fn source_routes_are_ignored() {
+        assert_eq!(
+            to("@a.example,@b.example:user@c.example"),
+            addr("user", "c.example")
+        );
+        assert_eq!(to("@[IPv6:::1]:user@c"), addr("user", "c"));
+        let bad = "@a|@a,b:u@c|@:u@c|@a:|@a,@:u@c|@bad_dom:u@c|@[1.2.3.4]";
+        each_err("RCPT TO:<{}>", bad, BAD_RCPT);
+    }
+
+    #[test]
+    fn invalid_addresses_get_553_with_role_code() {
+        let bad = "@example.com|a@|a@@b|a b@c|a@b c|a@b..c|a@.b|a@b.|a@-b|a@b-|a@b_c|a@b!c|\
+                   .a@b|a.@b|a..b@c|a(b)@c|a\u{1}@b|a@b\u{7f}|a@b\u{85}|a<b@c|\u{a0}@b";
+        each_err("RCPT TO:<{}>", bad, BAD_RCPT);
+        each_err("MAIL FROM:<{}>", bad, BAD_SENDER);
+        assert_eq!(err(b"RCPT TO:<\xff@b>"), BAD_RCPT);
+        assert_eq!(err(b"MAIL FROM:<a@\xc3>"), BAD_SENDER);
+        assert_eq!(text("RCPT TO:<a@>"), "Invalid recipient address");
+    }
+
+    #[test]
+    fn utf8_addresses() {
+        let a = to("用户@例子.广告");
+        assert_eq!(a, addr("用户", "例子.广告"));
+        assert!(!a.is_ascii());
+        assert!(!addr("ascii", "bücher.de").is_ascii());
+        assert!(!bare("jürgen").is_ascii());
+        assert!(addr("a", "b").is_ascii());
+        assert!(to("root@[127.0.0.1]").is_ascii());
+        assert_eq!(to("\"José Ñ\"@x").local, "José Ñ");
+    }
+
+    #[test]
+    fn length_limits_give_501() {
+        let l64 = "l".repeat(64);
+        assert_eq!(to(&format!("{l64}@x")).local, l64);
+        assert_eq!(err(format!("RCPT TO:<{l64}l@x>")), (501, "5.1.3"));
+        assert_eq!(err(format!("MAIL FROM:<{l64}l@x>")), (501, "5.1.7"));
+        let q63 = "q".repeat(63);
+        assert_eq!(err(format!("RCPT TO:<\"{q63}\"@x>")), (501, "5.1.3"));
+        // a@ plus a 252-octet domain is a 256-octet path; one more is too long.
+        let d = format!("{0}.{0}.{0}.{1}", "d".repeat(63), "d".repeat(60));
+        assert_eq!(to(&format!("a@{d}")), addr("a", &d));
+        assert_eq!(err(format!("RCPT TO:<ab@{d}>")), (501, "5.1.3"));
+        assert_eq!(err(format!("MAIL FROM:<ab@{d}>")), (501, "5.1.7"));
+        // A route domain over 255 octets.
+        let d256 = "d".repeat(256);
+        assert_eq!(err(format!("RCPT TO:<@{d256}:a@b>")), (501, "5.1.3"));
+    }
+
+    #[test]
+    fn mail_parameters() {
+        let p = mail("MAIL FROM:<a@b> size=1000 BODY=8bitmime SMTPUTF8 AUTH=a+2Bb+3Dc@d").1;
+        assert_eq!(p.size, Some(1000));
+        assert_eq!(p.body, Body::EightBitMime);
+        assert!(p.smtputf8);
+        assert_eq!(p.auth.as_deref(), Some("a+b=c@d"));
+        let p = mail("MAIL FROM:<> RET=hdrs ENVID=Q+2B1").1;
+        assert_eq!((p.ret, p.envid.as_deref()), (Some(Ret::Hdrs), Some("Q+1")));
+        assert_eq!(mail("MAIL FROM:<>  BODY=7BIT ").1.body, Body::SevenBit);
+        assert_eq!(
+            mail("MAIL FROM:<> BODY=BinaryMIME").1.body,
+            Body::BinaryMime
+        );
+        assert_eq!(mail("MAIL FROM:<> RET=FULL").1.ret, Some(Ret::Full));
+        assert_eq!(mail("MAIL FROM:<> AUTH=<>").1.auth.as_deref(), Some("<>"));
+        let max = mail("MAIL FROM:<> SIZE=18446744073709551615").1;
+        assert_eq!(max.size, Some(u64::MAX));
+        assert_eq!(mail("MAIL FROM: <a@b> SIZE=0").1.size, Some(0));
+    }
+
+    #[test]
+    fn bad_mail_parameters() {
+        let syntax = "SIZE|SIZE=|SIZE=12k|SIZE=+5|SIZE=-1|SIZE=18446744073709551616|BODY=9BIT|BODY|\
+                      SMTPUTF8=yes|AUTH=|AUTH=a=b|AUTH=a+2b|RET=ALL|RET|ENVID=+4|ENVID=a+ZZ|ENVID=+FF|\
+                      =x|-X|SIZE=1 SIZE=2|smtputf8 SMTPUTF8|BODY=7BIT body=8BITMIME";
+        each_err("MAIL FROM:<a@b> {}", syntax, SYNTAX);
+        let unsupported = "FOO|X-BAR=1|NOTIFY=NEVER|ORCPT=rfc822;a@b";
+        each_err("MAIL FROM:<a@b> {}", unsupported, UNSUPPORTED);
+        assert_eq!(err(b"MAIL FROM:<a@b> SIZE=\xff"), SYNTAX);
+        assert_eq!(err(b"MAIL FROM:<a@b> \xff=1"), SYNTAX);
+    }
+
+    #[test]
+    fn rcpt_parameters() {
+        let (_, p) = rcpt("RCPT TO:<a@b> NOTIFY=success,Delay ORCPT=rfc822;a+2Bx@b");
+        assert_eq!(p.notify.as_deref(), Some("success,Delay"));
+        assert_eq!(p.orcpt.as_deref(), Some("rfc822;a+x@b"));
+        let notify = |line| rcpt(line).1.notify;
+        assert_eq!(
+            notify("RCPT TO:<a@b> notify=NEVER").as_deref(),
+            Some("NEVER")
+        );
+        assert_eq!(
+            notify("RCPT TO:<a@b> NOTIFY=FAILURE").as_deref(),
+            Some("FAILURE")
+        );
+        let syntax = "NOTIFY=|NOTIFY|NOTIFY=NEVER,SUCCESS|NOTIFY=SUCCESS,|NOTIFY=ALWAYS|ORCPT=a@b|\
+                      ORCPT=;a@b|ORCPT|ORCPT=rfc822;a=b|NOTIFY=DELAY NOTIFY=DELAY";
+        each_err("RCPT TO:<a@b> {}", syntax, SYNTAX);
+        let unsupported = "SIZE=10|BODY=8BITMIME|SMTPUTF8|FOO=bar";
+        each_err("RCPT TO:<a@b> {}", unsupported, UNSUPPORTED);
+        assert_eq!(text("RCPT TO:<a@b> x-y"), "Unsupported parameter X-Y");
+    }
+
+    #[test]
+    fn xtext_decoding() {
+        assert_eq!(xtext(b"plain").ok().as_deref(), Some("plain"));
+        assert_eq!(xtext(b"+2B+3D+20").ok().as_deref(), Some("+= "));
+        assert_eq!(xtext(b"+C3+A9").ok().as_deref(), Some("é"));
+        let bad: [&[u8]; 9] = [
+            b"",
+            b"+",
+            b"+2",
+            b"+2b",
+            b"a=b",
+            b"a b",
+            b"\x7f",
+            b"\xc3\xa9",
+            b"+FF",
+        ];
+        for v in bad {
+            assert!(xtext(v).is_err(), "{v:?}");
+        }
+    }
+
+    /// Every byte at every position of a few tricky lines: no panic.
+    #[test]
+    fn never_panics_on_any_byte() {
+        let lines = [
+            "MAIL FROM:<\"a\\\"b\"@[IPv6:::1]> SIZE=1 AUTH=+2B",
+            "RCPT TO:<@a,@[1.2.3.4]:u@x> NOTIFY=NEVER ORCPT=rfc822;a+40b",
+            "RCPT TO:<用户@例子.广告>",
+            "EHLO x",
+            "AUTH PLAIN =",
+            "BDAT 10 LAST",
+        ];
+        for line in lines.map(str::as_bytes) {
+            for i in 0..=line.len() {
+                let _ = parse(&line[..i]);
+                for b in 0..=255u8 {
+                    let mut v = line.to_vec();
+                    v.insert(i, b);
+                    let _ = parse(&v);
+                    v[i] = b;
+                    let _ = parse(&v);
+                }
+            }
+        }
+    }
+}

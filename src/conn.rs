@@ -1,0 +1,384 @@
+//! One connection: drives a [`Session`] over a [`Transport`].
+//!
+//! This is the I/O around the sans-IO session: the line framer with its hard
+//! cap, timeouts, the synchronization checks, spooling and delivery of
+//! message content. Replies are queued and written in one go when the input
+//! buffer runs dry, right before a read that would block (PIPELINING,
+//! RFC 2920), as qmail does.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::data::{self, ContentSink, DataEnd, DataReader};
+use crate::maildir::{self, Spool};
+use crate::reply::Reply;
+use crate::session::{Action, ContentSummary, Session};
+use crate::transport::Transport;
+
+/// Longest command line accepted, line ending excluded (SPEC §5).
+pub const MAX_LINE: usize = 2048;
+
+/// Input buffer size: a pipelined group of commands fits, and an idle
+/// session stays small.
+const BUFFER: usize = 4096;
+
+/// Limits that apply to one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_message_size: u64,
+    pub maildir_quota: u64,
+}
+
+/// Serves one session to its end. Never panics on peer input; I/O errors
+/// end the session.
+pub fn serve(transport: Box<dyn Transport>, session: Session, limits: Limits) {
+    let peer = session.peer().describe();
+    log::info!("connect from {peer}");
+    let mut conn = Connection {
+        input: BufReader::with_capacity(BUFFER, Wire::new(transport, limits)),
+        session,
+        limits,
+        line: Vec::new(),
+        sent_crlf: false,
+        chunked: None,
+    };
+    let reason = match conn.run() {
+        Ok(reason) => reason,
+        Err(e) if is_timeout(&e) => {
+            conn.send(&Session::timeout());
+            let _ = conn.input.get_mut().flush();
+            "timeout (421 4.4.2)"
+        }
+        Err(e) => {
+            log::debug!("connection error from {peer}: {e}");
+            "connection error"
+        }
+    };
+    log::info!("disconnect from {peer}: {reason}");
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// A message being received in BDAT chunks, kept across commands.
+struct Chunked {
+    sink: ContentSink<Spool>,
+    targets: Vec<PathBuf>,
+}
+
+struct Connection {
+    input: BufReader<Wire>,
+    session: Session,
+    limits: Limits,
+    line: Vec<u8>,
+    /// The client has ended a command line with CRLF at least once; until
+    /// then a bare LF . LF may end DATA (SPEC §6, people typing into nc).
+    sent_crlf: bool,
+    chunked: Option<Chunked>,
+}
+
+/// One command line from the framer.
+enum Line {
+    Command,
+    TooLong,
+    Eof,
+}
+
+impl Connection {
+    fn run(&mut self) -> io::Result<&'static str> {
+        let loopback = self.session.peer().is_loopback();
+        // RFC 5321 §4.3.1: a client must wait for the greeting.
+        if !loopback && self.input.get_mut().transport.input_pending() {
+            self.reject_unsynchronized("talked before the greeting");
+            return Ok("talked before greeting (554 5.5.0)");
+        }
+        let greeting = self.session.greeting();
+        self.send(&greeting);
+        loop {
+            let step = match self.read_line()? {
+                Line::Eof => return Ok("client closed"),
+                Line::TooLong => self.session.line_too_long(),
+                Line::Command => self.session.command(&self.line),
+            };
+            for reply in &step.replies {
+                self.send(reply);
+            }
+            if self.chunked.is_some() && !self.session.chunking() {
+                self.chunked = None; // RSET or an error dropped the transaction.
+            }
+            match step.action {
+                Action::Continue => {}
+                Action::Close => {
+                    self.input.get_mut().flush()?;
+                    return Ok("closed by server");
+                }
+                Action::StartTls => {
+                    // Only offered with a certificate; TLS support is not built yet.
+                    self.send(&Reply::new(454, "4.7.0", "TLS not available"));
+                }
+                Action::ReceiveData => {
+                    if !loopback && !self.input.buffer().is_empty() {
+                        self.reject_unsynchronized("sent content before 354");
+                        return Ok("content before 354 (554 5.5.0)");
+                    }
+                    if !self.receive_data()? {
+                        return Ok("client closed during DATA");
+                    }
+                }
+                Action::ReceiveChunk { size, last } => {
+                    if !self.receive_chunk(size, last)? {
+                        return Ok("client closed during BDAT");
+                    }
+                }
+                Action::DiscardChunk { size } => {
+                    let mut sink = ContentSink::new(io::sink(), 0);
+                    if data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Eof {
+                        return Ok("client closed during BDAT");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a reply; it is written when the input runs dry.
+    fn send(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.input.get_mut().output);
+    }
+
+    fn reject_unsynchronized(&mut self, what: &str) {
+        log::warn!("{} {} (554 5.5.0)", self.session.peer().describe(), what);
+        self.send(&Reply::new(
+            554,
+            "5.5.0",
+            "Protocol error: wait for the server's reply",
+        ));
+        let _ = self.input.get_mut().flush();
+    }
+
+    /// Reads one command line into `self.line`, without its line ending.
+    /// A line over [`MAX_LINE`] is skipped to its end without being buffered.
+    fn read_line(&mut self) -> io::Result<Line> {
+        self.line.clear();
+        let mut too_long = false;
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(Line::Eof);
+            }
+            let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            // MAX_LINE + 1 leaves room for the CR of the line ending.
+            if !too_long && self.line.len() + chunk.len() <= MAX_LINE + 1 {
+                self.line.extend_from_slice(chunk);
+            } else {
+                too_long = true;
+                self.line.clear();
+            }
+            let used = found.unwrap_or(buf.len());
+            self.input.consume(used);
+            if found.is_some() {
+                break;
+            }
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+            self.sent_crlf = true;
+        }
+        if too_long || self.line.len() > MAX_LINE {
+            return Ok(Line::TooLong);
+        }
+        Ok(Line::Command)
+    }
+
+    /// Creates the spool file in the first recipient's Maildir and writes
+    /// the trace headers. On failure the reply has been queued.
+    fn open_spool(&mut self) -> Option<(ContentSink<Spool>, Vec<PathBuf>)> {
+        let targets: Vec<PathBuf> = self
+            .session
+            .targets()
+            .iter()
+            .map(|p| p.to_path_buf())
+            .collect();
+        let first = targets.first()?;
+        let spool = Spool::create(first).and_then(|mut spool| {
+            let trace = self
+                .session
+                .trace_headers(spool.id(), &crate::date::now_rfc5322());
+            match spool.write_all(trace.as_bytes()) {
+                Ok(()) => Ok(spool),
+                Err(e) => Err(spool.error(e)),
+            }
+        });
+        match spool {
+            Ok(spool) => Some((
+                ContentSink::new(spool, self.limits.max_message_size),
+                targets,
+            )),
+            Err(e) => {
+                let reply = self.session.spool_failed(&e);
+                self.send(&reply);
+                None
+            }
+        }
+    }
+
+    /// DATA: spool, 354, read to CRLF.CRLF, check, deliver. Returns false
+    /// when the client went away before the end of the data.
+    fn receive_data(&mut self) -> io::Result<bool> {
+        let Some((mut sink, targets)) = self.open_spool() else {
+            return Ok(true);
+        };
+        let go_ahead = self.session.data_go_ahead();
+        self.send(&go_ahead);
+        let mut reader = DataReader::new(self.session.bare_lf(), !self.sent_crlf);
+        match data::read_data(&mut self.input, &mut reader, &mut sink)? {
+            DataEnd::Eof => Ok(false),
+            DataEnd::Complete => {
+                self.finish_message(sink, &targets, reader.bare_line_ending_seen());
+                Ok(true)
+            }
+        }
+    }
+
+    /// One BDAT chunk of a message (RFC 3030). Returns false when the client
+    /// went away mid-chunk.
+    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<bool> {
+        if self.chunked.is_none() {
+            match self.open_spool() {
+                Some((sink, targets)) => self.chunked = Some(Chunked { sink, targets }),
+                None => {
+                    let mut sink = ContentSink::new(io::sink(), 0);
+                    return Ok(
+                        data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Complete
+                    );
+                }
+            }
+        }
+        let Some(chunked) = self.chunked.as_mut() else {
+            return Ok(true);
+        };
+        if data::read_bdat(&mut self.input, size, &mut chunked.sink)? == DataEnd::Eof {
+            return Ok(false);
+        }
+        if last {
+            if let Some(Chunked { sink, targets }) = self.chunked.take() {
+                self.finish_message(sink, &targets, false);
+            }
+        } else {
+            let reply = self.session.chunk_received(size);
+            self.send(&reply);
+        }
+        Ok(true)
+    }
+
+    /// The content is complete: check it, deliver it, queue the final reply.
+    fn finish_message(
+        &mut self,
+        mut sink: ContentSink<Spool>,
+        targets: &[PathBuf],
+        bare_line_ending: bool,
+    ) {
+        let summary = ContentSummary {
+            size: sink.size(),
+            oversized: sink.oversized(),
+            bare_line_ending,
+            received_headers: sink.received_headers(),
+        };
+        let write_error = sink.take_error();
+        let spool = sink.into_inner();
+        if let Err(reply) = self.session.end_of_data(&summary) {
+            maildir::discard(spool);
+            self.send(&reply);
+            return;
+        }
+        let result = match write_error {
+            Some(e) => {
+                let error = spool.error(e);
+                maildir::discard(spool);
+                Err(error)
+            }
+            None => {
+                let paths: Vec<&std::path::Path> = targets.iter().map(|p| p.as_path()).collect();
+                maildir::deliver(spool, &paths, self.limits.maildir_quota)
+            }
+        };
+        let reply = self.session.delivered(summary.size, result);
+        self.send(&reply);
+    }
+}
+
+/// The transport as the framer sees it: reads flush the queued replies
+/// first (so a pipelined group is answered in one write, and only when we
+/// would otherwise wait), and every read and write obeys both the per-read
+/// timeout and the whole-session deadline.
+struct Wire {
+    transport: Box<dyn Transport>,
+    output: Vec<u8>,
+    timeout: Duration,
+    deadline: Instant,
+    applied: Option<Duration>,
+}
+
+impl Wire {
+    fn new(transport: Box<dyn Transport>, limits: Limits) -> Wire {
+        Wire {
+            transport,
+            output: Vec::new(),
+            timeout: limits.timeout,
+            deadline: Instant::now() + limits.session_timeout,
+            applied: None,
+        }
+    }
+
+    /// Sets the socket timeout to what is left, when that changed.
+    fn arm(&mut self) -> io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "session timeout"));
+        }
+        let timeout = left.min(self.timeout);
+        if self.applied != Some(timeout) {
+            self.transport.set_timeout(timeout)?;
+            self.applied = Some(timeout);
+        }
+        Ok(())
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.flush()?;
+        self.arm()?;
+        self.transport.read(buf)
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        self.arm()?;
+        let result = self.transport.write_all(&self.output);
+        self.output.clear();
+        if self.output.capacity() > BUFFER {
+            self.output.shrink_to(BUFFER);
+        }
+        result?;
+        self.transport.flush()
+    }
+}

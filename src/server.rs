@@ -1,0 +1,230 @@
+//! The standalone server (SPEC §8): one accept thread per listener, one
+//! thread per session with a small stack, and the connection limits.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::config::{Config, Listen};
+use crate::conn::{self, Limits};
+use crate::reply::Reply;
+use crate::session::{MaildirQuota, Peer, QuotaProbe, Session};
+
+/// Session threads' stack: debug builds overflow 64 KiB in the TLS
+/// handshake; touched pages are all that count towards RSS.
+const SESSION_STACK: usize = 256 * 1024;
+
+/// A bound listener, ready to accept.
+pub struct Bound {
+    pub listener: TcpListener,
+    pub listen: Listen,
+}
+
+/// Binds every configured listener. An IPv6 default address on a box with
+/// no IPv6 is skipped with a warning; any other failure is fatal.
+pub fn bind(config: &Config) -> Result<Vec<Bound>, String> {
+    let mut bound = Vec::new();
+    for listen in &config.listen {
+        match TcpListener::bind(listen.addr) {
+            Ok(listener) => bound.push(Bound {
+                listener,
+                listen: *listen,
+            }),
+            Err(e) if listen.addr.is_ipv6() && e.kind() == io::ErrorKind::AddrNotAvailable => {
+                log::warn!("skipping {}: {}", listen.addr, e);
+            }
+            Err(e) => return Err(format!("cannot listen on {}: {}", listen.addr, e)),
+        }
+    }
+    if bound.is_empty() {
+        return Err("no address to listen on".to_string());
+    }
+    Ok(bound)
+}
+
+/// Serves on every listener until the process is stopped.
+pub fn run(config: Arc<Config>, listeners: Vec<Bound>) {
+    let limiter = Arc::new(Limiter::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+    ));
+    let quota: Arc<dyn QuotaProbe> = Arc::new(MaildirQuota);
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|bound| {
+            let config = Arc::clone(&config);
+            let limiter = Arc::clone(&limiter);
+            let quota = Arc::clone(&quota);
+            // The bound address, not the configured one: port 0 picks a port.
+            let addr = bound.listener.local_addr().map_or(bound.listen.addr, |a| a);
+            log::info!("listening on {} ({:?})", addr, bound.listen.mode);
+            thread::spawn(move || accept_loop(bound, config, limiter, quota))
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn accept_loop(
+    bound: Bound,
+    config: Arc<Config>,
+    limiter: Arc<Limiter>,
+    quota: Arc<dyn QuotaProbe>,
+) {
+    for stream in bound.listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("accept on {}: {}", bound.listen.addr, e);
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let Ok(remote) = stream.peer_addr() else {
+            continue;
+        };
+        let Some(slot) = limiter.acquire(remote.ip()) else {
+            log::warn!(
+                "too many connections, refusing [{}]:{} (421 4.3.2)",
+                remote.ip(),
+                remote.port()
+            );
+            refuse(stream);
+            continue;
+        };
+        let peer = Peer {
+            remote: Some(remote),
+            local: stream.local_addr().ok(),
+        };
+        let session = Session::new(
+            Arc::clone(&config),
+            Arc::clone(&quota),
+            peer,
+            bound.listen.mode,
+            false,
+        );
+        let limits = limits(&config);
+        let spawned = thread::Builder::new()
+            .name("session".to_string())
+            .stack_size(SESSION_STACK)
+            .spawn(move || {
+                // The slot is freed when this closure ends, by return or panic.
+                let _slot = slot;
+                conn::serve(Box::new(stream), session, limits);
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a session thread: {e}");
+        }
+    }
+}
+
+/// The connection limits of a config.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        timeout: config.timeout,
+        session_timeout: config.session_timeout,
+        max_message_size: config.max_message_size,
+        maildir_quota: config.maildir_quota,
+    }
+}
+
+/// Over the limits: one reply, written without blocking for long, then close.
+fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut out = Vec::new();
+    Reply::new(421, "4.3.2", "Too many connections, try again later").write_to(&mut out);
+    let _ = stream.write_all(&out);
+}
+
+/// Counts sessions, in all and per client address.
+struct Limiter {
+    max: usize,
+    max_per_ip: usize,
+    state: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One session's place under the limits, given back on drop.
+struct Slot {
+    limiter: Arc<Limiter>,
+    ip: IpAddr,
+}
+
+impl Limiter {
+    fn new(max: usize, max_per_ip: usize) -> Limiter {
+        Limiter {
+            max,
+            max_per_ip,
+            state: Mutex::new(Counts::default()),
+        }
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut counts = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let for_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        if counts.total >= self.max || for_ip >= self.max_per_ip {
+            return None;
+        }
+        counts.total += 1;
+        counts.per_ip.insert(ip, for_ip + 1);
+        Some(Slot {
+            limiter: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.limiter.state.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total -= 1;
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_counts_total_and_per_ip() {
+        let limiter = Arc::new(Limiter::new(3, 2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let s1 = limiter.acquire(a).unwrap();
+        let _s2 = limiter.acquire(a).unwrap();
+        assert!(limiter.acquire(a).is_none(), "per-IP limit");
+        let _s3 = limiter.acquire(b).unwrap();
+        assert!(limiter.acquire(b).is_none(), "total limit");
+        drop(s1);
+        assert!(limiter.acquire(a).is_some(), "slot given back");
+    }
+
+    #[test]
+    fn slot_is_freed_when_a_session_panics() {
+        let limiter = Arc::new(Limiter::new(1, 1));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let slot = limiter.acquire(ip).unwrap();
+        let t = thread::spawn(move || {
+            let _slot = slot;
+            panic!("session bug");
+        });
+        assert!(t.join().is_err());
+        assert!(limiter.acquire(ip).is_some());
+    }
+}

@@ -1,0 +1,1067 @@
+//! The SMTP session as a sans-IO state machine (RFC 5321 §4.1, §4.3).
+//!
+//! The session takes command lines and the summary of received content, and
+//! returns replies and the action the connection must take next (read DATA,
+//! read a BDAT chunk, start TLS, close). It does no I/O of its own except
+//! asking a [`QuotaProbe`] whether a Maildir is full, so the same core serves
+//! standalone, inetd and socket-activated connections, and its tests are
+//! plain byte slices.
+//!
+//! ```text
+//!   greeting ──► Fresh ──HELO/EHLO──► Greeted ──MAIL──► Mail ──RCPT──► Rcpt
+//!                  ▲                     ▲                               │
+//!                  │ STARTTLS            └──── RSET / end of message ◄───┘ DATA, BDAT
+//! ```
+//!
+//! The transaction (sender, recipients) is a separate value, so RSET and the
+//! end of a message are simply "drop the transaction".
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
+use crate::config::{Config, Mode, Route};
+use crate::data::BareLf;
+use crate::maildir::DeliveryError;
+use crate::reply::{Reply, EHLO};
+
+/// Received headers beyond this mean a mail loop (RFC 5321 §6.3).
+pub const MAX_RECEIVED: usize = 100;
+
+/// Asks whether a Maildir already holds `quota` bytes (SPEC §7). A trait so
+/// that the session needs no file system in its tests.
+pub trait QuotaProbe: Send + Sync {
+    fn is_full(&self, maildir: &Path, quota: u64) -> bool;
+}
+
+/// The real probe: sums the Maildir's message sizes.
+pub struct MaildirQuota;
+
+impl QuotaProbe for MaildirQuota {
+    fn is_full(&self, maildir: &Path, quota: u64) -> bool {
+        quota > 0 && crate::maildir::usage(maildir).is_ok_and(|used| used >= quota)
+    }
+}
+
+/// Who is on the other end, and on which address they reached us.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// The client's address; None when unknown (inetd over a pipe).
+    pub remote: Option<SocketAddr>,
+    /// Our address on this connection, for address literals (`root@[IP]`).
+    pub local: Option<SocketAddr>,
+}
+
+impl Peer {
+    /// Loopback clients (and local pipes) are trusted for pipelining rules
+    /// and may AUTH without TLS.
+    pub fn is_loopback(&self) -> bool {
+        self.remote
+            .is_none_or(|a| a.ip().is_loopback() || is_mapped_loopback(a.ip()))
+    }
+
+    /// `[IP]:PORT` for logs, `unknown` when there is no address.
+    pub fn describe(&self) -> String {
+        match self.remote {
+            Some(SocketAddr::V4(a)) => format!("[{}]:{}", a.ip(), a.port()),
+            Some(SocketAddr::V6(a)) => format!("[{}]:{}", a.ip(), a.port()),
+            None => "unknown".to_string(),
+        }
+    }
+}
+
+fn is_mapped_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// What the connection must do after a reply has been queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Read the next command line.
+    Continue,
+    /// Flush the replies and close the connection.
+    Close,
+    /// Flush, discard any input already buffered (CVE-2011-0411), handshake.
+    StartTls,
+    /// Spool the message and read content up to CRLF.CRLF; the 354 reply is
+    /// [`Session::data_go_ahead`], sent once the spool file exists.
+    ReceiveData,
+    /// Read a BDAT chunk of `size` bytes into the message.
+    ReceiveChunk { size: u64, last: bool },
+    /// Read a BDAT chunk of `size` bytes and throw it away (its command failed).
+    DiscardChunk { size: u64 },
+}
+
+/// The replies for one input, and what to do next.
+#[derive(Debug)]
+pub struct Step {
+    pub replies: Vec<Reply>,
+    pub action: Action,
+}
+
+impl Step {
+    fn reply(reply: Reply) -> Step {
+        Step {
+            replies: vec![reply],
+            action: Action::Continue,
+        }
+    }
+
+    fn close(reply: Reply) -> Step {
+        Step {
+            replies: vec![reply],
+            action: Action::Close,
+        }
+    }
+}
+
+/// What the DATA reader saw, handed to [`Session::end_of_data`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContentSummary {
+    /// Content bytes, trace headers excluded, counting past the limit.
+    pub size: u64,
+    pub oversized: bool,
+    pub bare_line_ending: bool,
+    pub received_headers: usize,
+}
+
+/// A recipient accepted by RCPT.
+#[derive(Clone, Debug)]
+struct Recipient {
+    address: String,
+    maildir: PathBuf,
+}
+
+/// One mail transaction: MAIL, RCPTs, content.
+#[derive(Debug)]
+struct Transaction {
+    sender: String,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    /// A BDAT chunk has been accepted: DATA is no longer allowed (RFC 3030 §3).
+    chunking: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Greeting {
+    name: String,
+    extended: bool,
+}
+
+/// One SMTP session.
+pub struct Session {
+    config: Arc<Config>,
+    quota: Arc<dyn QuotaProbe>,
+    peer: Peer,
+    mode: Mode,
+    tls_offered: bool,
+    auth_offered: bool,
+    tls: Option<String>,
+    auth_user: Option<String>,
+    greeting: Option<Greeting>,
+    tx: Option<Transaction>,
+    errors: u32,
+}
+
+impl Session {
+    /// A session for a connection that arrived on a listener of `mode`.
+    /// `tls_offered`: a certificate is configured (STARTTLS is available).
+    pub fn new(
+        config: Arc<Config>,
+        quota: Arc<dyn QuotaProbe>,
+        peer: Peer,
+        mode: Mode,
+        tls_offered: bool,
+    ) -> Session {
+        let auth_offered = config.users.is_some();
+        Session {
+            config,
+            quota,
+            peer,
+            mode,
+            tls_offered,
+            auth_offered,
+            tls: None,
+            auth_user: None,
+            greeting: None,
+            tx: None,
+            errors: 0,
+        }
+    }
+
+    /// The 220 banner (the only reply without an enhanced status code).
+    pub fn greeting(&self) -> Reply {
+        Reply::new(220, "", format!("{} ESMTP smtpbox", self.config.hostname))
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// How DATA content treats bare line endings.
+    pub fn bare_lf(&self) -> BareLf {
+        self.config.bare_lf
+    }
+
+    /// Handles one command line (without its line ending).
+    pub fn command(&mut self, line: &[u8]) -> Step {
+        if line.contains(&0) {
+            return self.error(Reply::new(500, "5.5.2", "NUL byte in command"));
+        }
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(reply) => return self.error(reply),
+        };
+        let step = self.dispatch(command);
+        if step.action == Action::Close {
+            return step;
+        }
+        let failed = step.replies.iter().any(|r| r.code >= 500);
+        if failed {
+            return self.count_error(step);
+        }
+        step
+    }
+
+    /// A command line over the 2048-byte limit was skipped.
+    pub fn line_too_long(&mut self) -> Step {
+        self.error(Reply::new(500, "5.5.2", "Line too long"))
+    }
+
+    /// Called after a successful TLS handshake: RFC 3207 §4.2, the session
+    /// forgets everything it learnt from the client before.
+    pub fn tls_started(&mut self, description: String) {
+        self.tls = Some(description);
+        self.greeting = None;
+        self.tx = None;
+        self.auth_user = None;
+    }
+
+    /// The 354 reply, sent once the spool file exists.
+    pub fn data_go_ahead(&self) -> Reply {
+        Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+    }
+
+    /// The Maildirs the current message goes to, each once, first recipient
+    /// first (its `tmp/` holds the spool file).
+    pub fn targets(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = Vec::new();
+        for r in self.tx.iter().flat_map(|tx| &tx.recipients) {
+            if !out.contains(&r.maildir.as_path()) {
+                out.push(&r.maildir);
+            }
+        }
+        out
+    }
+
+    /// The `Return-Path:` and `Received:` headers that start the stored
+    /// message (SPEC §6, RFC 5321 §4.4, RFC 3848 protocol names).
+    pub fn trace_headers(&self, id: &str, date: &str) -> String {
+        let Some(tx) = &self.tx else {
+            return String::new();
+        };
+        let helo = self
+            .greeting
+            .as_ref()
+            .map_or("unknown", |g| g.name.as_str());
+        let ip = match self.peer.remote {
+            Some(a) => format!("[{}]", a.ip()),
+            None => "[unknown]".to_string(),
+        };
+        let tls = match &self.tls {
+            Some(t) => format!("\r\n\t({t})"),
+            None => String::new(),
+        };
+        let rcpt = match tx.recipients.as_slice() {
+            [one] => format!("\r\n\tfor <{}>", one.address),
+            _ => String::new(),
+        };
+        format!(
+            "Return-Path: <{}>\r\nReceived: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}\r\n",
+            tx.sender,
+            sanitize(helo),
+            ip,
+            self.config.hostname,
+            self.protocol(),
+            tls,
+            id,
+            rcpt,
+            date
+        )
+    }
+
+    /// The content has been read: applies the content rules of SPEC §6.
+    /// `Ok` means deliver now; `Err` is the rejection, and the transaction
+    /// is over.
+    pub fn end_of_data(&mut self, summary: &ContentSummary) -> Result<(), Reply> {
+        let reject = if summary.oversized {
+            Some(Reply::new(552, "5.3.4", "Message too big"))
+        } else if summary.bare_line_ending && self.config.bare_lf == BareLf::Reject {
+            Some(Reply::new(
+                550,
+                "5.6.0",
+                "Bare CR or LF in message content is not allowed",
+            ))
+        } else if summary.received_headers > MAX_RECEIVED {
+            Some(Reply::new(
+                554,
+                "5.4.6",
+                "Too many Received headers: mail loop",
+            ))
+        } else {
+            None
+        };
+        match reject {
+            Some(reply) => {
+                self.log_rejection(&reply, summary.size);
+                self.tx = None;
+                Err(reply)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The delivery attempt is over: the final reply to DATA or BDAT LAST.
+    pub fn delivered(&mut self, size: u64, result: Result<String, DeliveryError>) -> Reply {
+        let tx = self.tx.take();
+        match result {
+            Ok(id) => {
+                if let Some(tx) = &tx {
+                    let to: Vec<String> = tx
+                        .recipients
+                        .iter()
+                        .map(|r| format!("<{}>", r.address))
+                        .collect();
+                    log::info!(
+                        "{} from=<{}> to={} size={} proto={} client={}{}",
+                        id,
+                        tx.sender,
+                        to.join(","),
+                        size,
+                        self.protocol(),
+                        self.peer.describe(),
+                        self.auth_user
+                            .as_ref()
+                            .map(|u| format!(" user={u}"))
+                            .unwrap_or_default()
+                    );
+                }
+                Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+            }
+            Err(e) => {
+                let reply = e.reply();
+                log::warn!(
+                    "delivery failed: {} ({}) client={}",
+                    e,
+                    reply.code,
+                    self.peer.describe()
+                );
+                reply
+            }
+        }
+    }
+
+    /// The reply to a non-final BDAT chunk.
+    pub fn chunk_received(&self, size: u64) -> Reply {
+        Reply::new(250, "2.0.0", format!("{size} octets received"))
+    }
+
+    /// Whether a BDAT message is being assembled (the connection keeps its
+    /// spool file across chunks while this holds).
+    pub fn chunking(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.chunking)
+    }
+
+    /// A reply to a failed spool creation: the transaction is dropped.
+    pub fn spool_failed(&mut self, error: &DeliveryError) -> Reply {
+        log::warn!(
+            "cannot spool message: {} client={}",
+            error,
+            self.peer.describe()
+        );
+        self.tx = None;
+        error.reply()
+    }
+
+    /// The session is closed for a timeout.
+    pub fn timeout() -> Reply {
+        Reply::new(421, "4.4.2", "Timeout: closing connection")
+    }
+
+    /// RFC 3848 protocol name for the Received header and the log.
+    fn protocol(&self) -> &'static str {
+        let extended = self.greeting.as_ref().is_some_and(|g| g.extended);
+        match (extended, self.tls.is_some(), self.auth_user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        }
+    }
+
+    fn dispatch(&mut self, command: Command) -> Step {
+        match command {
+            Command::Helo(name) => self.helo(name, false),
+            Command::Ehlo(name) => self.helo(name, true),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, params: _ } => self.rcpt(to),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => {
+                self.tx = None;
+                Step::reply(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Noop => Step::reply(Reply::new(250, "2.0.0", "Ok")),
+            Command::Quit => Step::close(Reply::new(221, "2.0.0", "Bye")),
+            Command::Help => Step::reply(Reply::multi(
+                214,
+                "2.0.0",
+                vec![
+                    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS AUTH".to_string(),
+                    "smtpbox delivers to local Maildirs only".to_string(),
+                ],
+            )),
+            // RFC 5321 §3.5.3: 252 neither confirms nor denies.
+            Command::Vrfy => Step::reply(Reply::new(252, "2.5.0", "Cannot VRFY user, but will accept message")),
+            Command::Expn => Step::reply(Reply::new(502, "5.5.1", "EXPN not available")),
+            Command::NotImplemented(verb) => Step::reply(Reply::new(502, "5.5.1", format!("{verb} not implemented"))),
+            Command::StartTls => self.starttls(),
+            Command::Auth { .. } => self.auth(),
+            Command::Forbidden => {
+                log::warn!("HTTP command on SMTP port (521) client={}", self.peer.describe());
+                Step::close(Reply::new(521, "5.7.0", "This is an SMTP server"))
+            }
+        }
+    }
+
+    fn helo(&mut self, name: String, extended: bool) -> Step {
+        // RFC 5321 §4.1.4: HELO/EHLO resets any transaction.
+        self.tx = None;
+        let hostname = self.config.hostname.clone();
+        self.greeting = Some(Greeting { name, extended });
+        if !extended {
+            return Step::reply(Reply::new(250, "", hostname));
+        }
+        let mut lines = vec![
+            hostname,
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.config.max_message_size),
+            "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "CHUNKING".to_string(),
+            "DSN".to_string(),
+        ];
+        if self.tls_offered && self.tls.is_none() {
+            lines.push("STARTTLS".to_string());
+        }
+        if self.auth_allowed() {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
+        lines.push("HELP".to_string());
+        Step::reply(Reply::multi(250, EHLO, lines))
+    }
+
+    fn auth_allowed(&self) -> bool {
+        self.auth_offered && (self.tls.is_some() || self.peer.is_loopback())
+    }
+
+    fn mail(&mut self, from: ReversePath, params: MailParams) -> Step {
+        if self.greeting.is_none() {
+            return Step::reply(Reply::new(503, "5.5.1", "Send HELO or EHLO first"));
+        }
+        if self.tx.is_some() {
+            return Step::reply(Reply::new(503, "5.5.1", "Nested MAIL command"));
+        }
+        if self.mode == Mode::Submission {
+            if self.tls.is_none() && !self.peer.is_loopback() {
+                return Step::reply(Reply::new(
+                    530,
+                    "5.7.0",
+                    "Must issue a STARTTLS command first",
+                ));
+            }
+            if self.auth_user.is_none() {
+                return Step::reply(Reply::new(530, "5.7.0", "Authentication required"));
+            }
+        }
+        if params
+            .size
+            .is_some_and(|s| s > self.config.max_message_size)
+        {
+            return Step::reply(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
+        }
+        let sender = match &from {
+            ReversePath::Null => String::new(),
+            ReversePath::Address(a) => {
+                // RFC 6531 §3.4: non-ASCII addresses need SMTPUTF8.
+                if !params.smtputf8 && !a.is_ascii() {
+                    return Step::reply(Reply::new(
+                        553,
+                        "5.6.7",
+                        "Non-ASCII address requires SMTPUTF8",
+                    ));
+                }
+                a.to_string()
+            }
+        };
+        self.tx = Some(Transaction {
+            sender,
+            params,
+            recipients: Vec::new(),
+            chunking: false,
+        });
+        Step::reply(Reply::new(250, "2.1.0", "Ok"))
+    }
+
+    fn rcpt(&mut self, to: Address) -> Step {
+        let box_ips = self.box_ips();
+        let Some(tx) = &mut self.tx else {
+            return Step::reply(Reply::new(503, "5.5.1", "Need MAIL command first"));
+        };
+        if !tx.params.smtputf8 && !to.is_ascii() {
+            return Step::reply(Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII address requires SMTPUTF8",
+            ));
+        }
+        if tx.recipients.len() >= self.config.max_recipients {
+            return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
+        }
+        let address = to.to_string();
+        let reply = match self.config.route(&to, &box_ips) {
+            Route::NotLocal => {
+                Reply::new(550, "5.7.1", format!("<{address}>: Relay access denied"))
+            }
+            Route::NoMailbox => Reply::new(550, "5.1.1", format!("<{address}>: No such user here")),
+            Route::Mailbox(maildir) => {
+                if self.quota.is_full(&maildir, self.config.maildir_quota) {
+                    Reply::new(452, "4.2.2", format!("<{address}>: Mailbox full"))
+                } else {
+                    tx.recipients.push(Recipient { address, maildir });
+                    return Step::reply(Reply::new(250, "2.1.5", "Ok"));
+                }
+            }
+        };
+        log::info!(
+            "rejected RCPT <{}> ({} {}) client={}",
+            address,
+            reply.code,
+            reply.status,
+            self.peer.describe()
+        );
+        Step::reply(reply)
+    }
+
+    /// Addresses a literal recipient domain may name to be local.
+    fn box_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self.config.listen.iter().map(|l| l.addr.ip()).collect();
+        ips.extend(self.peer.local.map(|a| a.ip()));
+        ips
+    }
+
+    fn data(&mut self) -> Step {
+        match self.tx_ready() {
+            Err(reply) => Step::reply(reply),
+            Ok(tx) if tx.chunking || tx.params.body == Body::BinaryMime => {
+                // RFC 3030 §3: BINARYMIME needs BDAT, and BDAT and DATA don't mix.
+                Step::reply(Reply::new(503, "5.5.1", "Use BDAT for this message"))
+            }
+            Ok(_) => Step {
+                replies: Vec::new(),
+                action: Action::ReceiveData,
+            },
+        }
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) -> Step {
+        match self.tx_ready() {
+            Err(reply) => Step {
+                replies: vec![reply],
+                action: Action::DiscardChunk { size },
+            },
+            Ok(tx) => {
+                tx.chunking = true;
+                Step {
+                    replies: Vec::new(),
+                    action: Action::ReceiveChunk { size, last },
+                }
+            }
+        }
+    }
+
+    /// The guard shared by DATA and BDAT: a transaction with a recipient.
+    fn tx_ready(&mut self) -> Result<&mut Transaction, Reply> {
+        match &mut self.tx {
+            None if self.greeting.is_none() => {
+                Err(Reply::new(503, "5.5.1", "Send HELO or EHLO first"))
+            }
+            None => Err(Reply::new(503, "5.5.1", "Need MAIL command first")),
+            Some(tx) if tx.recipients.is_empty() => {
+                Err(Reply::new(554, "5.5.1", "No valid recipients"))
+            }
+            Some(tx) => Ok(tx),
+        }
+    }
+
+    fn starttls(&mut self) -> Step {
+        if !self.tls_offered {
+            return Step::reply(Reply::new(502, "5.5.1", "STARTTLS not available"));
+        }
+        if self.tls.is_some() {
+            return Step::reply(Reply::new(503, "5.5.1", "TLS already active"));
+        }
+        Step {
+            replies: vec![Reply::new(220, "2.0.0", "Ready to start TLS")],
+            action: Action::StartTls,
+        }
+    }
+
+    fn auth(&mut self) -> Step {
+        if !self.auth_offered {
+            return Step::reply(Reply::new(503, "5.5.1", "Authentication not enabled"));
+        }
+        if !self.auth_allowed() {
+            return Step::reply(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        // The AUTH exchange itself arrives with TLS and AUTH support.
+        Step::reply(Reply::new(
+            504,
+            "5.5.4",
+            "Authentication mechanism not supported",
+        ))
+    }
+
+    fn error(&mut self, reply: Reply) -> Step {
+        self.count_error(Step::reply(reply))
+    }
+
+    /// The error budget (SPEC §5): after `max_errors` bad commands the
+    /// session ends with 421 4.7.0, right after the reply to the last one.
+    fn count_error(&mut self, mut step: Step) -> Step {
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            log::warn!("too many errors (421) client={}", self.peer.describe());
+            step.replies.push(Reply::new(
+                421,
+                "4.7.0",
+                "Too many errors, closing connection",
+            ));
+            step.action = Action::Close;
+        }
+        step
+    }
+
+    fn log_rejection(&self, reply: &Reply, size: u64) {
+        let sender = self.tx.as_ref().map_or("", |tx| tx.sender.as_str());
+        log::info!(
+            "rejected message from=<{}> size={} ({} {} {}) client={}",
+            sender,
+            size,
+            reply.code,
+            reply.status,
+            reply.lines.join(" "),
+            self.peer.describe()
+        );
+    }
+}
+
+/// A HELO name goes into a header: keep it printable and on one line.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NeverFull;
+    impl QuotaProbe for NeverFull {
+        fn is_full(&self, _: &Path, _: u64) -> bool {
+            false
+        }
+    }
+
+    struct AlwaysFull;
+    impl QuotaProbe for AlwaysFull {
+        fn is_full(&self, _: &Path, _: u64) -> bool {
+            true
+        }
+    }
+
+    fn config() -> Config {
+        let args: Vec<String> = [
+            "--maildir",
+            "/tmp/smtpbox-unit-mb",
+            "-H",
+            "mx.example",
+            "-d",
+            "example.com",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        match crate::config::from_args(&args) {
+            Ok(crate::config::Invocation::Run(c, _)) => c,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn session_with(
+        config: Config,
+        remote: &str,
+        quota: Arc<dyn QuotaProbe>,
+        mode: Mode,
+    ) -> Session {
+        let peer = Peer {
+            remote: Some(remote.parse().unwrap()),
+            local: Some("127.0.0.1:25".parse().unwrap()),
+        };
+        Session::new(Arc::new(config), quota, peer, mode, false)
+    }
+
+    fn session() -> Session {
+        session_with(config(), "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp)
+    }
+
+    /// Sends one line and returns "code status" of each reply.
+    fn say(s: &mut Session, line: &str) -> Vec<String> {
+        s.command(line.as_bytes())
+            .replies
+            .iter()
+            .map(|r| format!("{} {}", r.code, r.status))
+            .collect()
+    }
+
+    fn one(s: &mut Session, line: &str) -> String {
+        let mut r = say(s, line);
+        assert_eq!(r.len(), 1, "{line}: {r:?}");
+        r.remove(0)
+    }
+
+    #[test]
+    fn greeting_names_host() {
+        assert_eq!(
+            session().greeting().to_string(),
+            "220 mx.example ESMTP smtpbox"
+        );
+    }
+
+    #[test]
+    fn ehlo_advertises_extensions_without_starttls_or_auth() {
+        let mut s = session();
+        let step = s.command(b"EHLO client");
+        let text = step.replies[0].to_string();
+        for kw in [
+            "PIPELINING",
+            "SIZE 10485760",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+            "DSN",
+            "HELP",
+        ] {
+            assert!(text.contains(kw), "{kw} missing in {text}");
+        }
+        assert!(!text.contains("STARTTLS"));
+        assert!(!text.contains("AUTH"));
+    }
+
+    #[test]
+    fn sequence_errors() {
+        let mut s = session();
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "503 5.5.1");
+        assert_eq!(one(&mut s, "RCPT TO:<root@example.com>"), "503 5.5.1");
+        assert_eq!(one(&mut s, "DATA"), "503 5.5.1");
+        assert_eq!(one(&mut s, "HELO c"), "250 ");
+        assert_eq!(one(&mut s, "RCPT TO:<root@example.com>"), "503 5.5.1");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "250 2.1.0");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "503 5.5.1");
+        assert_eq!(one(&mut s, "DATA"), "554 5.5.1");
+        assert_eq!(one(&mut s, "RCPT TO:<root@example.com>"), "250 2.1.5");
+        assert_eq!(s.command(b"DATA").action, Action::ReceiveData);
+    }
+
+    #[test]
+    fn recipients_local_relay_and_unknown() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
+        one(&mut s, "MAIL FROM:<>");
+        assert_eq!(one(&mut s, "RCPT TO:<x@elsewhere.org>"), "550 5.7.1");
+        assert_eq!(one(&mut s, "RCPT TO:<Root+disk@EXAMPLE.com>"), "250 2.1.5");
+        assert_eq!(one(&mut s, "RCPT TO:<postmaster>"), "250 2.1.5");
+        assert_eq!(one(&mut s, "RCPT TO:<root@[127.0.0.1]>"), "250 2.1.5");
+        assert_eq!(s.targets().len(), 1, "one maildir, however many recipients");
+    }
+
+    #[test]
+    fn unknown_local_user_without_default_maildir() {
+        let mut c = config();
+        c.maildir = None;
+        c.mailboxes = vec![("alice".to_string(), PathBuf::from("/tmp/alice"))];
+        let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
+        one(&mut s, "EHLO c");
+        one(&mut s, "MAIL FROM:<a@b>");
+        assert_eq!(one(&mut s, "RCPT TO:<bob@example.com>"), "550 5.1.1");
+        assert_eq!(one(&mut s, "RCPT TO:<alice@example.com>"), "250 2.1.5");
+    }
+
+    #[test]
+    fn too_many_recipients() {
+        let mut c = config();
+        c.max_recipients = 2;
+        let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
+        one(&mut s, "EHLO c");
+        one(&mut s, "MAIL FROM:<a@b>");
+        assert_eq!(one(&mut s, "RCPT TO:<a@example.com>"), "250 2.1.5");
+        assert_eq!(one(&mut s, "RCPT TO:<b@example.com>"), "250 2.1.5");
+        assert_eq!(one(&mut s, "RCPT TO:<c@example.com>"), "452 4.5.3");
+    }
+
+    #[test]
+    fn full_mailbox_at_rcpt() {
+        let mut s = session_with(config(), "127.0.0.1:4000", Arc::new(AlwaysFull), Mode::Smtp);
+        one(&mut s, "EHLO c");
+        one(&mut s, "MAIL FROM:<a@b>");
+        assert_eq!(one(&mut s, "RCPT TO:<a@example.com>"), "452 4.2.2");
+    }
+
+    #[test]
+    fn declared_size_over_limit() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b> SIZE=10485761"), "552 5.3.4");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b> SIZE=10485760"), "250 2.1.0");
+    }
+
+    #[test]
+    fn utf8_addresses_need_smtputf8() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
+        assert_eq!(one(&mut s, "MAIL FROM:<jörg@b.de>"), "553 5.6.7");
+        assert_eq!(one(&mut s, "MAIL FROM:<jörg@b.de> SMTPUTF8"), "250 2.1.0");
+        assert_eq!(one(&mut s, "RCPT TO:<jörg@example.com>"), "250 2.1.5");
+    }
+
+    #[test]
+    fn simple_replies() {
+        let mut s = session();
+        assert_eq!(one(&mut s, "NOOP"), "250 2.0.0");
+        assert_eq!(one(&mut s, "RSET"), "250 2.0.0");
+        assert_eq!(one(&mut s, "VRFY root"), "252 2.5.0");
+        assert_eq!(one(&mut s, "EXPN staff"), "502 5.5.1");
+        assert_eq!(one(&mut s, "HELP"), "214 2.0.0");
+        for verb in [
+            "ETRN x",
+            "TURN",
+            "SEND FROM:<a@b>",
+            "SOML FROM:<a@b>",
+            "SAML FROM:<a@b>",
+        ] {
+            assert_eq!(one(&mut s, verb), "502 5.5.1", "{verb}");
+        }
+        let step = s.command(b"QUIT");
+        assert_eq!(step.replies[0].to_string(), "221 2.0.0 Bye");
+        assert_eq!(step.action, Action::Close);
+    }
+
+    #[test]
+    fn forbidden_http_closes() {
+        let mut s = session();
+        let step = s.command(b"GET / HTTP/1.1");
+        assert_eq!(step.replies[0].code, 521);
+        assert_eq!(step.replies[0].status, "5.7.0");
+        assert_eq!(step.action, Action::Close);
+    }
+
+    #[test]
+    fn nul_byte_and_long_line() {
+        let mut s = session();
+        assert_eq!(one(&mut s, "NO\0OP"), "500 5.5.2");
+        let step = s.line_too_long();
+        assert_eq!(step.replies[0].status, "5.5.2");
+    }
+
+    #[test]
+    fn error_budget_closes_with_421() {
+        let mut s = session();
+        for _ in 0..9 {
+            assert_eq!(one(&mut s, "BOGUS"), "500 5.5.2");
+        }
+        let step = s.command(b"BOGUS");
+        let codes: Vec<u16> = step.replies.iter().map(|r| r.code).collect();
+        assert_eq!(codes, vec![500, 421]);
+        assert_eq!(step.replies[1].status, "4.7.0");
+        assert_eq!(step.action, Action::Close);
+    }
+
+    #[test]
+    fn rset_and_ehlo_drop_transaction() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RSET");
+        assert_eq!(one(&mut s, "RCPT TO:<a@example.com>"), "503 5.5.1");
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "EHLO c");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "250 2.1.0");
+    }
+
+    #[test]
+    fn content_rules_at_end_of_data() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
+        let open = |s: &mut Session| {
+            one(s, "MAIL FROM:<a@b>");
+            one(s, "RCPT TO:<a@example.com>");
+        };
+        open(&mut s);
+        let too_big = ContentSummary {
+            oversized: true,
+            ..Default::default()
+        };
+        assert_eq!(s.end_of_data(&too_big).unwrap_err().status, "5.3.4");
+        open(&mut s);
+        let looped = ContentSummary {
+            received_headers: 101,
+            ..Default::default()
+        };
+        assert_eq!(s.end_of_data(&looped).unwrap_err().status, "5.4.6");
+        open(&mut s);
+        let ok = ContentSummary {
+            received_headers: 100,
+            ..Default::default()
+        };
+        assert!(s.end_of_data(&ok).is_ok());
+        let reply = s.delivered(10, Ok("ID1".to_string()));
+        assert_eq!(reply.to_string(), "250 2.0.0 Ok: queued as ID1");
+        assert_eq!(
+            one(&mut s, "RCPT TO:<a@example.com>"),
+            "503 5.5.1",
+            "transaction over"
+        );
+    }
+
+    #[test]
+    fn bare_lf_rejected_when_configured() {
+        let mut c = config();
+        c.bare_lf = BareLf::Reject;
+        let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
+        one(&mut s, "EHLO c");
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<a@example.com>");
+        let bare = ContentSummary {
+            bare_line_ending: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            s.end_of_data(&bare).unwrap_err().to_string(),
+            "550 5.6.0 Bare CR or LF in message content is not allowed"
+        );
+    }
+
+    #[test]
+    fn delivery_errors_map_to_replies() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<a@example.com>");
+        let full = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(28));
+        assert_eq!(s.delivered(1, Err(full)).status, "4.3.1");
+        let broken = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(5));
+        assert_eq!(s.delivered(1, Err(broken)).status, "4.3.0");
+    }
+
+    #[test]
+    fn bdat_flow() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
+        assert_eq!(
+            s.command(b"BDAT 5").action,
+            Action::DiscardChunk { size: 5 }
+        );
+        one(&mut s, "MAIL FROM:<a@b> BODY=BINARYMIME");
+        assert_eq!(
+            s.command(b"BDAT 5").action,
+            Action::DiscardChunk { size: 5 },
+            "no recipient yet"
+        );
+        one(&mut s, "RCPT TO:<a@example.com>");
+        assert_eq!(one(&mut s, "DATA"), "503 5.5.1", "BINARYMIME needs BDAT");
+        assert_eq!(
+            s.command(b"BDAT 5").action,
+            Action::ReceiveChunk {
+                size: 5,
+                last: false
+            }
+        );
+        assert!(s.chunking());
+        assert_eq!(
+            s.command(b"BDAT 0 LAST").action,
+            Action::ReceiveChunk {
+                size: 0,
+                last: true
+            }
+        );
+        one(&mut s, "RSET");
+        assert!(!s.chunking());
+    }
+
+    #[test]
+    fn trace_headers_name_everything() {
+        let mut s = session();
+        one(&mut s, "EHLO client.example");
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<root@example.com>");
+        let h = s.trace_headers("ID7", "Sat, 28 Nov 2026 20:14:17 +0000");
+        assert_eq!(
+            h,
+            "Return-Path: <a@b>\r\nReceived: from client.example ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7\r\n\tfor <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn submission_requires_tls_and_auth() {
+        let mut s = session_with(
+            config(),
+            "192.0.2.1:4000",
+            Arc::new(NeverFull),
+            Mode::Submission,
+        );
+        one(&mut s, "EHLO c");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "530 5.7.0");
+        let mut s = session_with(
+            config(),
+            "127.0.0.1:4000",
+            Arc::new(NeverFull),
+            Mode::Submission,
+        );
+        one(&mut s, "EHLO c");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "530 5.7.0");
+    }
+
+    #[test]
+    fn starttls_without_certificate() {
+        let mut s = session();
+        assert_eq!(one(&mut s, "STARTTLS"), "502 5.5.1");
+    }
+}

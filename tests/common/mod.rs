@@ -1,0 +1,277 @@
+//! Test harness: starts the real smtpbox binary on 127.0.0.1 with an
+//! ephemeral port (`listen = 127.0.0.1:0`; the port is read from the
+//! server's "listening on" log line) and talks SMTP to it over a socket.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test, built by cargo for integration tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_smtpbox");
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "smtpbox-test-{}-{}-{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running smtpbox, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts smtpbox with a config file holding `extra` plus a listen line
+    /// on an ephemeral port, a default `maildir` in the temp dir (unless
+    /// `extra` names one), hostname `mx.test` and domain `example.com`.
+    /// `{dir}` in `extra` is replaced by the temp dir's path.
+    pub fn start(extra: &str) -> Server {
+        Server::start_with_args(extra, &[])
+    }
+
+    pub fn start_with_args(extra: &str, args: &[&str]) -> Server {
+        let dir = TempDir::new("srv");
+        let extra = extra.replace("{dir}", &dir.path().display().to_string());
+        let mut conf = String::from("listen = 127.0.0.1:0\nhostname = mx.test\ndomain = example.com\n");
+        if !extra.lines().any(|l| l.trim_start().starts_with("maildir")) {
+            conf.push_str(&format!("maildir = {}/Maildir\n", dir.path().display()));
+        }
+        conf.push_str(&extra);
+        conf.push('\n');
+        let conf_path = dir.path().join("smtpbox.conf");
+        fs::write(&conf_path, conf).expect("write config");
+        let mut child = Command::new(BIN)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start smtpbox");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            let mut tx = Some(tx);
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or("");
+                    if let (Ok(a), Some(t)) = (addr.parse::<SocketAddr>(), tx.take()) {
+                        let _ = t.send(a);
+                    }
+                }
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("smtpbox did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Server { child, addr, dir, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The default Maildir.
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("Maildir")
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (logs arrive asynchronously).
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Contents of the files in `maildir/new`, sorted by name.
+pub fn messages(maildir: &Path) -> Vec<Vec<u8>> {
+    let mut names: Vec<PathBuf> = match fs::read_dir(maildir.join("new")) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(_) => return Vec::new(),
+    };
+    names.sort();
+    names.iter().map(|p| fs::read(p).expect("read message")).collect()
+}
+
+/// Number of entries in `maildir/SUB` (0 when missing).
+pub fn count(maildir: &Path, sub: &str) -> usize {
+    fs::read_dir(maildir.join(sub)).map(|rd| rd.count()).unwrap_or(0)
+}
+
+/// The message after smtpbox's own trace headers: `Return-Path:` and the
+/// first `Received:` (folded over several lines).
+pub fn body(message: &[u8]) -> &[u8] {
+    let mut rest = message;
+    for name in [&b"Return-Path:"[..], b"Received:"] {
+        assert!(rest.starts_with(name), "missing {}", String::from_utf8_lossy(name));
+        rest = after_header(rest);
+    }
+    rest
+}
+
+/// Skips one header field with its continuation lines.
+fn after_header(mut rest: &[u8]) -> &[u8] {
+    loop {
+        match rest.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => rest = &rest[i + 2..],
+            None => return &[],
+        }
+        if !(rest.starts_with(b" ") || rest.starts_with(b"\t")) {
+            return rest;
+        }
+    }
+}
+
+/// An SMTP client over a plain socket.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Writes raw bytes in one write.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// Reads one whole reply (all its lines); empty string on EOF.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return all,
+                Ok(_) => {}
+            }
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            all.push_str(&line);
+            if last {
+                return all;
+            }
+        }
+    }
+
+    /// Sends `line` + CRLF and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Sends a command and asserts the reply starts with `expect`
+    /// (e.g. "250 2.1.0"); returns the reply.
+    pub fn expect(&mut self, line: &str, expect: &str) -> String {
+        let reply = self.cmd(line);
+        assert!(reply.starts_with(expect), "{line:?}: expected {expect:?}, got {reply:?}");
+        reply
+    }
+
+    /// Reads the greeting and sends EHLO.
+    pub fn hello(&mut self) {
+        let greeting = self.reply();
+        assert!(greeting.starts_with("220 "), "greeting {greeting:?}");
+        self.expect("EHLO client.test", "250");
+    }
+
+    /// A whole transaction; returns the final reply to the data.
+    pub fn deliver(&mut self, from: &str, to: &[&str], content: &str) -> String {
+        self.expect(&format!("MAIL FROM:<{from}>"), "250 2.1.0");
+        for rcpt in to {
+            self.expect(&format!("RCPT TO:<{rcpt}>"), "250 2.1.5");
+        }
+        self.expect("DATA", "354");
+        self.send(content.as_bytes());
+        self.send(b"\r\n.\r\n");
+        self.reply()
+    }
+
+    /// True when the server has closed the connection (EOF within 5 s).
+    pub fn closed(&mut self) -> bool {
+        self.reader.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        }
+    }
+}
