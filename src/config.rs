@@ -523,7 +523,7 @@ fn parse_mailbox(value: &str) -> Result<(String, PathBuf), String> {
     let Some((name, path)) = value.split_once(char::is_whitespace) else {
         return Err(format!("expected `NAME PATH`, found `{value}`"));
     };
-    Ok((parse_recipient_name(name)?, parse_path(path.trim())?))
+    Ok((parse_entry_name(name)?, parse_path(path.trim())?))
 }
 
 /// `NAME TARGET`, each a local part or an address.
@@ -531,10 +531,25 @@ fn parse_alias(value: &str) -> Result<(String, String), String> {
     let mut words = value.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some(name), Some(target), None) => {
-            Ok((parse_recipient_name(name)?, parse_recipient_name(target)?))
+            Ok((parse_entry_name(name)?, parse_recipient_name(target)?))
         }
         _ => Err(format!("expected `NAME TARGET`, found `{value}`")),
     }
+}
+
+/// A `mailbox` or `alias` NAME. Lookups drop `+detail`, so a NAME with one
+/// could never match: refuse it rather than ignore it silently.
+fn parse_entry_name(name: &str) -> Result<String, String> {
+    let name = parse_recipient_name(name)?;
+    let local = name
+        .rsplit_once('@')
+        .map_or(name.as_str(), |(local, _)| local);
+    if strip_detail(local) != local {
+        return Err(format!(
+            "`{name}` can never match: `+detail` is dropped before lookup"
+        ));
+    }
+    Ok(name)
 }
 
 /// A local part or `local@domain` as `mailbox` and `alias` name them,
@@ -737,12 +752,6 @@ mod tests {
         }
     }
 
-    fn paths(list: &[(String, PathBuf)]) -> Vec<String> {
-        list.iter()
-            .map(|(k, p)| format!("{k} {}", p.display()))
-            .collect()
-    }
-
     #[test]
     fn every_key_is_parsed() {
         let c = parse(
@@ -761,7 +770,11 @@ mod tests {
         assert_eq!(listen, ["0.0.0.0:25/smtp", "[::]:465/tls"]);
         assert_eq!(c.domains, ["example.org", "example.net"]);
         assert_eq!(c.maildir, Some(PathBuf::from("/var/mail/all")));
-        let boxes = paths(&c.mailboxes);
+        let boxes: Vec<String> = c
+            .mailboxes
+            .iter()
+            .map(|(k, p)| format!("{k} {}", p.display()))
+            .collect();
         assert_eq!(
             boxes,
             ["alice /var/mail/alice", "bob@example.org /var/mail/my bob"]
@@ -818,6 +831,8 @@ mod tests {
             mailbox = @x /m => bad `mailbox`: `@x` is not a local part or address
             alias = a b c => bad `alias`: expected `NAME TARGET`, found `a b c`
             alias = a => bad `alias`: expected `NAME TARGET`, found `a`
+            alias = a+b c => bad `alias`: `a+b` can never match: `+detail` is dropped before lookup
+            mailbox = a+b@x /m => bad `mailbox`: `a+b@x` can never match: `+detail` is dropped before lookup
             listen = 1.2.3.4:25/smtps => bad `listen`: unknown mode `smtps` in `1.2.3.4:25/smtps` (expected smtp, submission or tls)
             listen = ::1:25 => bad `listen`: bad listen address `::1:25` (expected ADDR:PORT[/MODE], IPv6 as [::1]:25)";
         for case in cases.lines() {

@@ -382,3 +382,167 @@ impl Write for Wire {
         self.transport.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Invocation, Mode};
+    use crate::session::{MaildirQuota, Peer};
+    use std::io::Cursor;
+    use std::sync::{Arc, Mutex};
+
+    /// An in-memory transport: all input arrives in one read, like one
+    /// TCP segment; writes are recorded one by one.
+    struct Fake {
+        input: Cursor<Vec<u8>>,
+        writes: Arc<Mutex<Vec<Vec<u8>>>>,
+        pending: bool,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Fake {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Fake {
+        fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn input_pending(&mut self) -> bool {
+            self.pending
+        }
+    }
+
+    /// Runs one session over `input` from `remote`; returns each write.
+    fn run(remote: &str, input: &[u8], pending: bool, maildir: &std::path::Path) -> Vec<String> {
+        let args: Vec<String> = [
+            "-m",
+            &maildir.display().to_string(),
+            "-H",
+            "mx.test",
+            "-d",
+            "example.com",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let Ok(Invocation::Run(config, _)) = config::from_args(&args) else {
+            panic!("config");
+        };
+        let config = Arc::new(config);
+        let peer = Peer {
+            remote: Some(remote.parse().unwrap()),
+            local: Some("192.0.2.25:25".parse().unwrap()),
+        };
+        let session = Session::new(
+            Arc::clone(&config),
+            Arc::new(MaildirQuota),
+            peer,
+            Mode::Smtp,
+            false,
+        );
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let fake = Fake {
+            input: Cursor::new(input.to_vec()),
+            writes: Arc::clone(&writes),
+            pending,
+        };
+        serve(Box::new(fake), session, crate::server::limits(&config));
+        let out = writes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        out
+    }
+
+    fn temp(tag: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("smtpbox-conn-{}-{}", tag, std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    fn stored(maildir: &std::path::Path) -> usize {
+        std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count())
+    }
+
+    const TRANSACTION: &[u8] = b"EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<root@example.com>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n";
+
+    #[test]
+    fn remote_client_talking_before_greeting_gets_554() {
+        let dir = temp("early");
+        let out = run("192.0.2.1:4000", b"EHLO c\r\n", true, &dir);
+        assert_eq!(
+            out.concat(),
+            "554 5.5.0 Protocol error: wait for the server's reply\r\n"
+        );
+    }
+
+    #[test]
+    fn remote_client_sending_content_before_354_gets_554() {
+        let dir = temp("before354");
+        let out = run("192.0.2.1:4000", TRANSACTION, false, &dir).concat();
+        assert!(
+            out.ends_with(
+                "250 2.1.5 Ok\r\n554 5.5.0 Protocol error: wait for the server's reply\r\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(stored(&dir), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn loopback_client_may_pipeline_content() {
+        let dir = temp("loop354");
+        let out = run("127.0.0.1:4000", TRANSACTION, false, &dir).concat();
+        assert!(out.contains("354 "), "{out}");
+        assert!(out.contains("250 2.0.0 Ok: queued as "), "{out}");
+        assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
+        assert_eq!(stored(&dir), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pipelined_group_is_answered_in_one_write() {
+        let dir = temp("pipe");
+        let out = run("192.0.2.1:4000", b"EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<root@example.com>\r\nRSET\r\nNOOP\r\nQUIT\r\n", false, &dir);
+        assert_eq!(
+            out.len(),
+            2,
+            "greeting, then one write for the whole group: {out:?}"
+        );
+        assert!(out[0].starts_with("220 mx.test"));
+        assert!(
+            out[1].ends_with(
+                "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n"
+            ),
+            "{}",
+            out[1]
+        );
+    }
+
+    #[test]
+    fn overlong_line_is_skipped_and_session_goes_on() {
+        let dir = temp("long");
+        let mut input = vec![b'X'; 100_000];
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        let out = run("127.0.0.1:4000", &input, false, &dir).concat();
+        assert!(
+            out.ends_with("500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n"),
+            "{out}"
+        );
+    }
+}
