@@ -49,7 +49,7 @@ pub fn serve(transport: Box<dyn Transport>, session: Session, limits: Limits) {
         Ok(reason) => reason,
         Err(e) if is_timeout(&e) => {
             conn.send(&Session::timeout());
-            let _ = conn.input.get_mut().flush();
+            conn.input.get_mut().flush_last();
             "timeout (421 4.4.2)"
         }
         Err(e) => {
@@ -351,6 +351,19 @@ impl Wire {
             self.applied = Some(timeout);
         }
         Ok(())
+    }
+}
+
+impl Wire {
+    /// Writes the last replies past the session deadline (the 421 for a
+    /// timeout), allowing them one more second at most.
+    fn flush_last(&mut self) {
+        let grace = self.timeout.min(Duration::from_secs(1));
+        if self.transport.set_timeout(grace).is_ok() {
+            let _ = self.transport.write_all(&self.output);
+            let _ = self.transport.flush();
+        }
+        self.output.clear();
     }
 }
 

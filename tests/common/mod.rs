@@ -64,7 +64,8 @@ impl Server {
     pub fn start_with_args(extra: &str, args: &[&str]) -> Server {
         let dir = TempDir::new("srv");
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
-        let mut conf = String::from("listen = 127.0.0.1:0\nhostname = mx.test\ndomain = example.com\n");
+        let mut conf =
+            String::from("listen = 127.0.0.1:0\nhostname = mx.test\ndomain = example.com\n");
         if !extra.lines().any(|l| l.trim_start().starts_with("maildir")) {
             conf.push_str(&format!("maildir = {}/Maildir\n", dir.path().display()));
         }
@@ -108,7 +109,12 @@ impl Server {
                 panic!("smtpbox did not start; log:\n{}", log.lock().unwrap());
             }
         };
-        Server { child, addr, dir, log }
+        Server {
+            child,
+            addr,
+            dir,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -161,12 +167,17 @@ pub fn messages(maildir: &Path) -> Vec<Vec<u8>> {
         Err(_) => return Vec::new(),
     };
     names.sort();
-    names.iter().map(|p| fs::read(p).expect("read message")).collect()
+    names
+        .iter()
+        .map(|p| fs::read(p).expect("read message"))
+        .collect()
 }
 
 /// Number of entries in `maildir/SUB` (0 when missing).
 pub fn count(maildir: &Path, sub: &str) -> usize {
-    fs::read_dir(maildir.join(sub)).map(|rd| rd.count()).unwrap_or(0)
+    fs::read_dir(maildir.join(sub))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
 }
 
 /// The message after smtpbox's own trace headers: `Return-Path:` and the
@@ -174,7 +185,11 @@ pub fn count(maildir: &Path, sub: &str) -> usize {
 pub fn body(message: &[u8]) -> &[u8] {
     let mut rest = message;
     for name in [&b"Return-Path:"[..], b"Received:"] {
-        assert!(rest.starts_with(name), "missing {}", String::from_utf8_lossy(name));
+        assert!(
+            rest.starts_with(name),
+            "missing {}",
+            String::from_utf8_lossy(name)
+        );
         rest = after_header(rest);
     }
     rest
@@ -201,7 +216,9 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         Client {
             reader: BufReader::new(stream),
         }
@@ -239,7 +256,10 @@ impl Client {
     /// (e.g. "250 2.1.0"); returns the reply.
     pub fn expect(&mut self, line: &str, expect: &str) -> String {
         let reply = self.cmd(line);
-        assert!(reply.starts_with(expect), "{line:?}: expected {expect:?}, got {reply:?}");
+        assert!(
+            reply.starts_with(expect),
+            "{line:?}: expected {expect:?}, got {reply:?}"
+        );
         reply
     }
 
@@ -264,7 +284,10 @@ impl Client {
 
     /// True when the server has closed the connection (EOF within 5 s).
     pub fn closed(&mut self) -> bool {
-        self.reader.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut buf = [0u8; 256];
         loop {
             match self.reader.read(&mut buf) {
@@ -273,5 +296,15 @@ impl Client {
                 Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
             }
         }
+    }
+}
+
+impl Server {
+    /// Starts smtpbox like [`Server::start`] but without the default
+    /// `maildir`, so only `mailbox`/`alias` entries in `extra` route mail.
+    /// (A line starting with `maildir` stops `start` from adding one;
+    /// `maildir_quota = 0` is the default value, so it changes nothing else.)
+    pub fn start_no_default(extra: &str) -> Server {
+        Server::start(&format!("maildir_quota = 0\n{extra}"))
     }
 }
