@@ -558,10 +558,16 @@ fn esmtp_params(s: &[u8]) -> Result<Vec<Param<'_>>, Reply> {
             return Err(syntax("Syntax: bad parameter"));
         }
         let key = ascii_string(key).to_ascii_uppercase();
-        if params.iter().any(|p| p.key == key) {
-            return Err(syntax(format!("Duplicate parameter {key}")));
+        // A repeat with the same value is harmless (Python's smtplib sends
+        // `SMTPUTF8 SMTPUTF8` when the caller asked for it too); a repeat
+        // that disagrees is an error.
+        match params.iter().find(|p| p.key == key) {
+            Some(p)
+                if p.value.map(<[u8]>::to_ascii_uppercase)
+                    == value.map(<[u8]>::to_ascii_uppercase) => {}
+            Some(_) => return Err(syntax(format!("Conflicting parameter {key}"))),
+            None => params.push(Param { key, value }),
         }
-        params.push(Param { key, value });
     }
     Ok(params)
 }
@@ -684,26 +690,11 @@ mod tests {
 
     #[test]
     fn display_requotes_local_part() {
-        assert_eq!(
-            to("a.b@example.com").to_string(),
-            "a.b@example.com"
-        );
-        assert_eq!(
-            to("\"john doe\"@x.org").to_string(),
-            "\"john doe\"@x.org"
-        );
-        assert_eq!(
-            to("\"a\\\"b\"@x.org").to_string(),
-            "\"a\\\"b\"@x.org"
-        );
-        assert_eq!(
-            to("root@[127.0.0.1]").to_string(),
-            "root@[127.0.0.1]"
-        );
-        assert_eq!(
-            to("root@[IPv6:::1]").to_string(),
-            "root@[IPv6:::1]"
-        );
+        assert_eq!(to("a.b@example.com").to_string(), "a.b@example.com");
+        assert_eq!(to("\"john doe\"@x.org").to_string(), "\"john doe\"@x.org");
+        assert_eq!(to("\"a\\\"b\"@x.org").to_string(), "\"a\\\"b\"@x.org");
+        assert_eq!(to("root@[127.0.0.1]").to_string(), "root@[127.0.0.1]");
+        assert_eq!(to("root@[IPv6:::1]").to_string(), "root@[IPv6:::1]");
         assert_eq!(to("postmaster").to_string(), "postmaster");
     }
 
@@ -917,13 +908,19 @@ mod tests {
         let max = mail("MAIL FROM:<> SIZE=18446744073709551615").1;
         assert_eq!(max.size, Some(u64::MAX));
         assert_eq!(mail("MAIL FROM: <a@b> SIZE=0").1.size, Some(0));
+        // An identical repeat is harmless (smtplib sends SMTPUTF8 twice).
+        assert!(
+            mail("MAIL FROM:<a@b> smtputf8 SMTPUTF8 BODY=8BITMIME body=8bitmime")
+                .1
+                .smtputf8
+        );
     }
 
     #[test]
     fn bad_mail_parameters() {
         let syntax = "SIZE|SIZE=|SIZE=12k|SIZE=+5|SIZE=-1|SIZE=18446744073709551616|BODY=9BIT|BODY|\
                       SMTPUTF8=yes|AUTH=|AUTH=a=b|AUTH=a+2b|RET=ALL|RET|ENVID=+4|ENVID=a+ZZ|ENVID=+FF|\
-                      =x|-X|SIZE=1 SIZE=2|smtputf8 SMTPUTF8|BODY=7BIT body=8BITMIME";
+                      =x|-X|SIZE=1 SIZE=2|BODY=7BIT body=8BITMIME";
         each_err("MAIL FROM:<a@b> {}", syntax, SYNTAX);
         let unsupported = "FOO|X-BAR=1|NOTIFY=NEVER|ORCPT=rfc822;a@b";
         each_err("MAIL FROM:<a@b> {}", unsupported, UNSUPPORTED);
@@ -946,7 +943,7 @@ mod tests {
             Some("FAILURE")
         );
         let syntax = "NOTIFY=|NOTIFY|NOTIFY=NEVER,SUCCESS|NOTIFY=SUCCESS,|NOTIFY=ALWAYS|ORCPT=a@b|\
-                      ORCPT=;a@b|ORCPT|ORCPT=rfc822;a=b|NOTIFY=DELAY NOTIFY=DELAY";
+                      ORCPT=;a@b|ORCPT|ORCPT=rfc822;a=b|NOTIFY=DELAY NOTIFY=NEVER";
         each_err("RCPT TO:<a@b> {}", syntax, SYNTAX);
         let unsupported = "SIZE=10|BODY=8BITMIME|SMTPUTF8|FOO=bar";
         each_err("RCPT TO:<a@b> {}", unsupported, UNSUPPORTED);

@@ -4,14 +4,17 @@
 //! `command` (parsing command lines), `session` (the sans-IO SMTP state
 //! machine), `data` (the DATA/BDAT byte automaton), `maildir` (durable
 //! delivery), `conn` (one connection's I/O), `server` (listeners and
-//! threads), `transport` (sockets and stdio), `reply`, `date`.
+//! threads), `transport` (sockets and stdio), `activation` (systemd),
+//! `privilege` (dropping root), `reply`, `date`.
 
+pub mod activation;
 pub mod command;
 pub mod config;
 pub mod conn;
 pub mod data;
 pub mod date;
 pub mod maildir;
+pub mod privilege;
 pub mod reply;
 pub mod server;
 pub mod session;

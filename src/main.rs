@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use smtpbox::config::{self, Config, Invocation};
 use smtpbox::session::{MaildirQuota, Peer, Session};
-use smtpbox::{conn, maildir, server, transport};
+use smtpbox::{activation, conn, maildir, privilege, server, transport};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
@@ -47,8 +47,9 @@ fn main() -> ExitCode {
                 serve_inetd(config);
                 return ExitCode::SUCCESS;
             }
-            match server::bind(&config) {
+            match start_listening(&config) {
                 Ok(listeners) => {
+                    activation::notify("READY=1\nSTATUS=accepting mail");
                     server::run(config, listeners);
                     ExitCode::SUCCESS
                 }
@@ -59,6 +60,50 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Takes the sockets systemd passed, or binds the configured ones; then
+/// drops root when `user` is set.
+fn start_listening(config: &Config) -> Result<Vec<server::Bound>, String> {
+    let activated = activation::listen_fds()?;
+    let listeners = if activated.is_empty() {
+        server::bind(config)?
+    } else {
+        let mut bound = Vec::new();
+        for socket in activated {
+            let addr = socket
+                .listener
+                .local_addr()
+                .map_err(|e| format!("passed socket: {e}"))?;
+            log::info!("socket-activated {} ({})", addr, socket.name);
+            bound.push(server::Bound {
+                listener: socket.listener,
+                listen: config::Listen {
+                    addr,
+                    mode: socket.mode,
+                },
+            });
+        }
+        bound
+    };
+    match &config.user {
+        Some(user) if privilege::is_root() => {
+            let account = privilege::lookup(user)?;
+            privilege::drop_to(&account)?;
+            log::info!(
+                "running as {} (uid {}, gid {})",
+                account.name,
+                account.uid,
+                account.gid
+            );
+        }
+        Some(user) => log::warn!("not started as root: `user = {user}` has nothing to drop"),
+        None if privilege::is_root() => {
+            log::warn!("serving as root: set `user = NAME` in the config, or start from systemd with User=/DynamicUser=")
+        }
+        None => {}
+    }
+    Ok(listeners)
 }
 
 /// One session on stdin/stdout (inetd, systemd Accept=yes).

@@ -1,0 +1,114 @@
+//! Dropping root after binding (SPEC §3 `user`): do as little as possible
+//! as root. The account is read from /etc/passwd (a static binary cannot
+//! rely on NSS modules), then setgroups/setgid/setuid, and a check that
+//! root cannot be regained.
+
+use std::io;
+
+extern "C" {
+    fn setgroups(size: usize, list: *const u32) -> i32;
+    fn setgid(gid: u32) -> i32;
+    fn setuid(uid: u32) -> i32;
+    fn getuid() -> u32;
+    fn geteuid() -> u32;
+    fn getgid() -> u32;
+    fn getegid() -> u32;
+}
+
+/// A user account: the ids to run as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// True when the process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { geteuid() == 0 }
+}
+
+/// Finds `name` in /etc/passwd.
+pub fn lookup(name: &str) -> Result<Account, String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    find_account(&passwd, name).ok_or_else(|| format!("user {name:?} not found in /etc/passwd"))
+}
+
+/// Parses passwd(5) lines `name:x:uid:gid:gecos:home:shell`.
+pub fn find_account(passwd: &str, name: &str) -> Option<Account> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        let uid = fields.nth(1)?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some(Account {
+            name: name.to_string(),
+            uid,
+            gid,
+        })
+    })
+}
+
+/// Becomes `account` for good: supplementary groups, group, then user.
+pub fn drop_to(account: &Account) -> Result<(), String> {
+    let fail = |what: &str| {
+        format!(
+            "cannot drop privileges to {} ({what}): {}",
+            account.name,
+            io::Error::last_os_error()
+        )
+    };
+    // SAFETY: plain system calls on integers and a one-element array that
+    // outlives the call.
+    unsafe {
+        if setgroups(1, &account.gid) != 0 {
+            return Err(fail("setgroups"));
+        }
+        if setgid(account.gid) != 0 {
+            return Err(fail("setgid"));
+        }
+        if setuid(account.uid) != 0 {
+            return Err(fail("setuid"));
+        }
+        if getuid() != account.uid
+            || geteuid() != account.uid
+            || getgid() != account.gid
+            || getegid() != account.gid
+        {
+            return Err(format!(
+                "privilege drop to {} did not take effect",
+                account.name
+            ));
+        }
+        if account.uid != 0 && setuid(0) == 0 {
+            return Err(format!(
+                "privilege drop to {} failed: root could be regained",
+                account.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_accounts_in_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(
+            find_account(passwd, "nobody"),
+            Some(Account {
+                name: "nobody".to_string(),
+                uid: 65534,
+                gid: 65534
+            })
+        );
+        assert_eq!(find_account(passwd, "nobod"), None);
+        assert_eq!(find_account("broken:x:abc:1::\n", "broken"), None);
+    }
+}
