@@ -62,11 +62,24 @@ impl Server {
     }
 
     pub fn start_with_args(extra: &str, args: &[&str]) -> Server {
+        Server::launch(extra, args, true)
+    }
+
+    /// Starts smtpbox with no default `maildir` line: only the mailboxes
+    /// that `extra` names exist.
+    pub fn start_no_default(extra: &str) -> Server {
+        Server::launch(extra, &[], false)
+    }
+
+    fn launch(extra: &str, args: &[&str], default_maildir: bool) -> Server {
         let dir = TempDir::new("srv");
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
         let mut conf =
             String::from("listen = 127.0.0.1:0\nhostname = mx.test\ndomain = example.com\n");
-        if !extra.lines().any(|l| l.trim_start().starts_with("maildir")) {
+        let names_maildir = extra
+            .lines()
+            .any(|l| l.split('=').next().map(str::trim) == Some("maildir"));
+        if default_maildir && !names_maildir {
             conf.push_str(&format!("maildir = {}/Maildir\n", dir.path().display()));
         }
         conf.push_str(&extra);
@@ -296,15 +309,5 @@ impl Client {
                 Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
             }
         }
-    }
-}
-
-impl Server {
-    /// Starts smtpbox like [`Server::start`] but without the default
-    /// `maildir`, so only `mailbox`/`alias` entries in `extra` route mail.
-    /// (A line starting with `maildir` stops `start` from adding one;
-    /// `maildir_quota = 0` is the default value, so it changes nothing else.)
-    pub fn start_no_default(extra: &str) -> Server {
-        Server::start(&format!("maildir_quota = 0\n{extra}"))
     }
 }
