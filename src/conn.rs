@@ -147,8 +147,16 @@ impl Connection {
         }
     }
 
-    /// Queues a reply; it is written when the input runs dry.
+    /// Queues a reply; it is written when the input runs dry. Every
+    /// rejection is logged with its code and reason here, in one place.
     fn send(&mut self, reply: &Reply) {
+        if reply.is_error() {
+            log::info!(
+                "client={} rejected: {}",
+                self.session.peer().describe(),
+                reply
+            );
+        }
         reply.write_to(&mut self.input.get_mut().output);
     }
 

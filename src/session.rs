@@ -317,7 +317,6 @@ impl Session {
         };
         match reject {
             Some(reply) => {
-                self.log_rejection(&reply, summary.size);
                 self.tx = None;
                 Err(reply)
             }
@@ -433,7 +432,6 @@ impl Session {
             Command::StartTls => self.starttls(),
             Command::Auth { .. } => self.auth(),
             Command::Forbidden => {
-                log::warn!("HTTP command on SMTP port (521) client={}", self.peer.describe());
                 Step::close(Reply::new(521, "5.7.0", "This is an SMTP server"))
             }
         }
@@ -549,13 +547,6 @@ impl Session {
                 }
             }
         };
-        log::info!(
-            "rejected RCPT <{}> ({} {}) client={}",
-            address,
-            reply.code,
-            reply.status,
-            self.peer.describe()
-        );
         Step::reply(reply)
     }
 
@@ -651,7 +642,6 @@ impl Session {
     fn count_error(&mut self, mut step: Step) -> Step {
         self.errors += 1;
         if self.errors >= self.config.max_errors {
-            log::warn!("too many errors (421) client={}", self.peer.describe());
             step.replies.push(Reply::new(
                 421,
                 "4.7.0",
@@ -660,19 +650,6 @@ impl Session {
             step.action = Action::Close;
         }
         step
-    }
-
-    fn log_rejection(&self, reply: &Reply, size: u64) {
-        let sender = self.tx.as_ref().map_or("", |tx| tx.sender.as_str());
-        log::info!(
-            "rejected message from=<{}> size={} ({} {} {}) client={}",
-            sender,
-            size,
-            reply.code,
-            reply.status,
-            reply.lines.join(" "),
-            self.peer.describe()
-        );
     }
 }
 
