@@ -193,7 +193,8 @@ pub enum AuthError {
     Cancelled,
     /// Not valid base64 (RFC 4954 §4): reply `501 5.5.2`.
     BadBase64,
-    /// Decoded, but not a well-formed PLAIN message or LOGIN user name.
+    /// Decoded, but not a well-formed PLAIN message or LOGIN user name:
+    /// reply `501 5.5.2`.
     Malformed,
     /// PLAIN asked to act as another identity (RFC 4616 §2); smtpbox grants
     /// no such right: reply `535 5.7.8` and count it as a failure.
@@ -484,39 +485,17 @@ fn sha_crypt(password: &[u8], salt: &[u8], rounds: Option<u32>, variant: Variant
 
 /// Appends the digest in the crypt alphabet, bytes permuted as the spec says.
 fn encode_crypt64(variant: Variant, d: &[u8], out: &mut String) {
+    #[rustfmt::skip]
     const SHA256_ORDER: [[usize; 3]; 10] = [
-        [0, 10, 20],
-        [21, 1, 11],
-        [12, 22, 2],
-        [3, 13, 23],
-        [24, 4, 14],
-        [15, 25, 5],
-        [6, 16, 26],
-        [27, 7, 17],
-        [18, 28, 8],
-        [9, 19, 29],
+        [0, 10, 20], [21, 1, 11], [12, 22, 2], [3, 13, 23], [24, 4, 14],
+        [15, 25, 5], [6, 16, 26], [27, 7, 17], [18, 28, 8], [9, 19, 29],
     ];
+    #[rustfmt::skip]
     const SHA512_ORDER: [[usize; 3]; 21] = [
-        [0, 21, 42],
-        [22, 43, 1],
-        [44, 2, 23],
-        [3, 24, 45],
-        [25, 46, 4],
-        [47, 5, 26],
-        [6, 27, 48],
-        [28, 49, 7],
-        [50, 8, 29],
-        [9, 30, 51],
-        [31, 52, 10],
-        [53, 11, 32],
-        [12, 33, 54],
-        [34, 55, 13],
-        [56, 14, 35],
-        [15, 36, 57],
-        [37, 58, 16],
-        [59, 17, 38],
-        [18, 39, 60],
-        [40, 61, 19],
+        [0, 21, 42], [22, 43, 1], [44, 2, 23], [3, 24, 45], [25, 46, 4],
+        [47, 5, 26], [6, 27, 48], [28, 49, 7], [50, 8, 29], [9, 30, 51],
+        [31, 52, 10], [53, 11, 32], [12, 33, 54], [34, 55, 13], [56, 14, 35],
+        [15, 36, 57], [37, 58, 16], [59, 17, 38], [18, 39, 60], [40, 61, 19],
         [62, 20, 41],
     ];
     let mut push = |b2: u8, b1: u8, b0: u8, n: usize| {
@@ -568,6 +547,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use AuthError::{AuthzidMismatch, BadBase64, Cancelled, Malformed};
 
     const HELLO: &[u8] = b"Hello world!";
 
@@ -667,11 +647,8 @@ mod tests {
             let err = Users::parse(text, "users.txt").unwrap_err();
             assert!(err.starts_with(want), "{err:?} should start with {want:?}");
         }
-        let missing = Users::load(Path::new("/nonexistent/smtpbox-users")).unwrap_err();
-        assert!(
-            missing.starts_with("/nonexistent/smtpbox-users: "),
-            "{missing}"
-        );
+        let missing = Users::load(Path::new("/nonexistent/users")).unwrap_err();
+        assert!(missing.starts_with("/nonexistent/users: "), "{missing}");
     }
 
     #[test]
@@ -717,22 +694,9 @@ mod tests {
 
     #[test]
     fn base64_rejects_non_canonical_input() {
-        for bad in [
-            &b"Zm9"[..],
-            b"Zm9vY",
-            b"Zm9v\r\n",
-            b"Zm 9v",
-            b"Zm9v====",
-            b"Zg=a",
-            b"Z===",
-            b"====",
-            b"Zm==Zm9v",
-            b"Zh==",
-            b"Zm9=",
-            b"Zm9v-_==",
-            b"=Zm9",
-        ] {
-            assert_eq!(decode_base64(bad), None, "{}", String::from_utf8_lossy(bad));
+        let bad = "Zm9 Zm9vY Zm9v==== Zg=a Z=== ==== Zm==Zm9v Zh== Zm9= Zm9v-_== =Zm9 Zm9v\r\n";
+        for bad in bad.split(' ').chain(["Zm 9v", "Zm9v\n"]) {
+            assert_eq!(decode_base64(bad.as_bytes()), None, "{bad:?}");
         }
     }
 
@@ -756,39 +720,27 @@ mod tests {
 
     #[test]
     fn plain_rejects_bad_messages() {
-        assert_eq!(
-            plain(b"bob\0alice\0s3cret"),
-            Err(AuthError::AuthzidMismatch)
-        );
-        for bad in [
-            &b"alice\0s3cret"[..],
-            b"alice",
-            b"\0alice\0s3\0cret",
-            b"\0\0s3cret",
-            b"\0alice\0",
-            b"\0\xffalice\0s3cret",
-            b"",
-        ] {
-            assert_eq!(plain(bad), Err(AuthError::Malformed), "{bad:?}");
+        assert_eq!(plain(b"bob\0alice\0s3cret"), Err(AuthzidMismatch));
+        let bad = "alice\0s3cret|alice|\0alice\0s3\0cret|\0\0s3cret|\0alice\0|";
+        for bad in bad.split('|') {
+            assert_eq!(plain(bad.as_bytes()), Err(Malformed), "{bad:?}");
         }
-        assert_eq!(decode_plain(b"="), Err(AuthError::Malformed));
-        assert_eq!(
-            decode_plain(b"AGFsaWNlAHMzY3JldA"),
-            Err(AuthError::BadBase64)
-        );
-        assert_eq!(decode_plain(b"*"), Err(AuthError::Cancelled));
+        assert_eq!(plain(b"\0\xffalice\0s3cret"), Err(Malformed));
+        assert_eq!(decode_plain(b"="), Err(Malformed));
+        assert_eq!(decode_plain(b"AGFsaWNlAHMzY3JldA"), Err(BadBase64));
+        assert_eq!(decode_plain(b"*"), Err(Cancelled));
     }
 
     #[test]
     fn responses_and_login_user() {
-        assert_eq!(decode_response(b"*"), Err(AuthError::Cancelled));
-        assert_eq!(decode_response(b"**"), Err(AuthError::BadBase64));
+        assert_eq!(decode_response(b"*"), Err(Cancelled));
+        assert_eq!(decode_response(b"**"), Err(BadBase64));
         assert_eq!(decode_response(b""), Ok(Vec::new()));
         assert_eq!(decode_response(b"czNjcmV0"), Ok(b"s3cret".to_vec()));
         assert_eq!(decode_login_user(b"YWxpY2U="), Ok("alice".to_string()));
-        assert_eq!(decode_login_user(b""), Err(AuthError::Malformed));
-        assert_eq!(decode_login_user(b"/w=="), Err(AuthError::Malformed));
-        assert_eq!(decode_login_user(b"*"), Err(AuthError::Cancelled));
+        assert_eq!(decode_login_user(b""), Err(Malformed));
+        assert_eq!(decode_login_user(b"/w=="), Err(Malformed));
+        assert_eq!(decode_login_user(b"*"), Err(Cancelled));
     }
 
     #[test]

@@ -8,12 +8,14 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::data::{self, ContentSink, DataEnd, DataReader};
 use crate::maildir::{self, Spool};
 use crate::reply::Reply;
 use crate::session::{Action, ContentSummary, Session};
+use crate::tls::{self, TlsFiles};
 use crate::transport::Transport;
 
 /// Longest command line accepted, line ending excluded (SPEC §5).
@@ -34,13 +36,20 @@ pub struct Limits {
 
 /// Serves one session to its end. Never panics on peer input; I/O errors
 /// end the session.
-pub fn serve(transport: Box<dyn Transport>, session: Session, limits: Limits) {
+/// `tls` is the certificate for STARTTLS and implicit TLS, when configured.
+pub fn serve(
+    transport: Box<dyn Transport>,
+    session: Session,
+    limits: Limits,
+    tls: Option<Arc<TlsFiles>>,
+) {
     let peer = session.peer().describe();
     log::info!("connect from {peer}");
     let mut conn = Connection {
         input: BufReader::with_capacity(BUFFER, Wire::new(transport, limits)),
         session,
         limits,
+        tls,
         line: Vec::new(),
         sent_crlf: false,
         chunked: None,
@@ -77,6 +86,7 @@ struct Connection {
     input: BufReader<Wire>,
     session: Session,
     limits: Limits,
+    tls: Option<Arc<TlsFiles>>,
     line: Vec<u8>,
     /// The client has ended a command line with CRLF at least once; until
     /// then a bare LF . LF may end DATA (SPEC §6, people typing into nc).
@@ -94,6 +104,10 @@ enum Line {
 impl Connection {
     fn run(&mut self) -> io::Result<&'static str> {
         let loopback = self.session.peer().is_loopback();
+        // RFC 8314: on an implicit-TLS port the handshake comes first.
+        if self.session.implicit_tls() && !self.start_tls() {
+            return Ok("TLS handshake failed");
+        }
         // RFC 5321 §4.3.1: a client must wait for the greeting.
         if !loopback && self.input.get_mut().transport.input_pending() {
             self.reject_unsynchronized("talked before the greeting");
@@ -120,8 +134,9 @@ impl Connection {
                     return Ok("closed by server");
                 }
                 Action::StartTls => {
-                    // Only offered with a certificate; TLS support is not built yet.
-                    self.send(&Reply::new(454, "4.7.0", "TLS not available"));
+                    if !self.start_tls() {
+                        return Ok("TLS handshake failed");
+                    }
                 }
                 Action::ReceiveData => {
                     if !loopback && !self.input.buffer().is_empty() {
@@ -168,6 +183,30 @@ impl Connection {
             "Protocol error: wait for the server's reply",
         ));
         let _ = self.input.get_mut().flush();
+    }
+
+    /// Flushes the replies, throws away every byte the client sent before
+    /// the handshake (CVE-2011-0411: injected commands must never run
+    /// under TLS), and handshakes. False when the handshake failed.
+    fn start_tls(&mut self) -> bool {
+        let peer = self.session.peer().describe();
+        let Some(files) = self.tls.clone() else {
+            log::warn!("client={peer}: TLS requested but no certificate is configured");
+            return false;
+        };
+        let buffered = self.input.buffer().len();
+        self.input.consume(buffered);
+        match self.input.get_mut().start_tls(files.current()) {
+            Ok(description) => {
+                log::info!("client={peer}: {description}");
+                self.session.tls_started(description);
+                true
+            }
+            Err(reason) => {
+                log::warn!("client={peer}: TLS handshake failed: {reason}");
+                false
+            }
+        }
     }
 
     /// Reads one command line into `self.line`, without its line ending.
@@ -363,6 +402,17 @@ impl Wire {
 }
 
 impl Wire {
+    /// Sends what is queued, then replaces the transport with TLS over it.
+    fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> Result<String, String> {
+        self.flush().map_err(|e| e.to_string())?;
+        self.arm().map_err(|e| e.to_string())?;
+        let plain = std::mem::replace(&mut self.transport, Box::new(Closed));
+        let tls = tls::accept(config, plain)?;
+        let description = tls.describe();
+        self.transport = Box::new(tls);
+        Ok(description)
+    }
+
     /// Writes the last replies past the session deadline (the 421 for a
     /// timeout), allowing them one more second at most.
     fn flush_last(&mut self) {
@@ -404,13 +454,42 @@ impl Write for Wire {
     }
 }
 
+/// The transport while it is lent to the TLS handshake.
+struct Closed;
+
+impl Read for Closed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl Write for Closed {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::BrokenPipe.into())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Closed {
+    fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn input_pending(&mut self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{self, Invocation, Mode};
-    use crate::session::{MaildirQuota, Peer};
+    use crate::session::{MaildirQuota, Peer, Services};
     use std::io::Cursor;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     /// An in-memory transport: all input arrives in one read, like one
     /// TCP segment; writes are recorded one by one.
@@ -466,20 +545,24 @@ mod tests {
             remote: Some(remote.parse().unwrap()),
             local: Some("192.0.2.25:25".parse().unwrap()),
         };
-        let session = Session::new(
-            Arc::clone(&config),
-            Arc::new(MaildirQuota),
-            peer,
-            Mode::Smtp,
-            false,
-        );
+        let services = Services {
+            quota: Arc::new(MaildirQuota),
+            users: None,
+            tls: false,
+        };
+        let session = Session::new(Arc::clone(&config), services, peer, Mode::Smtp);
         let writes = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
             input: Cursor::new(input.to_vec()),
             writes: Arc::clone(&writes),
             pending,
         };
-        serve(Box::new(fake), session, crate::server::limits(&config));
+        serve(
+            Box::new(fake),
+            session,
+            crate::server::limits(&config),
+            None,
+        );
         let out = writes
             .lock()
             .unwrap()

@@ -8,6 +8,7 @@
 //! `privilege` (dropping root), `reply`, `date`.
 
 pub mod activation;
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod conn;
@@ -18,4 +19,5 @@ pub mod privilege;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod transport;

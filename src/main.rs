@@ -1,12 +1,12 @@
 //! The smtpbox binary: parses the command line and starts the chosen mode.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use smtpbox::config::{self, Config, Invocation};
-use smtpbox::session::{MaildirQuota, Peer, Session};
-use smtpbox::{activation, conn, maildir, privilege, server, transport};
+use smtpbox::server::Shared;
+use smtpbox::session::Peer;
+use smtpbox::{activation, maildir, privilege, server, transport};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             println!("smtpbox {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Invocation::Check(config) => match config::check(&config) {
+        Invocation::Check(config) => match check(&config) {
             Ok(()) => {
                 println!("smtpbox: configuration OK");
                 ExitCode::SUCCESS
@@ -41,16 +41,22 @@ fn main() -> ExitCode {
             }
         },
         Invocation::Run(config, options) => {
-            let config = Arc::new(config);
-            clean_stale_tmp(&config);
+            let shared = match Shared::new(config) {
+                Ok(shared) => shared,
+                Err(e) => {
+                    eprintln!("smtpbox: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            clean_stale_tmp(&shared.config);
             if options.inetd {
-                serve_inetd(config);
+                serve_inetd(&shared);
                 return ExitCode::SUCCESS;
             }
-            match start_listening(&config) {
+            match start_listening(&shared) {
                 Ok(listeners) => {
                     activation::notify("READY=1\nSTATUS=accepting mail");
-                    server::run(config, listeners);
+                    server::run(shared, listeners);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -64,7 +70,8 @@ fn main() -> ExitCode {
 
 /// Takes the sockets systemd passed, or binds the configured ones; then
 /// drops root when `user` is set.
-fn start_listening(config: &Config) -> Result<Vec<server::Bound>, String> {
+fn start_listening(shared: &Shared) -> Result<Vec<server::Bound>, String> {
+    let config = &shared.config;
     let activated = activation::listen_fds()?;
     let listeners = if activated.is_empty() {
         server::bind(config)?
@@ -76,6 +83,12 @@ fn start_listening(config: &Config) -> Result<Vec<server::Bound>, String> {
                 .local_addr()
                 .map_err(|e| format!("passed socket: {e}"))?;
             log::info!("socket-activated {} ({})", addr, socket.name);
+            if socket.mode != config::Mode::Smtp && shared.tls.is_none() {
+                return Err(format!(
+                    "passed socket {:?} ({}) needs tls_cert and tls_key",
+                    socket.name, socket.mode
+                ));
+            }
             bound.push(server::Bound {
                 listener: socket.listener,
                 listen: config::Listen {
@@ -106,20 +119,24 @@ fn start_listening(config: &Config) -> Result<Vec<server::Bound>, String> {
     Ok(listeners)
 }
 
+/// `--check`: the configuration, the Maildirs, the certificate and key,
+/// and the users file.
+fn check(config: &Config) -> Result<(), String> {
+    config::check(config).map_err(|e| e.to_string())?;
+    Shared::new(config.clone())?;
+    Ok(())
+}
+
 /// One session on stdin/stdout (inetd, systemd Accept=yes).
-fn serve_inetd(config: Arc<Config>) {
+fn serve_inetd(shared: &Shared) {
     let stdio = transport::Stdio::new();
     let (remote, local) = stdio.addresses();
-    let peer = Peer { remote, local };
-    let mode = config.listen.first().map_or(config::Mode::Smtp, |l| l.mode);
-    let session = Session::new(
-        Arc::clone(&config),
-        Arc::new(MaildirQuota),
-        peer,
-        mode,
-        false,
-    );
-    conn::serve(Box::new(stdio), session, server::limits(&config));
+    let mode = shared
+        .config
+        .listen
+        .first()
+        .map_or(config::Mode::Smtp, |l| l.mode);
+    shared.serve(Box::new(stdio), Peer { remote, local }, mode);
 }
 
 /// Removes files a crash left in the Maildirs' tmp/ (older than 36 hours).

@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::config::{Config, Listen};
+use crate::auth::UsersFile;
+use crate::config::{Config, Listen, Mode};
 use crate::conn::{self, Limits};
 use crate::reply::Reply;
-use crate::session::{MaildirQuota, Peer, QuotaProbe, Session};
+use crate::session::{Authenticator, MaildirQuota, Peer, Services, Session};
+use crate::tls::TlsFiles;
+use crate::transport::Transport;
 
 /// Session threads' stack: debug builds overflow 64 KiB in the TLS
 /// handshake; touched pages are all that count towards RSS.
@@ -45,23 +48,61 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, String> {
     Ok(bound)
 }
 
+/// What every session of a server shares: the configuration, the
+/// certificate, the users file and the quota probe. Built once at start-up.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub services: Services,
+    pub tls: Option<Arc<TlsFiles>>,
+}
+
+impl Shared {
+    /// Loads the certificate and the users file named by the config.
+    pub fn new(config: Config) -> Result<Shared, String> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(TlsFiles::load(cert, key)?)),
+            _ => None,
+        };
+        let users: Option<Arc<dyn Authenticator>> = match &config.users {
+            Some(path) => Some(Arc::new(UsersFile::open(path)?)),
+            None => None,
+        };
+        let services = Services {
+            quota: Arc::new(MaildirQuota),
+            users,
+            tls: tls.is_some(),
+        };
+        Ok(Shared {
+            config: Arc::new(config),
+            services,
+            tls,
+        })
+    }
+
+    /// Serves one session over `transport` to its end.
+    pub fn serve(&self, transport: Box<dyn Transport>, peer: Peer, mode: Mode) {
+        let session = Session::new(Arc::clone(&self.config), self.services.clone(), peer, mode);
+        conn::serve(transport, session, limits(&self.config), self.tls.clone());
+    }
+}
+
 /// Serves on every listener until the process is stopped.
-pub fn run(config: Arc<Config>, listeners: Vec<Bound>) {
+pub fn run(shared: Shared, listeners: Vec<Bound>) {
+    let config = &shared.config;
     let limiter = Arc::new(Limiter::new(
         config.max_connections,
         config.max_connections_per_ip,
     ));
-    let quota: Arc<dyn QuotaProbe> = Arc::new(MaildirQuota);
     let threads: Vec<_> = listeners
         .into_iter()
         .map(|bound| {
-            let config = Arc::clone(&config);
+            let shared = shared.clone();
             let limiter = Arc::clone(&limiter);
-            let quota = Arc::clone(&quota);
             // The bound address, not the configured one: port 0 picks a port.
             let addr = bound.listener.local_addr().map_or(bound.listen.addr, |a| a);
-            log::info!("listening on {} ({:?})", addr, bound.listen.mode);
-            thread::spawn(move || accept_loop(bound, config, limiter, quota))
+            log::info!("listening on {} ({})", addr, bound.listen.mode);
+            thread::spawn(move || accept_loop(bound, shared, limiter))
         })
         .collect();
     for t in threads {
@@ -69,12 +110,7 @@ pub fn run(config: Arc<Config>, listeners: Vec<Bound>) {
     }
 }
 
-fn accept_loop(
-    bound: Bound,
-    config: Arc<Config>,
-    limiter: Arc<Limiter>,
-    quota: Arc<dyn QuotaProbe>,
-) {
+fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
     for stream in bound.listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -101,21 +137,15 @@ fn accept_loop(
             remote: Some(remote),
             local: stream.local_addr().ok(),
         };
-        let session = Session::new(
-            Arc::clone(&config),
-            Arc::clone(&quota),
-            peer,
-            bound.listen.mode,
-            false,
-        );
-        let limits = limits(&config);
+        let shared = shared.clone();
+        let mode = bound.listen.mode;
         let spawned = thread::Builder::new()
             .name("session".to_string())
             .stack_size(SESSION_STACK)
             .spawn(move || {
                 // The slot is freed when this closure ends, by return or panic.
                 let _slot = slot;
-                conn::serve(Box::new(stream), session, limits);
+                shared.serve(Box::new(stream), peer, mode);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a session thread: {e}");

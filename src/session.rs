@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
 use crate::config::{Config, Mode, Route};
 use crate::data::BareLf;
@@ -41,6 +42,33 @@ pub struct MaildirQuota;
 impl QuotaProbe for MaildirQuota {
     fn is_full(&self, maildir: &Path, quota: u64) -> bool {
         quota > 0 && crate::maildir::usage(maildir).is_ok_and(|used| used >= quota)
+    }
+}
+
+/// Checks AUTH credentials against the users file (SPEC §3 `users`).
+pub trait Authenticator: Send + Sync {
+    fn verify(&self, user: &str, password: &[u8]) -> bool;
+}
+
+/// What a session may ask of the world outside it.
+#[derive(Clone)]
+pub struct Services {
+    pub quota: Arc<dyn QuotaProbe>,
+    /// The users file; None when AUTH is not configured.
+    pub users: Option<Arc<dyn Authenticator>>,
+    /// A certificate is configured: STARTTLS is offered.
+    pub tls: bool,
+}
+
+impl Authenticator for auth::UsersFile {
+    fn verify(&self, user: &str, password: &[u8]) -> bool {
+        match self.current() {
+            Ok(users) => users.verify(user, password),
+            Err(e) => {
+                log::error!("users file: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -152,16 +180,30 @@ struct Greeting {
     extended: bool,
 }
 
+/// An AUTH exchange waiting for the client's next line (RFC 4954 §4).
+#[derive(Debug)]
+enum AuthExchange {
+    /// PLAIN without an initial response: `334 ` sent.
+    Plain,
+    /// LOGIN: the user name prompt sent.
+    LoginUser,
+    /// LOGIN: the password prompt sent.
+    LoginPassword { user: String },
+}
+
+/// Failed AUTH attempts before the session is closed (SPEC §5).
+const MAX_AUTH_FAILURES: u32 = 3;
+
 /// One SMTP session.
 pub struct Session {
     config: Arc<Config>,
-    quota: Arc<dyn QuotaProbe>,
+    services: Services,
     peer: Peer,
     mode: Mode,
-    tls_offered: bool,
-    auth_offered: bool,
     tls: Option<String>,
     auth_user: Option<String>,
+    auth_exchange: Option<AuthExchange>,
+    auth_failures: u32,
     greeting: Option<Greeting>,
     tx: Option<Transaction>,
     errors: u32,
@@ -169,24 +211,16 @@ pub struct Session {
 
 impl Session {
     /// A session for a connection that arrived on a listener of `mode`.
-    /// `tls_offered`: a certificate is configured (STARTTLS is available).
-    pub fn new(
-        config: Arc<Config>,
-        quota: Arc<dyn QuotaProbe>,
-        peer: Peer,
-        mode: Mode,
-        tls_offered: bool,
-    ) -> Session {
-        let auth_offered = config.users.is_some();
+    pub fn new(config: Arc<Config>, services: Services, peer: Peer, mode: Mode) -> Session {
         Session {
             config,
-            quota,
+            services,
             peer,
             mode,
-            tls_offered,
-            auth_offered,
             tls: None,
             auth_user: None,
+            auth_exchange: None,
+            auth_failures: 0,
             greeting: None,
             tx: None,
             errors: 0,
@@ -202,6 +236,11 @@ impl Session {
         &self.peer
     }
 
+    /// An implicit-TLS listener: handshake before the greeting.
+    pub fn implicit_tls(&self) -> bool {
+        self.mode == Mode::Tls
+    }
+
     /// How DATA content treats bare line endings.
     pub fn bare_lf(&self) -> BareLf {
         self.config.bare_lf
@@ -209,19 +248,17 @@ impl Session {
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8]) -> Step {
-        if line.contains(&0) {
-            return self.error(Reply::new(500, "5.5.2", "NUL byte in command"));
-        }
-        let command = match command::parse(line) {
-            Ok(command) => command,
-            Err(reply) => return self.error(reply),
+        let step = match self.auth_exchange.take() {
+            Some(exchange) => self.auth_response(exchange, line),
+            None if line.contains(&0) => {
+                Step::reply(Reply::new(500, "5.5.2", "NUL byte in command"))
+            }
+            None => match command::parse(line) {
+                Ok(command) => self.dispatch(command),
+                Err(reply) => Step::reply(reply),
+            },
         };
-        let step = self.dispatch(command);
-        if step.action == Action::Close {
-            return step;
-        }
-        let failed = step.replies.iter().any(|r| r.code >= 500);
-        if failed {
+        if step.action != Action::Close && step.replies.iter().any(|r| r.code >= 500) {
             return self.count_error(step);
         }
         step
@@ -229,6 +266,7 @@ impl Session {
 
     /// A command line over the 2048-byte limit was skipped.
     pub fn line_too_long(&mut self) -> Step {
+        self.auth_exchange = None;
         self.error(Reply::new(500, "5.5.2", "Line too long"))
     }
 
@@ -239,6 +277,7 @@ impl Session {
         self.greeting = None;
         self.tx = None;
         self.auth_user = None;
+        self.auth_exchange = None;
     }
 
     /// The 354 reply, sent once the spool file exists.
@@ -273,11 +312,11 @@ impl Session {
             None => "[unknown]".to_string(),
         };
         let tls = match &self.tls {
-            Some(t) => format!("\r\n\t({t})"),
+            Some(t) => format!(" ({t})"),
             None => String::new(),
         };
         let rcpt = match tx.recipients.as_slice() {
-            [one] => format!("\r\n\tfor <{}>", one.address),
+            [one] => format!(" for <{}>", one.address),
             _ => String::new(),
         };
         format!(
@@ -430,7 +469,7 @@ impl Session {
             Command::Expn => Step::reply(Reply::new(502, "5.5.1", "EXPN not available")),
             Command::NotImplemented(verb) => Step::reply(Reply::new(502, "5.5.1", format!("{verb} not implemented"))),
             Command::StartTls => self.starttls(),
-            Command::Auth { .. } => self.auth(),
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
             Command::Forbidden => {
                 Step::close(Reply::new(521, "5.7.0", "This is an SMTP server"))
             }
@@ -455,7 +494,7 @@ impl Session {
             "CHUNKING".to_string(),
             "DSN".to_string(),
         ];
-        if self.tls_offered && self.tls.is_none() {
+        if self.services.tls && self.tls.is_none() {
             lines.push("STARTTLS".to_string());
         }
         if self.auth_allowed() {
@@ -466,7 +505,7 @@ impl Session {
     }
 
     fn auth_allowed(&self) -> bool {
-        self.auth_offered && (self.tls.is_some() || self.peer.is_loopback())
+        self.services.users.is_some() && (self.tls.is_some() || self.peer.is_loopback())
     }
 
     fn mail(&mut self, from: ReversePath, params: MailParams) -> Step {
@@ -539,7 +578,11 @@ impl Session {
             }
             Route::NoMailbox => Reply::new(550, "5.1.1", format!("<{address}>: No such user here")),
             Route::Mailbox(maildir) => {
-                if self.quota.is_full(&maildir, self.config.maildir_quota) {
+                if self
+                    .services
+                    .quota
+                    .is_full(&maildir, self.config.maildir_quota)
+                {
                     Reply::new(452, "4.2.2", format!("<{address}>: Mailbox full"))
                 } else {
                     tx.recipients.push(Recipient { address, maildir });
@@ -602,7 +645,7 @@ impl Session {
     }
 
     fn starttls(&mut self) -> Step {
-        if !self.tls_offered {
+        if !self.services.tls {
             return Step::reply(Reply::new(502, "5.5.1", "STARTTLS not available"));
         }
         if self.tls.is_some() {
@@ -614,8 +657,9 @@ impl Session {
         }
     }
 
-    fn auth(&mut self) -> Step {
-        if !self.auth_offered {
+    /// AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN.
+    fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Step {
+        if self.services.users.is_none() {
             return Step::reply(Reply::new(503, "5.5.1", "Authentication not enabled"));
         }
         if !self.auth_allowed() {
@@ -625,12 +669,116 @@ impl Session {
                 "Encryption required for requested authentication mechanism",
             ));
         }
-        // The AUTH exchange itself arrives with TLS and AUTH support.
-        Step::reply(Reply::new(
-            504,
-            "5.5.4",
-            "Authentication mechanism not supported",
-        ))
+        if self.greeting.is_none() {
+            return Step::reply(Reply::new(503, "5.5.1", "Send EHLO first"));
+        }
+        if self.auth_user.is_some() {
+            return Step::reply(Reply::new(503, "5.5.1", "Already authenticated"));
+        }
+        if self.tx.is_some() {
+            return Step::reply(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH not allowed during a mail transaction",
+            ));
+        }
+        match (mechanism, initial) {
+            // RFC 4954 §4: "=" is an empty initial response.
+            ("PLAIN", Some(response)) => {
+                let response = if response == "=" { "" } else { response };
+                self.auth_plain(response.as_bytes())
+            }
+            ("PLAIN", None) => self.challenge(AuthExchange::Plain, ""),
+            ("LOGIN", None) => self.challenge(AuthExchange::LoginUser, auth::LOGIN_USER_PROMPT),
+            ("LOGIN", Some(user)) => self.login_user(user.as_bytes()),
+            _ => Step::reply(Reply::new(
+                504,
+                "5.5.4",
+                "Unrecognized authentication mechanism",
+            )),
+        }
+    }
+
+    fn challenge(&mut self, exchange: AuthExchange, prompt: &str) -> Step {
+        self.auth_exchange = Some(exchange);
+        Step::reply(Reply::new(334, "", prompt))
+    }
+
+    /// The client's answer to a 334 challenge.
+    fn auth_response(&mut self, exchange: AuthExchange, line: &[u8]) -> Step {
+        match exchange {
+            AuthExchange::Plain => self.auth_plain(line),
+            AuthExchange::LoginUser => self.login_user(line),
+            AuthExchange::LoginPassword { user } => match auth::decode_response(line) {
+                Ok(password) => self.auth_check(&user, &password),
+                Err(e) => self.auth_error(e),
+            },
+        }
+    }
+
+    fn auth_plain(&mut self, response: &[u8]) -> Step {
+        match auth::decode_plain(response) {
+            Ok(credentials) => self.auth_check(&credentials.user, &credentials.password),
+            // Asking to act as someone else is a failed attempt, not a typo.
+            Err(auth::AuthError::AuthzidMismatch) => self.auth_check("", b""),
+            Err(e) => self.auth_error(e),
+        }
+    }
+
+    /// LOGIN's user name arrived (initial response or answer to 334).
+    fn login_user(&mut self, line: &[u8]) -> Step {
+        match auth::decode_login_user(line) {
+            Ok(user) => self.challenge(
+                AuthExchange::LoginPassword { user },
+                auth::LOGIN_PASS_PROMPT,
+            ),
+            Err(e) => self.auth_error(e),
+        }
+    }
+
+    fn auth_check(&mut self, user: &str, password: &[u8]) -> Step {
+        let ok = self
+            .services
+            .users
+            .as_ref()
+            .is_some_and(|users| users.verify(user, password));
+        if ok {
+            log::info!("AUTH as {} client={}", user, self.peer.describe());
+            self.auth_user = Some(user.to_string());
+            return Step::reply(Reply::new(235, "2.7.0", "Authentication successful"));
+        }
+        self.auth_failures += 1;
+        log::warn!(
+            "AUTH failed for {:?} (535 5.7.8) client={}",
+            user,
+            self.peer.describe()
+        );
+        let reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            log::warn!(
+                "too many AUTH failures (421) client={}",
+                self.peer.describe()
+            );
+            return Step {
+                replies: vec![
+                    reply,
+                    Reply::new(421, "4.7.0", "Too many authentication failures"),
+                ],
+                action: Action::Close,
+            };
+        }
+        Step::reply(reply)
+    }
+
+    fn auth_error(&mut self, error: auth::AuthError) -> Step {
+        let reply = match error {
+            auth::AuthError::Cancelled => Reply::new(501, "5.7.0", "Authentication cancelled"),
+            auth::AuthError::BadBase64 => Reply::new(501, "5.5.2", "Cannot decode response"),
+            auth::AuthError::Malformed | auth::AuthError::AuthzidMismatch => {
+                Reply::new(501, "5.5.2", "Malformed authentication response")
+            }
+        };
+        Step::reply(reply)
     }
 
     fn error(&mut self, reply: Reply) -> Step {
@@ -712,7 +860,168 @@ mod tests {
             remote: Some(remote.parse().unwrap()),
             local: Some("127.0.0.1:25".parse().unwrap()),
         };
-        Session::new(Arc::new(config), quota, peer, mode, false)
+        let services = Services {
+            quota,
+            users: None,
+            tls: false,
+        };
+        Session::new(Arc::new(config), services, peer, mode)
+    }
+
+    /// One user, alice, with password "secret".
+    struct Alice;
+    impl Authenticator for Alice {
+        fn verify(&self, user: &str, password: &[u8]) -> bool {
+            user == "alice" && password == b"secret"
+        }
+    }
+
+    fn auth_session(remote: &str, mode: Mode, tls: bool) -> Session {
+        let peer = Peer {
+            remote: Some(remote.parse().unwrap()),
+            local: Some("192.0.2.25:25".parse().unwrap()),
+        };
+        let services = Services {
+            quota: Arc::new(NeverFull),
+            users: Some(Arc::new(Alice)),
+            tls,
+        };
+        Session::new(Arc::new(config()), services, peer, mode)
+    }
+
+    fn b64(s: &[u8]) -> String {
+        auth::encode_base64(s)
+    }
+
+    #[test]
+    fn auth_plain_with_and_without_initial_response() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        let ehlo = s.command(b"EHLO c").replies[0].to_string();
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN"),
+            "loopback may AUTH without TLS: {ehlo}"
+        );
+        assert_eq!(
+            one(&mut s, &format!("AUTH PLAIN {}", b64(b"\0alice\0wrong"))),
+            "535 5.7.8"
+        );
+        assert_eq!(one(&mut s, "AUTH PLAIN"), "334 ");
+        assert_eq!(one(&mut s, &b64(b"\0alice\0secret")), "235 2.7.0");
+        assert_eq!(
+            one(&mut s, "AUTH PLAIN"),
+            "503 5.5.1",
+            "already authenticated"
+        );
+        one(
+            &mut s,
+            "MAIL FROM:<alice@example.com> AUTH=alice@example.com",
+        );
+        one(&mut s, "RCPT TO:<root@example.com>");
+        let trace = s.trace_headers("ID", "date");
+        assert!(trace.contains(" with ESMTPA id ID "), "{trace}");
+    }
+
+    #[test]
+    fn auth_login_exchange() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        one(&mut s, "EHLO c");
+        let step = s.command(b"AUTH LOGIN");
+        assert_eq!(step.replies[0].to_string(), "334 VXNlcm5hbWU6");
+        let step = s.command(b64(b"alice").as_bytes());
+        assert_eq!(step.replies[0].to_string(), "334 UGFzc3dvcmQ6");
+        assert_eq!(one(&mut s, &b64(b"secret")), "235 2.7.0");
+        // LOGIN with the user name as initial response.
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        one(&mut s, "EHLO c");
+        let step = s.command(format!("AUTH LOGIN {}", b64(b"alice")).as_bytes());
+        assert_eq!(step.replies[0].to_string(), "334 UGFzc3dvcmQ6");
+        assert_eq!(one(&mut s, &b64(b"nope")), "535 5.7.8");
+    }
+
+    #[test]
+    fn auth_cancel_bad_base64_and_unknown_mechanism() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        one(&mut s, "EHLO c");
+        one(&mut s, "AUTH PLAIN");
+        assert_eq!(one(&mut s, "*"), "501 5.7.0");
+        one(&mut s, "AUTH LOGIN");
+        assert_eq!(one(&mut s, "*"), "501 5.7.0");
+        assert_eq!(one(&mut s, "AUTH PLAIN !!!notbase64"), "501 5.5.2");
+        assert_eq!(one(&mut s, "AUTH CRAM-MD5"), "504 5.5.4");
+        assert_eq!(one(&mut s, "NOOP"), "250 2.0.0", "session goes on");
+    }
+
+    #[test]
+    fn three_auth_failures_close_the_session() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        one(&mut s, "EHLO c");
+        let bad = format!("AUTH PLAIN {}", b64(b"\0alice\0bad"));
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        let step = s.command(bad.as_bytes());
+        let codes: Vec<String> = step
+            .replies
+            .iter()
+            .map(|r| format!("{} {}", r.code, r.status))
+            .collect();
+        assert_eq!(codes, ["535 5.7.8", "421 4.7.0"]);
+        assert_eq!(step.action, Action::Close);
+    }
+
+    #[test]
+    fn auth_needs_tls_on_remote_connections() {
+        let mut s = auth_session("192.0.2.1:4000", Mode::Smtp, true);
+        let ehlo = s.command(b"EHLO c").replies[0].to_string();
+        assert!(
+            ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+            "{ehlo}"
+        );
+        assert_eq!(one(&mut s, "AUTH PLAIN"), "538 5.7.11");
+        s.tls_started("TLSv1.3 TLS13_AES_128_GCM_SHA256".to_string());
+        let ehlo = s.command(b"EHLO c").replies[0].to_string();
+        assert!(
+            !ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"),
+            "{ehlo}"
+        );
+        assert_eq!(one(&mut s, "STARTTLS"), "503 5.5.1");
+        assert_eq!(
+            one(&mut s, &format!("AUTH PLAIN {}", b64(b"\0alice\0secret"))),
+            "235 2.7.0"
+        );
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<root@example.com>");
+        let trace = s.trace_headers("ID", "date");
+        assert!(
+            trace.contains(" with ESMTPSA (TLSv1.3 TLS13_AES_128_GCM_SHA256) id ID "),
+            "{trace}"
+        );
+    }
+
+    #[test]
+    fn submission_accepts_mail_after_tls_and_auth() {
+        let mut s = auth_session("192.0.2.1:4000", Mode::Submission, true);
+        one(&mut s, "EHLO c");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "530 5.7.0");
+        s.tls_started("TLSv1.3".to_string());
+        one(&mut s, "EHLO c");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "530 5.7.0");
+        one(&mut s, &format!("AUTH PLAIN {}", b64(b"\0alice\0secret")));
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "250 2.1.0");
+    }
+
+    #[test]
+    fn starttls_forgets_the_session() {
+        let mut s = auth_session("192.0.2.1:4000", Mode::Smtp, true);
+        one(&mut s, "EHLO c");
+        let step = s.command(b"STARTTLS");
+        assert_eq!(step.replies[0].to_string(), "220 2.0.0 Ready to start TLS");
+        assert_eq!(step.action, Action::StartTls);
+        s.tls_started("TLSv1.2".to_string());
+        assert_eq!(
+            one(&mut s, "MAIL FROM:<a@b>"),
+            "503 5.5.1",
+            "HELO forgotten"
+        );
     }
 
     fn session() -> Session {
@@ -1012,7 +1321,7 @@ mod tests {
         let h = s.trace_headers("ID7", "Sat, 28 Nov 2026 20:14:17 +0000");
         assert_eq!(
             h,
-            "Return-Path: <a@b>\r\nReceived: from client.example ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7\r\n\tfor <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n"
+            "Return-Path: <a@b>\r\nReceived: from client.example ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7 for <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n"
         );
     }
 
