@@ -147,7 +147,7 @@ fn stored_message_is_trace_headers_plus_exact_content() {
     // Return-Path, Received with id and for, date, then the content as sent.
     let head = format!(
         "Return-Path: <a@b.org>\r\nReceived: from client.test ([127.0.0.1]) by mx.test \
-         (smtpbox) with ESMTP id {id}\r\n\tfor <root@example.com>; "
+         (smtpbox) with ESMTP id {id} for <root@example.com>; "
     );
     let rest = stored
         .strip_prefix(head.as_bytes())
