@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod data;
 pub mod date;
+pub mod logging;
 pub mod maildir;
 pub mod privilege;
 pub mod reply;

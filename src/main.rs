@@ -6,13 +6,12 @@ use std::time::Duration;
 use smtpbox::config::{self, Config, Invocation};
 use smtpbox::server::Shared;
 use smtpbox::session::Peer;
-use smtpbox::{activation, maildir, privilege, server, transport};
+use smtpbox::{activation, logging, maildir, privilege, server, transport};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let invocation = match config::from_args(&args) {
         Ok(i) => i,
@@ -21,6 +20,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let inetd = matches!(&invocation, Invocation::Run(_, options) if options.inetd);
+    logging::init("info", inetd);
     match invocation {
         Invocation::Help(text) => {
             print!("{text}");

@@ -1,0 +1,970 @@
+//! Sendmail mode (SPEC §8): `sendmail [-t] [-i|-oi] [-f SENDER] [-F NAME]
+//! [-C CONFIG] [RCPT…]`, which cron, smartd, mdadm, at and mail(1) call as
+//! /usr/sbin/sendmail. One message is read from stdin, its recipients are
+//! routed with the config's rules (SPEC §4) and it is delivered by the SMTP
+//! path's code (`maildir::Spool`, `maildir::deliver`): all recipients or
+//! none. The exit status follows sysexits.h.
+//!
+//! Input: without `-i`/`-oi` a line holding a single `.` ends the message,
+//! as in sendmail (and outside SMTP there is no dot-unstuffing); otherwise
+//! only end of file does. Bare LF line endings are stored as CRLF. The
+//! header section is held in memory (at most `max_message_size` bytes) to
+//! read `-t` recipients, drop `Bcc:` and add a missing `From:`, `Date:` and
+//! `Message-ID:`; the body is streamed to the spool file.
+
+use std::io::{self, BufRead, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::command::{self, Address, Command, Domain, ReversePath};
+use crate::config::{Config, Route, DEFAULT_CONFIG_PATH};
+use crate::data::ContentSink;
+use crate::maildir::{self, DeliveryError, Spool};
+use crate::session::MAX_RECEIVED;
+
+/// The environment variable naming the config file when `-C` is not given.
+pub const CONFIG_ENV: &str = "SMTPBOX_CONFIG";
+
+extern "C" {
+    fn getuid() -> u32;
+}
+
+/// Runs sendmail mode and returns the exit status (0, or a sysexits.h code
+/// after a message on stderr). `args` are the arguments after the program
+/// name (after `sendmail` in `smtpbox sendmail …`). With `-bs`, calls
+/// `smtp_session` with the loaded config, which serves one SMTP session on
+/// stdin/stdout as `--inetd` does, and then exits 0.
+pub fn main(args: &[String], smtp_session: impl FnOnce(Config)) -> ExitCode {
+    let stdin = io::stdin();
+    match run(args, &mut stdin.lock(), smtp_session) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("sendmail: {}", failure.message);
+            ExitCode::from(failure.exit as u8)
+        }
+    }
+}
+
+/// The arguments for [`main`] when `argv` (program name included) asks for
+/// sendmail mode: the program was invoked as `sendmail` (argv[0] basename),
+/// or as `smtpbox sendmail …`.
+pub fn sendmail_args(argv: &[String]) -> Option<&[String]> {
+    let program = Path::new(argv.first()?).file_name()?;
+    if program == "sendmail" {
+        return Some(&argv[1..]);
+    }
+    match argv.get(1) {
+        Some(mode) if mode == "sendmail" => Some(&argv[2..]),
+        _ => None,
+    }
+}
+
+/// The sysexits.h codes sendmail mode exits with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    Usage = 64,
+    DataErr = 65,
+    NoUser = 67,
+    IoErr = 74,
+    TempFail = 75,
+    Config = 78,
+}
+
+/// Why the message was not delivered.
+#[derive(Debug)]
+struct Failure {
+    exit: Exit,
+    message: String,
+}
+
+impl Exit {
+    fn with(self, message: impl Into<String>) -> Failure {
+        let message = message.into();
+        Failure {
+            exit: self,
+            message,
+        }
+    }
+}
+
+impl Failure {
+    /// Every delivery error is temporary (SPEC §7: 4xx), hence EX_TEMPFAIL.
+    fn delivery(error: DeliveryError) -> Failure {
+        Exit::TempFail.with(error.to_string())
+    }
+}
+
+/// The command line, parsed (sendmail's getopt-style options).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Options {
+    /// `-bs`: one SMTP session on stdin/stdout instead of a delivery.
+    smtp_session: bool,
+    /// `-t`: recipients also come from To:, Cc: and Bcc:.
+    extract: bool,
+    /// `-i`, `-oi`: a lone `.` line is content, only EOF ends the input.
+    ignore_dots: bool,
+    /// `-f SENDER` (or the obsolete `-r`).
+    sender: Option<String>,
+    /// `-F NAME`: the full name in a generated From:.
+    full_name: Option<String>,
+    /// `-C FILE`.
+    config: Option<PathBuf>,
+    /// The operands: addresses or comma-separated address lists.
+    recipients: Vec<String>,
+}
+
+/// Options that take a value, glued (`-fSENDER`) or as the next argument.
+const TAKES_VALUE: &str = "ABCFLNORVXbdfhopr";
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        let mut options = Options::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "--" {
+                options.recipients.extend(args.cloned());
+                break;
+            }
+            let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) else {
+                options.recipients.push(arg.clone());
+                continue;
+            };
+            for (i, flag) in cluster.char_indices() {
+                if !TAKES_VALUE.contains(flag) {
+                    options.flag(flag)?;
+                    continue;
+                }
+                let glued = &cluster[i + flag.len_utf8()..];
+                let value = match glued {
+                    "" => args.next().ok_or(format!("option -{flag} needs a value"))?,
+                    _ => glued,
+                };
+                options.option(flag, value.to_string())?;
+                break;
+            }
+        }
+        Ok(options)
+    }
+
+    fn flag(&mut self, flag: char) -> Result<(), String> {
+        match flag {
+            't' => self.extract = true,
+            'i' => self.ignore_dots = true,
+            // metoo, no aliases, verbose, initial submission, gateway.
+            'm' | 'n' | 'v' | 'U' | 'G' => log::debug!("ignoring option -{flag}"),
+            _ => return Err(format!("unknown option -{flag}")),
+        }
+        Ok(())
+    }
+
+    fn option(&mut self, flag: char, value: String) -> Result<(), String> {
+        match (flag, value.as_str()) {
+            ('b', "m") => self.smtp_session = false,
+            ('b', "s") => self.smtp_session = true,
+            ('b', mode) => {
+                return Err(format!(
+                "unsupported mode -b{mode}: smtpbox delivers (-bm) or runs an SMTP session (-bs)"
+            ))
+            }
+            ('o', "i") => self.ignore_dots = true,
+            ('f' | 'r', _) => self.sender = Some(value),
+            ('F', _) => self.full_name = Some(value),
+            ('C', _) => self.config = Some(PathBuf::from(value)),
+            // -oem, -odi, -B8BITMIME, DSN options (-N, -R, -V): no queue, no
+            // bounces, 8-bit clean: nothing to do.
+            _ => log::debug!("ignoring option -{flag}{value}"),
+        }
+        Ok(())
+    }
+}
+
+/// The user who runs sendmail (the real uid), for the sender and trace.
+struct Invoker {
+    uid: u32,
+    name: String,
+}
+
+impl Invoker {
+    fn current() -> Invoker {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { getuid() };
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let name = user_name(&passwd, uid).unwrap_or_else(|| uid.to_string());
+        Invoker { uid, name }
+    }
+}
+
+/// The whole delivery; `stdin` is the message.
+fn run<R: BufRead>(
+    args: &[String],
+    stdin: &mut R,
+    smtp_session: impl FnOnce(Config),
+) -> Result<(), Failure> {
+    let options = Options::parse(args).map_err(|e| Exit::Usage.with(e))?;
+    let config = load_config(options.config.as_deref())?;
+    if options.smtp_session {
+        smtp_session(config);
+        return Ok(());
+    }
+    if options.recipients.is_empty() && !options.extract {
+        return Err(
+            Exit::Usage.with("no recipients: name them, or use -t to take them from the headers")
+        );
+    }
+    let user = Invoker::current();
+    let sender = envelope_sender(options.sender.as_deref(), &user.name, &config.hostname)?;
+    let mut input = Input {
+        source: stdin,
+        lines: LineReader::new(options.ignore_dots),
+        done: false,
+    };
+    let delivered = receive(&options, &config, &user, &sender, &mut input);
+    if delivered.is_err() {
+        // Read to the end anyway, as sendmail does: the writer gets no EPIPE.
+        input.drain();
+    }
+    delivered
+}
+
+/// Reads the header, routes the recipients, spools and delivers.
+fn receive<R: BufRead>(
+    options: &Options,
+    config: &Config,
+    user: &Invoker,
+    sender: &ReversePath,
+    input: &mut Input<'_, R>,
+) -> Result<(), Failure> {
+    let (buf, end) = input.read_header(config.max_message_size)?;
+    let (header, rest) = buf.split_at(end);
+    let fields = fields(header);
+    let recipients = recipients(options, &fields)?;
+    let targets = route_all(config, &recipients)?;
+    let first = targets
+        .first()
+        .ok_or_else(|| Exit::Usage.with("no recipients"))?;
+
+    let mut spool = Spool::create(first).map_err(Failure::delivery)?;
+    let id = spool.id().to_string();
+    let date = crate::date::now_rfc5322();
+    let host = &config.hostname;
+    let sender = match sender {
+        ReversePath::Address(address) => address.to_string(),
+        ReversePath::Null => String::new(),
+    };
+    let trace = format!(
+        "Return-Path: <{sender}>\r\nReceived: by {host} (smtpbox) via sendmail id {id}\r\n\t(uid {} user {}); {date}\r\n",
+        user.uid, user.name,
+    );
+    if let Err(e) = spool.write_all(trace.as_bytes()) {
+        return Err(Failure::delivery(spool.error(e)));
+    }
+    let mut sink = ContentSink::new(spool, config.max_message_size);
+    // Bcc: names hidden recipients; it is never stored.
+    for field in fields.iter().filter(|f| !is(f, "Bcc")) {
+        sink.write(field);
+    }
+    let has = |name| fields.iter().any(|f| is(f, name));
+    if !has("From") {
+        let address = if sender.is_empty() {
+            qualified(&user.name, host).to_string()
+        } else {
+            sender.clone()
+        };
+        let from = from_header(&address, options.full_name.as_deref());
+        sink.write(format!("From: {from}\r\n").as_bytes());
+    }
+    if !has("Date") {
+        sink.write(format!("Date: {date}\r\n").as_bytes());
+    }
+    if !has("Message-ID") {
+        sink.write(format!("Message-ID: <{id}@{host}>\r\n").as_bytes());
+    }
+    // A body that began with a line that is not a field needs its empty line.
+    if !(rest.is_empty() || rest.starts_with(b"\r\n")) {
+        sink.write(b"\r\n");
+    }
+    sink.write(rest);
+    let mut chunk = Vec::new();
+    while !input.done {
+        chunk.clear();
+        input.read(&mut chunk)?;
+        sink.write(&chunk);
+    }
+
+    if sink.oversized() {
+        let limit = config.max_message_size;
+        return Err(Exit::DataErr.with(format!("message too big (over {limit} bytes)")));
+    }
+    if sink.received_headers() > MAX_RECEIVED {
+        return Err(Exit::DataErr.with("too many Received headers: mail loop"));
+    }
+    let size = sink.size();
+    let write_error = sink.take_error();
+    let spool = sink.into_inner();
+    if let Some(e) = write_error {
+        return Err(Failure::delivery(spool.error(e)));
+    }
+    let paths: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
+    let id = maildir::deliver(spool, &paths, config.maildir_quota).map_err(Failure::delivery)?;
+    let to: Vec<String> = recipients.iter().map(|r| format!("<{r}>")).collect();
+    log::info!(
+        "{id} from=<{sender}> to={} size={size} proto=sendmail user={}",
+        to.join(","),
+        user.name
+    );
+    Ok(())
+}
+
+/// The config named by `-C`, else by `$SMTPBOX_CONFIG`, else the default.
+fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
+    let from_env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+    let path = flag
+        .map(Path::to_path_buf)
+        .or(from_env.map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    Config::load(&path).map_err(|e| {
+        let text = e.to_string();
+        let shown = path.display().to_string();
+        if text.starts_with(&shown) {
+            Exit::Config.with(text)
+        } else {
+            Exit::Config.with(format!("{shown}: {text}"))
+        }
+    })
+}
+
+/// `-f`: empty or `<>` is the null sender; a bare local part is qualified
+/// with the hostname. Without `-f`, the invoking user at the hostname.
+fn envelope_sender(flag: Option<&str>, user: &str, host: &str) -> Result<ReversePath, Failure> {
+    let Some(text) = flag else {
+        return Ok(ReversePath::Address(qualified(user, host)));
+    };
+    let text = text.trim();
+    let bare = text
+        .strip_prefix('<')
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or(text);
+    let line = format!("MAIL FROM:<{bare}>");
+    match command::parse(line.as_bytes()) {
+        Ok(Command::Mail {
+            from: ReversePath::Address(a),
+            ..
+        }) if a.domain.is_none() => Ok(ReversePath::Address(qualified(&a.local, host))),
+        Ok(Command::Mail { from, .. }) => Ok(from),
+        _ => Err(Exit::Usage.with(format!("-f {text}: invalid sender address"))),
+    }
+}
+
+fn qualified(local: &str, host: &str) -> Address {
+    let domain = Some(Domain::Name(host.to_string()));
+    Address {
+        local: local.to_string(),
+        domain,
+    }
+}
+
+/// The recipients: the operands, and with `-t` To:, Cc: and Bcc: too (as
+/// Postfix does; sendmail 8 would drop the operands instead). Repeats go.
+fn recipients(options: &Options, fields: &[&[u8]]) -> Result<Vec<Address>, Failure> {
+    let mut texts: Vec<String> = options
+        .recipients
+        .iter()
+        .flat_map(|a| address_list(a))
+        .collect();
+    if options.extract {
+        for field in fields
+            .iter()
+            .filter(|f| ["To", "Cc", "Bcc"].iter().any(|n| is(f, n)))
+        {
+            texts.extend(address_list(&value(field)));
+        }
+    }
+    let mut addresses: Vec<Address> = Vec::new();
+    for text in texts {
+        let line = format!("RCPT TO:<{text}>");
+        let Ok(Command::Rcpt { to, .. }) = command::parse(line.as_bytes()) else {
+            return Err(Exit::DataErr.with(format!("<{text}>: invalid address")));
+        };
+        if !addresses.contains(&to) {
+            addresses.push(to);
+        }
+    }
+    if addresses.is_empty() {
+        return Err(Exit::Usage.with("no recipient addresses found in the header"));
+    }
+    Ok(addresses)
+}
+
+/// Every recipient's Maildir, or EX_NOUSER naming each one that has none.
+fn route_all(config: &Config, recipients: &[Address]) -> Result<Vec<PathBuf>, Failure> {
+    // Address literals (`root@[127.0.0.1]`): loopback and the listen addresses.
+    let mut box_ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+    box_ips.extend(config.listen.iter().map(|l| l.addr.ip()));
+    let mut targets = Vec::new();
+    let mut unknown = Vec::new();
+    for rcpt in recipients {
+        match config.route(rcpt, &box_ips) {
+            Route::Mailbox(path) => targets.push(path),
+            Route::NoMailbox => unknown.push(format!("<{rcpt}>: user unknown")),
+            Route::NotLocal => unknown.push(format!("<{rcpt}>: not local (smtpbox never relays)")),
+        }
+    }
+    if !unknown.is_empty() {
+        let message = unknown.join("; ") + "; nothing delivered";
+        return Err(Exit::NoUser.with(message));
+    }
+    Ok(targets)
+}
+
+/// stdin through the [`LineReader`].
+struct Input<'a, R> {
+    source: &'a mut R,
+    lines: LineReader,
+    done: bool,
+}
+
+impl<R: BufRead> Input<'_, R> {
+    /// Appends the next piece of content to `out`; sets `done` at the end.
+    fn read(&mut self, out: &mut Vec<u8>) -> Result<(), Failure> {
+        const CHUNK: usize = 16 * 1024;
+        if self.done {
+            return Ok(());
+        }
+        let buf = loop {
+            match self.source.fill_buf() {
+                Ok(buf) => break buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Exit::IoErr.with(format!("reading stdin: {e}"))),
+            }
+        };
+        if buf.is_empty() {
+            self.lines.finish(out);
+            self.done = true;
+            return Ok(());
+        }
+        let (used, end) = self.lines.feed(&buf[..buf.len().min(CHUNK)], out);
+        self.source.consume(used);
+        self.done = end;
+        Ok(())
+    }
+
+    /// Reads and throws away the rest of the message.
+    fn drain(&mut self) {
+        let mut out = Vec::new();
+        while !self.done && self.read(&mut out).is_ok() {
+            out.clear();
+        }
+    }
+
+    /// Reads past the end of the header section: returns what was read and
+    /// where the header ends in it. Over `limit` bytes is EX_DATAERR.
+    fn read_header(&mut self, limit: u64) -> Result<(Vec<u8>, usize), Failure> {
+        let mut buf = Vec::new();
+        let mut scanned = 0;
+        loop {
+            if let Some(end) = header_end(&buf, &mut scanned) {
+                return Ok((buf, end));
+            }
+            if self.done {
+                let end = buf.len();
+                return Ok((buf, end));
+            }
+            if buf.len() as u64 > limit {
+                return Err(Exit::DataErr.with(format!("message too big (over {limit} bytes)")));
+            }
+            self.read(&mut buf)?;
+        }
+    }
+}
+
+/// Where the header section of `buf` (CRLF lines) ends (RFC 5322 §2.2): at
+/// the first empty line, or at the first line that is neither a field nor
+/// the continuation of one. `None` until a complete line decides; lines
+/// before `*scanned` were already checked.
+fn header_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+    while let Some(lf) = buf[*scanned..].iter().position(|&b| b == b'\n') {
+        let start = *scanned;
+        let line = &buf[start..=start + lf];
+        let continuation = start > 0 && matches!(line[0], b' ' | b'\t');
+        if line == b"\r\n" || !(continuation || field_name(line).is_some()) {
+            return Some(start);
+        }
+        *scanned = start + lf + 1;
+    }
+    None
+}
+
+/// The name of the field that `line` begins: printable ASCII but `:`, then
+/// the colon (RFC 5322 §2.2; whitespace before it is obsolete syntax, §4.5).
+fn field_name(line: &[u8]) -> Option<&[u8]> {
+    let len = line
+        .iter()
+        .take_while(|&&b| b.is_ascii_graphic() && b != b':')
+        .count();
+    let after = line[len..].iter().position(|&b| b != b' ' && b != b'\t')?;
+    (len > 0 && line[len + after] == b':').then(|| &line[..len])
+}
+
+/// Splits a header section (as [`header_end`] delimits it) into fields,
+/// each with its continuation lines.
+fn fields(header: &[u8]) -> Vec<&[u8]> {
+    let mut fields: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    for (i, _) in header.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+        if !matches!(header.get(i + 1), Some(b' ' | b'\t')) {
+            fields.push(&header[start..=i]);
+            start = i + 1;
+        }
+    }
+    fields
+}
+
+/// True when `field` is named `name` (case-insensitive, RFC 5322 §1.2.2).
+fn is(field: &[u8], name: &str) -> bool {
+    field_name(field).is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// The unfolded value of `field` (RFC 5322 §2.2.3), trimmed.
+fn value(field: &[u8]) -> String {
+    let colon = field.iter().position(|&b| b == b':').map_or(0, |i| i + 1);
+    let text = String::from_utf8_lossy(&field[colon..]);
+    text.replace("\r\n", "").trim().to_string()
+}
+
+/// The addresses of an RFC 5322 §3.4 address list, as address texts:
+/// `a@b`, `Name <a@b>`, `"Doe, J" <a@b>`, `a@b (comment)`, groups
+/// `team: a@b, c@d;`. Display names and comments are dropped.
+fn address_list(value: &str) -> Vec<String> {
+    let mut list = Vec::new();
+    // This entry's text outside `<>` (no spaces, no comments), and its `<>`.
+    let (mut bare, mut angle) = (String::new(), None::<String>);
+    let (mut in_angle, mut quoted, mut literal) = (false, false, false);
+    let (mut escaped, mut comment) = (false, 0u32);
+    for c in value.chars() {
+        if comment > 0 {
+            match c {
+                _ if escaped => escaped = false,
+                '(' => comment += 1,
+                ')' => comment -= 1,
+                '\\' => escaped = true,
+                _ => {}
+            }
+            continue;
+        }
+        let text = match &mut angle {
+            Some(inside) if in_angle => inside,
+            _ => &mut bare,
+        };
+        if quoted || literal {
+            text.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' if quoted => quoted = false,
+                ']' if literal => literal = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' | '[' => {
+                quoted = c == '"';
+                literal = c == '[';
+                text.push(c);
+            }
+            '(' => comment = 1,
+            '<' if !in_angle => (in_angle, angle) = (true, Some(String::new())),
+            '>' if in_angle => in_angle = false,
+            ':' if !in_angle => bare.clear(), // a group's display name
+            ',' | ';' if !in_angle => {
+                list.push(angle.take().unwrap_or_else(|| bare.clone()));
+                bare.clear();
+            }
+            _ if c.is_whitespace() => {}
+            _ => text.push(c),
+        }
+    }
+    list.push(angle.unwrap_or(bare));
+    list.retain(|a| !a.is_empty());
+    list
+}
+
+/// `From:` for a generated header: `addr`, or `Name <addr>` with `-F`.
+fn from_header(address: &str, full_name: Option<&str>) -> String {
+    let name: String = full_name
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let name = name.trim();
+    if name.is_empty() {
+        return address.to_string();
+    }
+    // RFC 5322 §3.2.5: a phrase of atoms as is, anything else quoted.
+    let atext = |c: char| c.is_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    if name.chars().all(atext) {
+        return format!("{name} <{address}>");
+    }
+    let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\" <{address}>")
+}
+
+/// The login name for `uid` in passwd(5) text.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let found = fields.nth(1)?.parse::<u32>().ok()? == uid;
+        (found && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
+/// Sendmail's input rules as a byte automaton, sans-IO like
+/// `data::DataReader`: a line holding a single `.` (then LF or CRLF, or end
+/// of file) ends the input unless `ignore_dots`; a bare LF becomes CRLF;
+/// nothing is unstuffed; an unterminated last line gets its CRLF.
+///
+/// ```text
+///   LineStart ──'.'──▶ Dot ──'\r'──▶ DotCr ──'\n'──▶ END
+///                       └──────────'\n'────────────▶ END
+///   Dot/DotCr + other: emit what was held, go on as Mid
+///   Mid ──'\r'──▶ Cr ──'\n'──▶ LineStart;  Mid ──'\n' (emit CRLF)──▶ LineStart
+/// ```
+#[derive(Debug)]
+struct LineReader {
+    state: LineState,
+    ignore_dots: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineState {
+    LineStart,
+    /// A line so far holding only `.` (held back).
+    Dot,
+    /// `.` CR at the start of a line (both held back).
+    DotCr,
+    Mid,
+    /// The previous byte was a CR (already emitted).
+    Cr,
+}
+
+impl LineReader {
+    fn new(ignore_dots: bool) -> LineReader {
+        LineReader {
+            state: LineState::LineStart,
+            ignore_dots,
+        }
+    }
+
+    /// Consumes `input` into `out`; returns the bytes used and whether the
+    /// end line was consumed (then it stops right after it).
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        for (i, &b) in input.iter().enumerate() {
+            if self.step(b, out) {
+                return (i + 1, true);
+            }
+        }
+        (input.len(), false)
+    }
+
+    /// End of file: completes the last line (a lone `.` there is the end).
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        match self.state {
+            LineState::Mid => out.extend_from_slice(b"\r\n"),
+            LineState::Cr => out.push(b'\n'),
+            LineState::LineStart | LineState::Dot | LineState::DotCr => {}
+        }
+        self.state = LineState::LineStart;
+    }
+
+    fn step(&mut self, b: u8, out: &mut Vec<u8>) -> bool {
+        use LineState::*;
+        let (emit, next): (&[u8], LineState) = match (self.state, b) {
+            (LineStart, b'.') if !self.ignore_dots => (b"", Dot),
+            (Dot | DotCr, b'\n') => return true,
+            (Dot, b'\r') => (b"", DotCr),
+            (held @ (Dot | DotCr), _) => {
+                // Not the end line after all: what was held is content.
+                let (bytes, then) = if held == Dot {
+                    (&b"."[..], Mid)
+                } else {
+                    (&b".\r"[..], Cr)
+                };
+                out.extend_from_slice(bytes);
+                self.state = then;
+                return self.step(b, out);
+            }
+            (Cr, b'\n') => (b"\n", LineStart),
+            (_, b'\n') => (b"\r\n", LineStart),
+            (_, b'\r') => (b"\r", Cr),
+            _ => (std::slice::from_ref(&b), Mid),
+        };
+        out.extend_from_slice(emit);
+        self.state = next;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(&strings(args))
+    }
+
+    #[test]
+    fn options_separate_glued_and_ignored() {
+        let o = parse(&["-t", "-i", "-f", "a@b", "-F", "A B", "-C", "/c", "x", "y,z"]).unwrap();
+        let expected = Options {
+            extract: true,
+            ignore_dots: true,
+            sender: Some("a@b".into()),
+            full_name: Some("A B".into()),
+            config: Some("/c".into()),
+            recipients: strings(&["x", "y,z"]),
+            ..Options::default()
+        };
+        assert_eq!(o, expected);
+        let o = parse(&[
+            "-ti",
+            "-fa@b",
+            "-FA B",
+            "-C/c",
+            "x",
+            "-oem",
+            "-B8BITMIME",
+            "-odi",
+        ]);
+        assert_eq!(
+            o.unwrap(),
+            Options {
+                recipients: strings(&["x"]),
+                ..expected
+            }
+        );
+        let o = parse(&["-oi", "-bm", "-Nnever", "-v", "--", "-x"]).unwrap();
+        assert!(o.ignore_dots && !o.smtp_session && o.recipients == ["-x"]);
+        assert!(parse(&["-bs"]).unwrap().smtp_session);
+    }
+
+    #[test]
+    fn options_refused() {
+        assert_eq!(parse(&["-f"]).unwrap_err(), "option -f needs a value");
+        assert_eq!(parse(&["-q"]).unwrap_err(), "unknown option -q");
+        assert!(parse(&["-bp"])
+            .unwrap_err()
+            .starts_with("unsupported mode -bp"));
+    }
+
+    #[test]
+    fn sendmail_args_by_name_or_word() {
+        let argv = strings(&["/usr/sbin/sendmail", "-t"]);
+        assert_eq!(sendmail_args(&argv), Some(&argv[1..]));
+        let argv = strings(&["smtpbox", "sendmail", "root"]);
+        assert_eq!(sendmail_args(&argv), Some(&argv[2..]));
+        assert_eq!(sendmail_args(&strings(&["smtpbox", "-c", "x"])), None);
+    }
+
+    /// Feeds `input` whole and byte by byte: (output, consumed, ended).
+    fn lines(input: &[u8], ignore_dots: bool) -> (Vec<u8>, usize, bool) {
+        let mut whole = LineReader::new(ignore_dots);
+        let mut out = Vec::new();
+        let (used, end) = whole.feed(input, &mut out);
+        if !end {
+            whole.finish(&mut out);
+        }
+        let mut bytewise = LineReader::new(ignore_dots);
+        let mut out2 = Vec::new();
+        let ended = input.iter().any(|b| bytewise.feed(&[*b], &mut out2).1);
+        if !ended {
+            bytewise.finish(&mut out2);
+        }
+        assert_eq!((&out, end), (&out2, ended));
+        (out, used, end)
+    }
+
+    #[test]
+    fn lone_dot_ends_input_unless_ignored() {
+        assert_eq!(lines(b"a\n.\nb\n", false), (b"a\r\n".to_vec(), 4, true));
+        assert_eq!(lines(b"a\r\n.\r\nb", false), (b"a\r\n".to_vec(), 6, true));
+        assert_eq!(lines(b".\n", false), (Vec::new(), 2, true));
+        assert_eq!(lines(b"a\n.", false).0, b"a\r\n");
+        let kept = lines(b"a\n.\nb\n", true);
+        assert_eq!(kept, (b"a\r\n.\r\nb\r\n".to_vec(), 6, false));
+    }
+
+    #[test]
+    fn dots_are_not_unstuffed_and_endings_normalized() {
+        let (out, _, end) = lines(b"..\n.x\n.\r.\nlast", false);
+        assert_eq!(out, b"..\r\n.x\r\n.\r.\r\nlast\r\n");
+        assert!(!end);
+        assert_eq!(lines(b"a\rb\r\n\n", false).0, b"a\rb\r\n\r\n");
+        assert_eq!(lines(b"a\r", false).0, b"a\r\n");
+    }
+
+    /// (header, rest) as split by [`header_end`], or at the end of `text`.
+    fn head(text: &[u8]) -> (&[u8], &[u8]) {
+        text.split_at(header_end(text, &mut 0).unwrap_or(text.len()))
+    }
+
+    #[test]
+    fn header_section_ends_at_empty_or_non_field_line() {
+        let text = b"Subject: a\r\n b\r\nX : obs\r\n\r\nbody: x\r\n";
+        let header = &b"Subject: a\r\n b\r\nX : obs\r\n"[..];
+        assert_eq!(head(text), (header, &b"\r\nbody: x\r\n"[..]));
+        assert_eq!(head(b"A: 1\r\nplain text\r\n").0, b"A: 1\r\n");
+        assert_eq!(head(b" folded\r\n").0, b"");
+        assert_eq!(head(b"From me\r\n").0, b"");
+        assert_eq!(head(b"A: 1\r\n"), (&b"A: 1\r\n"[..], &b""[..]));
+        assert_eq!(header_end(b"Subject: no end yet", &mut 0), None);
+    }
+
+    #[test]
+    fn fields_unfold_and_match_names() {
+        let f = fields(b"TO: a,\r\n\tb\r\nbcc: c\r\nSubject: s\r\n");
+        assert_eq!(
+            f,
+            [&b"TO: a,\r\n\tb\r\n"[..], b"bcc: c\r\n", b"Subject: s\r\n"]
+        );
+        assert!(is(f[0], "To") && is(f[1], "Bcc") && !is(f[2], "Subj"));
+        assert_eq!(value(f[0]), "a,\tb");
+    }
+
+    #[test]
+    fn address_lists() {
+        let cases: &[(&str, &[&str])] = &[
+            ("Name <a@b>, c@d", &["a@b", "c@d"]),
+            ("\"Doe, J\" <j@d>, k@l (Kay, K)", &["j@d", "k@l"]),
+            ("team: a@b, c@d;, e@f", &["a@b", "c@d", "e@f"]),
+            ("undisclosed-recipients:;", &[]),
+            ("\"a b\"@c, root", &["\"a b\"@c", "root"]),
+            ("<@x:a@b>, x@[IPv6:::1]", &["@x:a@b", "x@[IPv6:::1]"]),
+            ("a@b,, c@d (x) ,", &["a@b", "c@d"]),
+            ("\"q\\\"<x>\" <r@s>", &["r@s"]),
+        ];
+        for (list, expected) in cases {
+            assert_eq!(address_list(list), *expected, "{list}");
+        }
+    }
+
+    #[test]
+    fn senders_and_from() {
+        let sender = |f: Option<&str>| envelope_sender(f, "joe", "mx.test").map_err(|e| e.exit);
+        let address = |s: &str| {
+            let Ok(ReversePath::Address(a)) = sender(Some(s)) else {
+                panic!("{s}")
+            };
+            a.to_string()
+        };
+        assert_eq!(address("root"), "root@mx.test");
+        assert_eq!(address("<a@b.c>"), "a@b.c");
+        assert_eq!(sender(None).map(|_| ()), Ok(()));
+        assert_eq!(sender(Some("<>")), Ok(ReversePath::Null));
+        assert_eq!(sender(Some("")), Ok(ReversePath::Null));
+        assert_eq!(sender(Some("a@")), Err(Exit::Usage));
+        assert_eq!(from_header("a@b", None), "a@b");
+        assert_eq!(from_header("a@b", Some("Cron Daemon")), "Cron Daemon <a@b>");
+        assert_eq!(
+            from_header("a@b", Some("D. \"X\"\r\n")),
+            "\"D. \\\"X\\\"\" <a@b>"
+        );
+    }
+
+    #[test]
+    fn user_names_from_passwd() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nbad\njoe:x:1000:1000::/home/joe:/bin/sh\n";
+        assert_eq!(user_name(passwd, 1000).as_deref(), Some("joe"));
+        assert_eq!(user_name(passwd, 5), None);
+    }
+
+    /// A config in a fresh directory: alice has a Maildir, nobody else.
+    struct Setup(PathBuf);
+
+    impl Setup {
+        fn new(tag: &str) -> Setup {
+            let dir = std::env::temp_dir()
+                .join(format!("smtpbox-sendmail-{tag}-{}", maildir::unique_base()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let conf = format!(
+                "hostname = mx.test\ndomain = example.com\nmailbox = alice {}/alice\n",
+                dir.display()
+            );
+            std::fs::write(dir.join("conf"), conf).unwrap();
+            Setup(dir)
+        }
+
+        fn run(&self, args: &[&str], input: &[u8]) -> Result<(), Failure> {
+            let mut args = strings(args);
+            args.splice(
+                0..0,
+                strings(&["-C", &self.0.join("conf").to_string_lossy()]),
+            );
+            run(&args, &mut io::Cursor::new(input), |_| panic!("no -bs"))
+        }
+
+        fn messages(&self) -> Vec<String> {
+            let Ok(dir) = std::fs::read_dir(self.0.join("alice/new")) else {
+                return Vec::new();
+            };
+            dir.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect()
+        }
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn delivers_with_headers_added_and_bcc_dropped() {
+        let s = Setup::new("ok");
+        let input = b"To: Alice <alice@example.com>\nBcc: alice\nSubject: hi\n\nbody\n.\nignored\n";
+        s.run(&["-t", "-f", "cron@mx.test", "-F", "Cron"], input)
+            .unwrap();
+        let [message] = s.messages().try_into().unwrap();
+        let (trace, rest) = message
+            .split_once("Received: by mx.test (smtpbox) via sendmail id ")
+            .unwrap();
+        assert_eq!(trace, "Return-Path: <cron@mx.test>\r\n");
+        let (id, rest) = rest.split_once("\r\n\t(uid ").unwrap();
+        let (_, rest) = rest
+            .split_once("\r\nTo: Alice <alice@example.com>\r\nSubject: hi\r\n")
+            .unwrap();
+        let (from, rest) = rest.split_once("\r\nDate: ").unwrap();
+        assert_eq!(from, "From: Cron <cron@mx.test>");
+        let (_, rest) = rest.split_once("\r\n").unwrap();
+        assert_eq!(rest, format!("Message-ID: <{id}@mx.test>\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn unknown_or_foreign_recipient_delivers_nothing() {
+        let s = Setup::new("nouser");
+        let err = s
+            .run(&["alice", "bob@example.com"], b"Subject: x\n\nhi\n")
+            .unwrap_err();
+        assert_eq!(err.exit, Exit::NoUser);
+        assert!(
+            err.message.contains("<bob@example.com>: user unknown"),
+            "{}",
+            err.message
+        );
+        let err = s.run(&["alice,", "x@elsewhere.org"], b"hi\n").unwrap_err();
+        assert_eq!(err.exit, Exit::NoUser);
+        assert_eq!(s.run(&[], b"hi\n").unwrap_err().exit, Exit::Usage);
+        assert_eq!(
+            s.run(&["-t"], b"Subject: x\n\n").unwrap_err().exit,
+            Exit::Usage
+        );
+        assert!(s.messages().is_empty());
+        let tmp = std::fs::read_dir(s.0.join("alice/tmp")).map_or(0, |d| d.count());
+        assert_eq!(tmp, 0);
+    }
+}

@@ -1,0 +1,522 @@
+//! Deployment: the start modes of SPEC §8 driven the way service managers
+//! drive them (systemd socket activation with `systemd-socket-activate`,
+//! sd_notify readiness, inetd on a socket or a pipe, `user =` privilege
+//! drop) and the unit files in systemd/ checked by `systemd-analyze verify`.
+//! The systemd tools are skipped when missing, except under CI (`CI` set).
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A message as sent (`deliver` adds the final CRLF) and as stored.
+const MESSAGE: &str = "Subject: deploy\r\n\r\nhello";
+/// A whole session after the greeting, [`MESSAGE`] as its content.
+const SESSION: &str = "EHLO client.test\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<x@example.com>\r\n\
+                       DATA\r\nSubject: deploy\r\n\r\nhello\r\n.\r\nQUIT\r\n";
+const STORED: &[u8] = b"Subject: deploy\r\n\r\nhello\r\n";
+
+/// A self-signed P-256 certificate for mx.test (valid until 2126) and its
+/// key, and a users file for alice, password "secret".
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg4xYZi13+PS0VGbLd
+jSXOGelD1HLcZ2YYurZ944rlmzmhRANCAARwTB12oX88rIcO3D8JwdRUHfpAJ6Hl
+TDu9Zrd7uLbkRolmu04oh1MwFoE1hywcvK2yLz77c2yRKXhIEhvhywiQ
+-----END PRIVATE KEY-----
+";
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBezCCASGgAwIBAgIUVZ8+KRhW29lmDF0EmiP/757ZmicwCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHbXgudGVzdDAgFw0yNjExMjgyMDI3NDJaGA8yMTI2MTEwNDIw
+Mjc0MlowEjEQMA4GA1UEAwwHbXgudGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABHBMHXahfzyshw7cPwnB1FQd+kAnoeVMO71mt3u4tuRGiWa7TiiHUzAWgTWH
+LBy8rbIvPvtzbJEpeEgSG+HLCJCjUzBRMB0GA1UdDgQWBBTJnL+EAfpM7g0VraqG
+tXmViYaDzDAfBgNVHSMEGDAWgBTJnL+EAfpM7g0VraqGtXmViYaDzDAPBgNVHRMB
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCICvde3P67zX66inSNEe6DxmkFWHA
+sYKws2JKgbPjgZxsAiEAmOHHbKsHR59gPP5Vf91BLII0Vypljgpxsh1vlLb9YbI=
+-----END CERTIFICATE-----
+";
+const TEST_USERS: &str = "alice:$5$deploytest$P5LcaAFkufYaKwcVhiWwtK0S6Ri9D8cDJGgcYPd6p07\n";
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    if !have_tool("systemd-analyze") {
+        return;
+    }
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let dir = TempDir::new("units");
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&units).expect("systemd/") {
+        let path = entry.expect("entry").path();
+        let text = fs::read_to_string(&path).expect("unit");
+        for fd_name in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("FileDescriptorName="))
+        {
+            assert!(
+                ["smtp", "submission", "submissions", "tls"].contains(&fd_name),
+                "{}: FileDescriptorName={fd_name} maps to no mode",
+                path.display()
+            );
+        }
+        // verify insists that ExecStart= exists: point it at the test binary.
+        let text = text.replace("/usr/local/sbin/smtpbox", BIN);
+        let name = path.file_name().expect("name").to_owned();
+        fs::write(dir.path().join(&name), text).expect("copy unit");
+        names.push(dir.path().join(name));
+    }
+    let wanted = "smtpbox.socket smtpbox-submission.socket smtpbox.service \
+                 smtpbox-inetd.socket smtpbox-inetd@.service";
+    for unit in wanted.split_whitespace() {
+        assert!(dir.path().join(unit).exists(), "systemd/{unit} missing");
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "--generators=no"])
+        .args(&names)
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Unknown keys are only warnings: any output at all is a failure.
+    assert!(
+        out.status.success() && stderr.trim().is_empty() && out.stdout.is_empty(),
+        "systemd-analyze verify: {}\n{stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn socket_activation_accept_no_serves_the_passed_socket() {
+    if !have_tool("systemd-socket-activate") {
+        return;
+    }
+    let dir = TempDir::new("sa");
+    let port = free_port();
+    let proc = activate(&[], port, &[], &config(&dir, ""));
+    let mut client = connect_retry(port, &proc);
+    client.hello();
+    deliver_ok(&mut client);
+    client.expect("QUIT", "221 2.0.0");
+    assert!(
+        proc.wait_log(&format!("socket-activated 127.0.0.1:{port}")),
+        "log: {}",
+        proc.log()
+    );
+    stored_one(&dir.path().join("Maildir"));
+}
+
+#[test]
+fn socket_activation_accept_yes_names_the_client_in_received() {
+    if !have_tool("systemd-socket-activate") {
+        return;
+    }
+    let dir = TempDir::new("sai");
+    let port = free_port();
+    // --accept: one child per connection, the connection on stdin/stdout
+    // (without it, --inetd would hand over the listening socket itself).
+    let proc = activate(
+        &["--inetd", "--accept"],
+        port,
+        &["--inetd"],
+        &config(&dir, ""),
+    );
+    let mut client = connect_retry(port, &proc);
+    client.hello();
+    deliver_ok(&mut client);
+    client.expect("QUIT", "221 2.0.0");
+    assert!(client.closed());
+    let text = stored_one(&dir.path().join("Maildir"));
+    assert!(
+        text.contains("Received: from client.test ([127.0.0.1]) by mx.test"),
+        "{text}"
+    );
+}
+
+#[test]
+fn socket_activation_fd_named_submission_requires_auth_before_mail() {
+    if !have_tool("systemd-socket-activate") {
+        return;
+    }
+    // No `listen` line: the mode comes from the fd name alone.
+    let dir = TempDir::new("sas");
+    let mut tls = String::new();
+    for (key, text) in [
+        ("tls_cert", TEST_CERT),
+        ("tls_key", TEST_KEY),
+        ("users", TEST_USERS),
+    ] {
+        let path = dir.path().join(key);
+        fs::write(&path, text).expect("write TLS/users file");
+        tls.push_str(&format!("{key} = {}\n", path.display()));
+    }
+    let port = free_port();
+    let proc = activate(&["--fdname=submission"], port, &[], &config(&dir, &tls));
+    let mut client = connect_retry(port, &proc);
+    client.hello();
+    client.expect("MAIL FROM:<a@b.org>", "530 5.7.0");
+    // Loopback needs no STARTTLS; "\0alice\0secret".
+    client.expect("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "235 2.7.0");
+    deliver_ok(&mut client);
+    client.expect("QUIT", "221 2.0.0");
+    assert!(proc.wait_log("(submission)"), "log: {}", proc.log());
+    assert_eq!(count(&dir.path().join("Maildir"), "new"), 1);
+}
+
+#[test]
+fn socket_activation_fd_named_submission_without_tls_is_refused_at_start() {
+    if !have_tool("systemd-socket-activate") {
+        return;
+    }
+    // Like `listen = …/submission` without tls_cert in the config check.
+    let dir = TempDir::new("sasx");
+    let port = free_port();
+    let proc = activate(&["--fdname=submission"], port, &[], &config(&dir, ""));
+    // Accept=no: the activator starts smtpbox on the first connection.
+    let mut client = connect_retry(port, &proc);
+    assert_eq!(client.reply(), "", "no session expected");
+    assert!(
+        proc.wait_log("needs tls_cert and tls_key"),
+        "log: {}",
+        proc.log()
+    );
+}
+
+#[test]
+fn notify_socket_receives_ready_once_listening() {
+    let dir = TempDir::new("notify");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let proc = Proc::spawn(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(config(&dir, "listen = 127.0.0.1:0\n"))
+            .env("NOTIFY_SOCKET", &path),
+    );
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("no datagram within 5 s");
+    let state = String::from_utf8_lossy(&buf[..n]);
+    assert!(state.lines().any(|l| l == "READY=1"), "got {state:?}");
+    let mut client = Client::connect(proc.listening());
+    client.hello();
+    client.expect("QUIT", "221 2.0.0");
+}
+
+#[test]
+fn inetd_over_pipes_serves_a_whole_pipelined_session() {
+    let dir = TempDir::new("pipe");
+    let mut child = Command::new(BIN)
+        .arg("--inetd")
+        .arg("-c")
+        .arg(config(&dir, ""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start smtpbox --inetd");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(SESSION.as_bytes()).expect("write session");
+    drop(stdin);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let out = read_bounded(&mut stdout);
+    let _ = child.kill();
+    let _ = child.wait();
+    // The last line of each reply: "NNN " (continuation lines are "NNN-").
+    let finals: Vec<&str> = out
+        .split("\r\n")
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .collect();
+    let expected = "220 |250 |250 2.1.0|250 2.1.5|354 |250 2.0.0|221 2.0.0";
+    let expected: Vec<&str> = expected.split('|').collect();
+    assert_eq!(finals.len(), expected.len(), "replies: {out:?}");
+    for (reply, want) in finals.iter().zip(expected) {
+        assert!(
+            reply.starts_with(want),
+            "expected {want:?}, got {reply:?} in {out:?}"
+        );
+    }
+    let text = stored_one(&dir.path().join("Maildir"));
+    assert!(
+        text.contains("Received: from client.test ([unknown]) by mx.test"),
+        "{text}"
+    );
+}
+
+#[test]
+fn inetd_with_stderr_on_the_socket_sends_the_client_only_replies() {
+    // Classic inetd, xinetd and busybox inetd put the connection on fds 0, 1
+    // AND 2; smtpbox's log lines must not reach the client.
+    let dir = TempDir::new("stderr");
+    let (mut child, client) = spawn_on_socket(
+        Command::new(BIN)
+            .args(["--inetd", "-c"])
+            .arg(config(&dir, ""))
+            .env_remove("RUST_LOG"), // the default level, info
+    );
+    let replies = session_over(client);
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in replies.lines() {
+        let code = line.get(..3).unwrap_or("");
+        assert!(
+            code.bytes().all(|b| b.is_ascii_digit())
+                && matches!(line.as_bytes().get(3), Some(b' ' | b'-')),
+            "the client received a line that is no SMTP reply: {line:?}\nall: {replies}"
+        );
+    }
+    assert_eq!(count(&dir.path().join("Maildir"), "new"), 1);
+}
+
+#[test]
+fn privilege_drop_to_nobody_after_binding() {
+    if !smtpbox::privilege::is_root() {
+        eprintln!("skipping: not root, no privileges to drop");
+        return;
+    }
+    let passwd = fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let nobody = passwd
+        .lines()
+        .find(|l| l.starts_with("nobody:"))
+        .expect("no nobody in /etc/passwd");
+    let fields: Vec<&str> = nobody.split(':').collect();
+    let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    let store = TempDir::new("priv");
+    let maildir = store.path().join("Maildir");
+    for sub in ["", "tmp", "new", "cur"] {
+        let path = maildir.join(sub);
+        fs::create_dir_all(&path).expect("create Maildir");
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+    }
+    let server = Server::start(&format!("user = nobody\nmaildir = {}", maildir.display()));
+    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("status");
+    for key in ["Uid:", "Gid:"] {
+        let line = status.lines().find(|l| l.starts_with(key)).expect(key);
+        let want = if key == "Uid:" { uid } else { gid };
+        let ids: Vec<u32> = line[4..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(ids, vec![want; 4], "{line}");
+    }
+    assert!(server
+        .log()
+        .contains(&format!("running as nobody (uid {uid}, gid {gid})")));
+    let mut client = server.connect();
+    client.hello();
+    deliver_ok(&mut client);
+    stored_one(&maildir);
+}
+
+#[test]
+fn listen_fds_meant_for_another_pid_are_ignored() {
+    let dir = TempDir::new("pid");
+    let proc = Proc::spawn(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(config(&dir, "listen = 127.0.0.1:0\n"))
+            .env("LISTEN_PID", "1")
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", "submission"),
+    );
+    let addr = proc.listening();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    let mut client = Client::connect(addr);
+    client.hello();
+    deliver_ok(&mut client);
+    let log = proc.log();
+    assert!(!log.contains("socket-activated"), "{log}");
+    assert!(log.to_lowercase().contains("(smtp)"), "{log}");
+    assert_eq!(count(&dir.path().join("Maildir"), "new"), 1);
+}
+
+/// Runs smtpbox under `systemd-socket-activate OPTS --listen=127.0.0.1:PORT`.
+fn activate(opts: &[&str], port: u16, args: &[&str], conf: &Path) -> Proc {
+    Proc::spawn(
+        Command::new("systemd-socket-activate")
+            .args(opts)
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(BIN)
+            .args(args)
+            .arg("-c")
+            .arg(conf),
+    )
+}
+
+fn deliver_ok(client: &mut Client) {
+    let reply = client.deliver("a@b.org", &["x@example.com"], MESSAGE);
+    assert!(reply.starts_with("250 2.0.0"), "end of data: {reply:?}");
+}
+
+/// Asserts `maildir` holds one message, [`MESSAGE`]; returns it as text.
+fn stored_one(maildir: &Path) -> String {
+    let stored = messages(maildir);
+    assert_eq!(stored.len(), 1, "messages in {}", maildir.display());
+    assert_eq!(body(&stored[0]), STORED);
+    String::from_utf8_lossy(&stored[0]).into_owned()
+}
+
+/// A process killed on drop, its stderr collected.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("stderr");
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_log(&self, needle: &str) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// The address from the "listening on ADDR" log line.
+    fn listening(&self) -> SocketAddr {
+        assert!(
+            self.wait_log("listening on "),
+            "not listening: {}",
+            self.log()
+        );
+        let log = self.log();
+        let rest = log.split("listening on ").nth(1).unwrap_or("");
+        rest.split_whitespace()
+            .next()
+            .unwrap_or("")
+            .parse()
+            .expect("address")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a config for a Maildir in `dir`, plus `extra`.
+fn config(dir: &TempDir, extra: &str) -> PathBuf {
+    let path = dir.path().join("smtpbox.conf");
+    let text = format!(
+        "hostname = mx.test\ndomain = example.com\nmaildir = {}/Maildir\ntimeout = 5\n{extra}",
+        dir.path().display()
+    );
+    fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Connects to 127.0.0.1:`port`, retrying for up to 5 s while the
+/// activator starts.
+fn connect_retry(port: u16, proc: &Proc) -> Client {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                return Client {
+                    reader: BufReader::new(stream),
+                };
+            }
+            Err(e) if Instant::now() > end => panic!("connect: {e}; log: {}", proc.log()),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Runs `cmd` inetd-style: a fresh loopback connection on its stdin, stdout
+/// and stderr. Returns the child and the client's end.
+fn spawn_on_socket(cmd: &mut Command) -> (Child, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (conn, _) = listener.accept().expect("accept");
+    let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().expect("dup")));
+    let child = cmd
+        .stdin(fd(&conn))
+        .stdout(fd(&conn))
+        .stderr(fd(&conn))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (child, client)
+}
+
+/// After the greeting, the whole of [`SESSION`] in one write (pipelined,
+/// as the pipe test sends it); returns every byte received until the server
+/// closed the connection.
+fn session_over(stream: TcpStream) -> String {
+    let mut client = Client {
+        reader: BufReader::new(stream),
+    };
+    let mut all = client.reply();
+    client.send(SESSION.as_bytes());
+    all.push_str(&read_bounded(&mut client.reader));
+    all
+}
+
+/// Reads until EOF (or the 10 s read timeout on a socket).
+fn read_bounded(input: &mut impl Read) -> String {
+    let mut out = Vec::new();
+    let _ = input.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `name` is on PATH (Debian package `systemd`). Missing: under CI
+/// the test fails telling what to install; elsewhere it is skipped.
+fn have_tool(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir.join(name).is_file()) {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name} not installed: install it with apt-get install systemd");
+    }
+    eprintln!("skipping: {name} not installed (apt-get install systemd)");
+    false
+}
