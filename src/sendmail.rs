@@ -240,10 +240,7 @@ fn receive<R: BufRead>(
     let fields = fields(header);
     let recipients = recipients(options, &fields)?;
     let targets = route_all(config, &recipients)?;
-    let first = targets
-        .first()
-        .ok_or_else(|| Exit::Usage.with("no recipients"))?;
-
+    let first = targets.first().ok_or(Exit::Usage.with("no recipients"))?;
     let mut spool = Spool::create(first).map_err(Failure::delivery)?;
     let id = spool.id().to_string();
     let date = crate::date::now_rfc5322();
@@ -253,7 +250,8 @@ fn receive<R: BufRead>(
         ReversePath::Null => String::new(),
     };
     let trace = format!(
-        "Return-Path: <{sender}>\r\nReceived: by {host} (smtpbox) via sendmail id {id}\r\n\t(uid {} user {}); {date}\r\n",
+        "Return-Path: <{sender}>\r\nReceived: by {host} (smtpbox) via sendmail id {id}\r\n\
+         \t(uid {} user {}); {date}\r\n",
         user.uid, user.name,
     );
     if let Err(e) = spool.write_all(trace.as_bytes()) {
@@ -881,90 +879,5 @@ mod tests {
         let passwd = "root:x:0:0::/root:/bin/sh\nbad\njoe:x:1000:1000::/home/joe:/bin/sh\n";
         assert_eq!(user_name(passwd, 1000).as_deref(), Some("joe"));
         assert_eq!(user_name(passwd, 5), None);
-    }
-
-    /// A config in a fresh directory: alice has a Maildir, nobody else.
-    struct Setup(PathBuf);
-
-    impl Setup {
-        fn new(tag: &str) -> Setup {
-            let dir = std::env::temp_dir()
-                .join(format!("smtpbox-sendmail-{tag}-{}", maildir::unique_base()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let conf = format!(
-                "hostname = mx.test\ndomain = example.com\nmailbox = alice {}/alice\n",
-                dir.display()
-            );
-            std::fs::write(dir.join("conf"), conf).unwrap();
-            Setup(dir)
-        }
-
-        fn run(&self, args: &[&str], input: &[u8]) -> Result<(), Failure> {
-            let mut args = strings(args);
-            args.splice(
-                0..0,
-                strings(&["-C", &self.0.join("conf").to_string_lossy()]),
-            );
-            run(&args, &mut io::Cursor::new(input), |_| panic!("no -bs"))
-        }
-
-        fn messages(&self) -> Vec<String> {
-            let Ok(dir) = std::fs::read_dir(self.0.join("alice/new")) else {
-                return Vec::new();
-            };
-            dir.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-                .collect()
-        }
-    }
-
-    impl Drop for Setup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    #[test]
-    fn delivers_with_headers_added_and_bcc_dropped() {
-        let s = Setup::new("ok");
-        let input = b"To: Alice <alice@example.com>\nBcc: alice\nSubject: hi\n\nbody\n.\nignored\n";
-        s.run(&["-t", "-f", "cron@mx.test", "-F", "Cron"], input)
-            .unwrap();
-        let [message] = s.messages().try_into().unwrap();
-        let (trace, rest) = message
-            .split_once("Received: by mx.test (smtpbox) via sendmail id ")
-            .unwrap();
-        assert_eq!(trace, "Return-Path: <cron@mx.test>\r\n");
-        let (id, rest) = rest.split_once("\r\n\t(uid ").unwrap();
-        let (_, rest) = rest
-            .split_once("\r\nTo: Alice <alice@example.com>\r\nSubject: hi\r\n")
-            .unwrap();
-        let (from, rest) = rest.split_once("\r\nDate: ").unwrap();
-        assert_eq!(from, "From: Cron <cron@mx.test>");
-        let (_, rest) = rest.split_once("\r\n").unwrap();
-        assert_eq!(rest, format!("Message-ID: <{id}@mx.test>\r\n\r\nbody\r\n"));
-    }
-
-    #[test]
-    fn unknown_or_foreign_recipient_delivers_nothing() {
-        let s = Setup::new("nouser");
-        let err = s
-            .run(&["alice", "bob@example.com"], b"Subject: x\n\nhi\n")
-            .unwrap_err();
-        assert_eq!(err.exit, Exit::NoUser);
-        assert!(
-            err.message.contains("<bob@example.com>: user unknown"),
-            "{}",
-            err.message
-        );
-        let err = s.run(&["alice,", "x@elsewhere.org"], b"hi\n").unwrap_err();
-        assert_eq!(err.exit, Exit::NoUser);
-        assert_eq!(s.run(&[], b"hi\n").unwrap_err().exit, Exit::Usage);
-        assert_eq!(
-            s.run(&["-t"], b"Subject: x\n\n").unwrap_err().exit,
-            Exit::Usage
-        );
-        assert!(s.messages().is_empty());
-        let tmp = std::fs::read_dir(s.0.join("alice/tmp")).map_or(0, |d| d.count());
-        assert_eq!(tmp, 0);
     }
 }

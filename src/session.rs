@@ -515,8 +515,10 @@ impl Session {
         if self.tx.is_some() {
             return Step::reply(Reply::new(503, "5.5.1", "Nested MAIL command"));
         }
+        // SPEC §2: on submission, STARTTLS and AUTH before MAIL, from
+        // loopback clients too.
         if self.mode == Mode::Submission {
-            if self.tls.is_none() && !self.peer.is_loopback() {
+            if self.tls.is_none() {
                 return Step::reply(Reply::new(
                     530,
                     "5.7.0",
@@ -995,6 +997,17 @@ mod tests {
             trace.contains(" with ESMTPSA (TLSv1.3 TLS13_AES_128_GCM_SHA256) id ID "),
             "{trace}"
         );
+    }
+
+    #[test]
+    fn submission_wants_tls_even_from_loopback() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Submission, true);
+        one(&mut s, "EHLO c");
+        assert_eq!(
+            one(&mut s, &format!("AUTH PLAIN {}", b64(b"\0alice\0secret"))),
+            "235 2.7.0"
+        );
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "530 5.7.0");
     }
 
     #[test]

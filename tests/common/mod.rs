@@ -71,7 +71,22 @@ impl Server {
         Server::launch(extra, &[], false)
     }
 
+    /// As `start`, with more environment for the server (e.g. `RUST_LOG`,
+    /// which is `debug` otherwise).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
+        Server::launch_env(extra, &[], true, env)
+    }
+
     fn launch(extra: &str, args: &[&str], default_maildir: bool) -> Server {
+        Server::launch_env(extra, args, default_maildir, &[])
+    }
+
+    fn launch_env(
+        extra: &str,
+        args: &[&str],
+        default_maildir: bool,
+        env: &[(&str, &str)],
+    ) -> Server {
         let dir = TempDir::new("srv");
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
         let mut conf =
@@ -91,6 +106,7 @@ impl Server {
             .arg(&conf_path)
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -158,6 +174,26 @@ impl Server {
             thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// The address of the listener logged as `listening on ADDR (MODE)`
+    /// (`smtp`, `submission`, `tls`); listeners beyond the default plain
+    /// one come from `listen = 127.0.0.1:0/MODE` lines in `extra`.
+    pub fn listener(&self, mode: &str) -> SocketAddr {
+        let tail = format!(" ({mode})");
+        assert!(self.wait_log(&tail), "no {mode} listener:\n{}", self.log());
+        self.log()
+            .lines()
+            .filter(|l| l.ends_with(&tail))
+            .find_map(|l| {
+                l.split("listening on ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {mode} listener:\n{}", self.log()))
     }
 
     /// Whether the process is still running.
