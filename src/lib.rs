@@ -18,6 +18,7 @@ pub mod logging;
 pub mod maildir;
 pub mod privilege;
 pub mod reply;
+pub mod sendmail;
 pub mod server;
 pub mod session;
 pub mod tls;

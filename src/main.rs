@@ -6,13 +6,22 @@ use std::time::Duration;
 use smtpbox::config::{self, Config, Invocation};
 use smtpbox::server::Shared;
 use smtpbox::session::Peer;
-use smtpbox::{activation, logging, maildir, privilege, server, transport};
+use smtpbox::{activation, logging, maildir, privilege, sendmail, server, transport};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(args) = sendmail::sendmail_args(&argv) {
+        // warn, not info: cron mails back whatever reaches stderr.
+        logging::init("warn", true);
+        return sendmail::main(args, |config| {
+            serve_inetd(&Shared::new(config)?);
+            Ok(())
+        });
+    }
+    let args: Vec<String> = argv.into_iter().skip(1).collect();
     let invocation = match config::from_args(&args) {
         Ok(i) => i,
         Err(e) => {

@@ -21,6 +21,7 @@ use crate::command::{self, Address, Command, Domain, ReversePath};
 use crate::config::{Config, Route, DEFAULT_CONFIG_PATH};
 use crate::data::ContentSink;
 use crate::maildir::{self, DeliveryError, Spool};
+use crate::privilege;
 use crate::session::MAX_RECEIVED;
 
 /// The environment variable naming the config file when `-C` is not given.
@@ -34,8 +35,9 @@ extern "C" {
 /// after a message on stderr). `args` are the arguments after the program
 /// name (after `sendmail` in `smtpbox sendmail …`). With `-bs`, calls
 /// `smtp_session` with the loaded config, which serves one SMTP session on
-/// stdin/stdout as `--inetd` does, and then exits 0.
-pub fn main(args: &[String], smtp_session: impl FnOnce(Config)) -> ExitCode {
+/// stdin/stdout as `--inetd` does; then exits 0, or 78 (EX_CONFIG) with its
+/// error (a certificate or users file that cannot be loaded).
+pub fn main(args: &[String], smtp_session: impl FnOnce(Config) -> Result<(), String>) -> ExitCode {
     let stdin = io::stdin();
     match run(args, &mut stdin.lock(), smtp_session) {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,11 +164,7 @@ impl Options {
         match (flag, value.as_str()) {
             ('b', "m") => self.smtp_session = false,
             ('b', "s") => self.smtp_session = true,
-            ('b', mode) => {
-                return Err(format!(
-                "unsupported mode -b{mode}: smtpbox delivers (-bm) or runs an SMTP session (-bs)"
-            ))
-            }
+            ('b', mode) => return Err(format!("unsupported mode -b{mode} (only -bm and -bs)")),
             ('o', "i") => self.ignore_dots = true,
             ('f' | 'r', _) => self.sender = Some(value),
             ('F', _) => self.full_name = Some(value),
@@ -199,13 +197,13 @@ impl Invoker {
 fn run<R: BufRead>(
     args: &[String],
     stdin: &mut R,
-    smtp_session: impl FnOnce(Config),
+    smtp_session: impl FnOnce(Config) -> Result<(), String>,
 ) -> Result<(), Failure> {
     let options = Options::parse(args).map_err(|e| Exit::Usage.with(e))?;
     let config = load_config(options.config.as_deref())?;
     if options.smtp_session {
-        smtp_session(config);
-        return Ok(());
+        become_config_user(&config)?;
+        return smtp_session(config).map_err(|e| Exit::Config.with(e));
     }
     if options.recipients.is_empty() && !options.extract {
         return Err(
@@ -213,6 +211,7 @@ fn run<R: BufRead>(
         );
     }
     let user = Invoker::current();
+    become_config_user(&config)?;
     let sender = envelope_sender(options.sender.as_deref(), &user.name, &config.hostname)?;
     let mut input = Input {
         source: stdin,
@@ -312,6 +311,18 @@ fn receive<R: BufRead>(
         user.name
     );
     Ok(())
+}
+
+/// Run as root (cron, smartd), deliver as the config's `user`, so that the
+/// Maildir files belong to the same account as the server's.
+fn become_config_user(config: &Config) -> Result<(), Failure> {
+    match &config.user {
+        Some(name) if privilege::is_root() => {
+            let account = privilege::lookup(name).map_err(|e| Exit::Config.with(e))?;
+            privilege::drop_to(&account).map_err(|e| Exit::TempFail.with(e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The config named by `-C`, else by `$SMTPBOX_CONFIG`, else the default.
@@ -729,7 +740,7 @@ mod tests {
             ..Options::default()
         };
         assert_eq!(o, expected);
-        let o = parse(&[
+        let glued = [
             "-ti",
             "-fa@b",
             "-FA B",
@@ -738,11 +749,12 @@ mod tests {
             "-oem",
             "-B8BITMIME",
             "-odi",
-        ]);
+        ];
+        let recipients = strings(&["x"]);
         assert_eq!(
-            o.unwrap(),
+            parse(&glued).unwrap(),
             Options {
-                recipients: strings(&["x"]),
+                recipients,
                 ..expected
             }
         );
@@ -862,7 +874,8 @@ mod tests {
         };
         assert_eq!(address("root"), "root@mx.test");
         assert_eq!(address("<a@b.c>"), "a@b.c");
-        assert_eq!(sender(None).map(|_| ()), Ok(()));
+        let joe = ReversePath::Address(qualified("joe", "mx.test"));
+        assert_eq!(sender(None), Ok(joe));
         assert_eq!(sender(Some("<>")), Ok(ReversePath::Null));
         assert_eq!(sender(Some("")), Ok(ReversePath::Null));
         assert_eq!(sender(Some("a@")), Err(Exit::Usage));

@@ -344,3 +344,38 @@ fn bare_lf_input_is_stored_as_crlf() {
         "{message:?}"
     );
 }
+
+/// cron and smartd run sendmail as root: with `user` set, the message is
+/// written as that user, so the server and the mail reader own the files.
+#[test]
+fn sendmail_as_root_delivers_as_the_config_user() {
+    if !smtpbox::privilege::is_root() {
+        eprintln!("skipping: not root");
+        return;
+    }
+    let passwd = fs::read_to_string("/etc/passwd").unwrap();
+    let nobody =
+        smtpbox::privilege::find_account(&passwd, "nobody").expect("nobody in /etc/passwd");
+    let b = Box::new("user = nobody");
+    let alice = b.maildir("alice");
+    for sub in ["", "tmp", "new", "cur"] {
+        fs::create_dir_all(alice.join(sub)).unwrap();
+        std::os::unix::fs::chown(alice.join(sub), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    }
+    let out = b.sendmail(&["alice@example.com"], b"Subject: disk\n\nfailing\n");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let entry = fs::read_dir(alice.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let meta = entry.metadata().unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (nobody.uid, nobody.gid));
+    // The trace still names who invoked sendmail.
+    assert!(
+        b.only_message("alice").contains("(uid 0 user root)"),
+        "{}",
+        b.only_message("alice")
+    );
+}
