@@ -58,7 +58,7 @@ pub fn serve(
         Ok(reason) => reason,
         Err(e) if is_timeout(&e) => {
             conn.send(&Session::timeout());
-            conn.input.get_mut().flush_last();
+            let _ = conn.input.get_mut().flush();
             "timeout (421 4.4.2)"
         }
         Err(e) => {
@@ -364,71 +364,37 @@ impl Connection {
 }
 
 /// The transport as the framer sees it: reads flush the queued replies
-/// first (so a pipelined group is answered in one write, and only when we
-/// would otherwise wait), and every read and write obeys both the per-read
-/// timeout and the whole-session deadline.
+/// first, so a pipelined group is answered in one write, and only when we
+/// would otherwise wait.
 struct Wire {
     transport: Box<dyn Transport>,
     output: Vec<u8>,
-    timeout: Duration,
-    deadline: Instant,
-    applied: Option<Duration>,
 }
 
 impl Wire {
+    /// Wraps the raw transport in the session's [`Deadline`]: every byte
+    /// read or written later, TLS handshakes included, obeys it.
     fn new(transport: Box<dyn Transport>, limits: Limits) -> Wire {
         Wire {
-            transport,
+            transport: Box::new(Deadline::new(transport, limits)),
             output: Vec::new(),
-            timeout: limits.timeout,
-            deadline: Instant::now() + limits.session_timeout,
-            applied: None,
         }
     }
 
-    /// Sets the socket timeout to what is left, when that changed.
-    fn arm(&mut self) -> io::Result<()> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "session timeout"));
-        }
-        let timeout = left.min(self.timeout);
-        if self.applied != Some(timeout) {
-            self.transport.set_timeout(timeout)?;
-            self.applied = Some(timeout);
-        }
-        Ok(())
-    }
-}
-
-impl Wire {
     /// Sends what is queued, then replaces the transport with TLS over it.
     fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> Result<String, String> {
         self.flush().map_err(|e| e.to_string())?;
-        self.arm().map_err(|e| e.to_string())?;
         let plain = std::mem::replace(&mut self.transport, Box::new(Closed));
         let tls = tls::accept(config, plain)?;
         let description = tls.describe();
         self.transport = Box::new(tls);
         Ok(description)
     }
-
-    /// Writes the last replies past the session deadline (the 421 for a
-    /// timeout), allowing them one more second at most.
-    fn flush_last(&mut self) {
-        let grace = self.timeout.min(Duration::from_secs(1));
-        if self.transport.set_timeout(grace).is_ok() {
-            let _ = self.transport.write_all(&self.output);
-            let _ = self.transport.flush();
-        }
-        self.output.clear();
-    }
 }
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.flush()?;
-        self.arm()?;
         self.transport.read(buf)
     }
 }
@@ -443,7 +409,6 @@ impl Write for Wire {
         if self.output.is_empty() {
             return Ok(());
         }
-        self.arm()?;
         let result = self.transport.write_all(&self.output);
         self.output.clear();
         if self.output.capacity() > BUFFER {
@@ -451,6 +416,75 @@ impl Write for Wire {
         }
         result?;
         self.transport.flush()
+    }
+}
+
+/// The session's clock around the raw transport: each read may wait
+/// `timeout`, and nothing is read after `session_timeout`. Writes get one
+/// more second past the deadline, so that the 421 saying so goes out.
+struct Deadline {
+    inner: Box<dyn Transport>,
+    timeout: Duration,
+    deadline: Instant,
+    /// The socket timeout last set, to skip a setsockopt when unchanged.
+    applied: Option<Duration>,
+}
+
+/// How long past the session deadline the last replies may take.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+impl Deadline {
+    fn new(inner: Box<dyn Transport>, limits: Limits) -> Deadline {
+        Deadline {
+            inner,
+            timeout: limits.timeout,
+            deadline: Instant::now() + limits.session_timeout,
+            applied: None,
+        }
+    }
+
+    /// Sets the socket timeout to what is left before `deadline`.
+    fn arm(&mut self, deadline: Instant) -> io::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "session timeout"));
+        }
+        let timeout = left.min(self.timeout);
+        if self.applied != Some(timeout) {
+            self.inner.set_timeout(timeout)?;
+            self.applied = Some(timeout);
+        }
+        Ok(())
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm(self.deadline)?;
+        self.inner.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm(self.deadline + LAST_WORDS)?;
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Transport for Deadline {
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.timeout = timeout;
+        self.applied = None;
+        Ok(())
+    }
+
+    fn input_pending(&mut self) -> bool {
+        self.inner.input_pending()
     }
 }
 

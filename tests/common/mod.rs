@@ -347,3 +347,111 @@ impl Client {
         }
     }
 }
+
+/// A numeric field of `/proc/PID/status` (`VmRSS` in kB, `Threads`); 0 when
+/// the process or the field is gone.
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of process `pid` (entries of `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |rd| rd.count())
+}
+
+impl Server {
+    /// Asserts the server still serves a fresh client (greeting, EHLO,
+    /// NOOP, QUIT) and that no session thread has panicked so far.
+    pub fn assert_healthy(&self) {
+        let mut c = self.connect();
+        c.hello();
+        c.expect("NOOP", "250 2.0.0");
+        c.expect("QUIT", "221 2.0.0");
+        let log = self.log();
+        assert!(!log.contains("panicked"), "a session panicked:\n{log}");
+    }
+}
+
+/// A xorshift64 generator for randomized tests; seeded from the clock and
+/// printed (or from `SMTPBOX_SEED`), so a failing run can be replayed.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn seeded(test: &str) -> XorShift {
+        let seed = std::env::var("SMTPBOX_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+            | 1;
+        eprintln!("{test}: seed {seed} (replay with SMTPBOX_SEED={seed})");
+        XorShift(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// A real TLS ClientHello (rustls, TLS 1.2 and 1.3), as any TLS client
+/// sends it first.
+pub fn client_hello() -> Vec<u8> {
+    use rustls::crypto::ring;
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).expect("write hello");
+    }
+    assert_eq!(hello.first(), Some(&0x16), "a handshake record");
+    hello
+}
+
+/// `dir/cert.crt` and `dir/cert.key`: a self-signed P-256 certificate for
+/// localhost and 127.0.0.1 (not a CA), made with the openssl CLI.
+pub fn make_cert(dir: &Path) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
+        .args([
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-keyout", "cert.key", "-out", "cert.crt"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
