@@ -92,8 +92,7 @@ impl Peer {
     /// `[IP]:PORT` for logs, `unknown` when there is no address.
     pub fn describe(&self) -> String {
         match self.remote {
-            Some(SocketAddr::V4(a)) => format!("[{}]:{}", a.ip(), a.port()),
-            Some(SocketAddr::V6(a)) => format!("[{}]:{}", a.ip(), a.port()),
+            Some(a) => format!("[{}]:{}", a.ip(), a.port()),
             None => "unknown".to_string(),
         }
     }
