@@ -25,7 +25,7 @@ pub const LOGIN_PASS_PROMPT: &str = "UGFzc3dvcmQ6";
 /// The AUTH password file (SPEC §3 `users`): one `name:hash` per line, the
 /// hash as made by `openssl passwd -6`/`-5` or `mkpasswd -m sha-512`.
 /// A verification costs what the hash's `rounds=` says (default 5000, a few
-/// milliseconds); the file is admin-controlled, so its cost is trusted.
+/// milliseconds); a line asking for more than 1,000,000 rounds is refused.
 pub struct Users {
     entries: HashMap<String, ShaCryptHash>,
     /// Run for unknown users, so a miss costs as much as a wrong password.
@@ -60,6 +60,11 @@ impl Users {
                 return Err(at(format!("malformed user name {name:?}")));
             }
             let hash = ShaCryptHash::parse(hash).map_err(|e| at(format!("user {name}: {e}")))?;
+            if hash.rounds.is_some_and(|r| r > USERS_ROUNDS_MAX) {
+                return Err(at(format!(
+                    "user {name}: rounds over {USERS_ROUNDS_MAX}: every AUTH attempt, even for an unknown user, would cost that much CPU"
+                )));
+            }
             if entries.insert(name.to_string(), hash).is_some() {
                 return Err(at(format!("duplicate user {name}")));
             }
@@ -339,6 +344,10 @@ fn base64_value(c: u8) -> Option<u8> {
 const ROUNDS_DEFAULT: u32 = 5000;
 const ROUNDS_MIN: u32 = 1000;
 const ROUNDS_MAX: u32 = 999_999_999;
+/// The most `rounds=` a users file may ask for: about 0.3 s of CPU per
+/// attempt on a small box already. Any client that may AUTH can make the
+/// server pay it (unknown users pay the costliest hash of the file).
+const USERS_ROUNDS_MAX: u32 = 1_000_000;
 const SALT_MAX: usize = 16;
 /// The crypt alphabet (not RFC 4648's).
 const CRYPT64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -582,6 +591,16 @@ mod tests {
             assert!(sha_crypt_verify(password.as_bytes(), hash), "{hash}");
             assert!(!sha_crypt_verify(b"wrong", hash), "{hash}");
         }
+    }
+
+    #[test]
+    fn users_file_refuses_rounds_a_client_could_abuse() {
+        let line = "alice:$6$rounds=1000001$salt$Y3Y2ieXzYhQrdXsbayIopyP6hKljxR/2eQIHKeuoBJxGpYWc.c/0WJHsoFBoSUdgiczuUVO4VSM/lpYJm6nXj0\n";
+        let err = Users::parse(line, "users").unwrap_err();
+        assert!(
+            err.starts_with("users:1: user alice: rounds over 1000000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -144,6 +144,14 @@ impl Config {
         config.finish()
     }
 
+    /// Like [`Config::load`] for text already in memory; `origin` names it
+    /// in errors. (The fuzzer's entry point.)
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::unset();
+        parse_text(text, origin, &mut config)?;
+        config.finish()
+    }
+
     /// Routes one recipient (SPEC §4). `box_ips` are this box's addresses
     /// for address literals: the connection's local IP and the listen IPs.
     ///
