@@ -214,7 +214,12 @@ impl Connection {
     fn read_line(&mut self) -> io::Result<Line> {
         self.line.clear();
         let mut too_long = false;
+        let mut first = true;
         loop {
+            // Mid-line the client is still sending: replies wait, so that
+            // a pipelined group split across two reads still gets one write.
+            self.input.get_mut().mid_line = !first;
+            first = false;
             let buf = self.input.fill_buf()?;
             if buf.is_empty() {
                 return Ok(Line::Eof);
@@ -236,6 +241,7 @@ impl Connection {
                 break;
             }
         }
+        self.input.get_mut().mid_line = false;
         if self.line.last() == Some(&b'\r') {
             self.line.pop();
             self.sent_crlf = true;
@@ -369,6 +375,8 @@ impl Connection {
 struct Wire {
     transport: Box<dyn Transport>,
     output: Vec<u8>,
+    /// Set by the framer while a command line is incomplete.
+    mid_line: bool,
 }
 
 impl Wire {
@@ -378,6 +386,7 @@ impl Wire {
         Wire {
             transport: Box::new(Deadline::new(transport, limits)),
             output: Vec::new(),
+            mid_line: false,
         }
     }
 
@@ -394,7 +403,9 @@ impl Wire {
 
 impl Read for Wire {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.flush()?;
+        if !self.mid_line {
+            self.flush()?;
+        }
         self.transport.read(buf)
     }
 }
@@ -458,17 +469,29 @@ impl Deadline {
     }
 }
 
+// With SO_RCVTIMEO set, Linux answers a stop and continue (SIGSTOP, a
+// debugger attaching) with EINTR instead of restarting the call: retry.
 impl Read for Deadline {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.arm(self.deadline)?;
-        self.inner.read(buf)
+        loop {
+            self.arm(self.deadline)?;
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 }
 
 impl Write for Deadline {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.arm(self.deadline + LAST_WORDS)?;
-        self.inner.write(buf)
+        loop {
+            self.arm(self.deadline + LAST_WORDS)?;
+            match self.inner.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -528,14 +551,28 @@ mod tests {
     /// An in-memory transport: all input arrives in one read, like one
     /// TCP segment; writes are recorded one by one.
     struct Fake {
-        input: Cursor<Vec<u8>>,
+        /// Each read returns at most what is left of the first packet.
+        packets: std::collections::VecDeque<Cursor<Vec<u8>>>,
         writes: Arc<Mutex<Vec<Vec<u8>>>>,
         pending: bool,
     }
 
     impl Read for Fake {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
+            while let Some(packet) = self.packets.front_mut() {
+                if packet.get_ref().is_empty() {
+                    // An empty packet stands for a signal interrupting the read.
+                    self.packets.pop_front();
+                    return Err(io::ErrorKind::Interrupted.into());
+                }
+                match packet.read(buf)? {
+                    0 => {
+                        self.packets.pop_front();
+                    }
+                    n => return Ok(n),
+                }
+            }
+            Ok(0)
         }
     }
 
@@ -560,6 +597,16 @@ mod tests {
 
     /// Runs one session over `input` from `remote`; returns each write.
     fn run(remote: &str, input: &[u8], pending: bool, maildir: &std::path::Path) -> Vec<String> {
+        run_packets(remote, &[input], pending, maildir)
+    }
+
+    /// Like `run`, the input arriving in separate packets (reads).
+    fn run_packets(
+        remote: &str,
+        packets: &[&[u8]],
+        pending: bool,
+        maildir: &std::path::Path,
+    ) -> Vec<String> {
         let args: Vec<String> = [
             "-m",
             &maildir.display().to_string(),
@@ -587,7 +634,7 @@ mod tests {
         let session = Session::new(Arc::clone(&config), services, peer, Mode::Smtp);
         let writes = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
-            input: Cursor::new(input.to_vec()),
+            packets: packets.iter().map(|p| Cursor::new(p.to_vec())).collect(),
             writes: Arc::clone(&writes),
             pending,
         };
@@ -669,6 +716,46 @@ mod tests {
             ),
             "{}",
             out[1]
+        );
+    }
+
+    #[test]
+    fn pipelined_group_split_mid_line_is_still_one_write() {
+        let dir = temp("split");
+        let out = run_packets(
+            "192.0.2.1:4000",
+            &[
+                b"EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<root@exa",
+                b"mple.com>\r\nNOOP\r\n",
+                b"QUIT\r\n",
+            ],
+            false,
+            &dir,
+        );
+        // Greeting; the whole group (the second packet ends at a line end,
+        // so its replies go out before the third read); then QUIT's.
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(
+            out[1].ends_with("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n"),
+            "{}",
+            out[1]
+        );
+        assert_eq!(out[2], "221 2.0.0 Bye\r\n");
+    }
+
+    #[test]
+    fn interrupted_read_is_retried_not_fatal() {
+        let dir = temp("eintr");
+        let out = run_packets(
+            "127.0.0.1:4000",
+            &[b"NOOP\r\n", b"", b"QUIT\r\n"],
+            false,
+            &dir,
+        );
+        assert_eq!(
+            out.concat().lines().last(),
+            Some("221 2.0.0 Bye"),
+            "{out:?}"
         );
     }
 

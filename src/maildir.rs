@@ -44,11 +44,10 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Ensures `maildir` exists and creates a new tmp file in it. Create the
-    /// spool in one of the target Maildirs (or on the same filesystem) so
-    /// delivery is a hard link rather than a copy.
+    /// Creates a new tmp file in `maildir`, making the Maildir first when it
+    /// is missing. Create the spool in one of the target Maildirs (or on the
+    /// same filesystem) so delivery is a hard link rather than a copy.
     pub fn create(maildir: &Path) -> Result<Spool, DeliveryError> {
-        ensure(maildir).map_err(|e| DeliveryError::io(maildir, e))?;
         let tmp = maildir.join("tmp");
         // The name is unique by construction; a clash means a stale file from
         // a recycled PID, so take a fresh counter value and try again.
@@ -72,6 +71,12 @@ impl Spool {
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 3 => {
+                    attempts += 1;
+                }
+                // The common case costs no mkdir calls: only a missing
+                // Maildir is made, once.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => {
+                    ensure(maildir).map_err(|e| DeliveryError::io(maildir, e))?;
                     attempts += 1;
                 }
                 Err(e) => return Err(DeliveryError::io(&path, e)),
@@ -348,14 +353,20 @@ fn host() -> &'static str {
     })
 }
 
-/// Ensures every target and drops duplicates (same directory by device and
-/// inode, however the path is spelled).
+/// Drops duplicate targets (same directory by device and inode, however the
+/// path is spelled), making any Maildir that is missing.
 fn distinct_maildirs<'a>(targets: &[&'a Path]) -> Result<Vec<&'a Path>, DeliveryError> {
     let mut seen = HashSet::new();
     let mut dirs = Vec::new();
     for &dir in targets {
-        ensure(dir).map_err(|e| DeliveryError::io(dir, e))?;
-        let meta = fs::metadata(dir).map_err(|e| DeliveryError::io(dir, e))?;
+        let meta = fs::metadata(dir.join("new")).or_else(|e| {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            ensure(dir)?;
+            fs::metadata(dir.join("new"))
+        });
+        let meta = meta.map_err(|e| DeliveryError::io(dir, e))?;
         if seen.insert((meta.dev(), meta.ino())) {
             dirs.push(dir);
         }

@@ -133,6 +133,9 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
             refuse(stream);
             continue;
         };
+        // Replies are batched by the connection: Nagle would only add a
+        // delayed-ACK stall to the second write of a split group.
+        let _ = stream.set_nodelay(true);
         let peer = Peer {
             remote: Some(remote),
             local: stream.local_addr().ok(),
