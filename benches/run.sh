@@ -1,0 +1,18 @@
+#!/bin/sh
+# Runs the throughput benchmark (issue #5) with its load tools in place.
+# As root on Debian/Ubuntu, installs Postfix (for its smtp-source and
+# smtp-sink test programs) and strace when missing; a Postfix installed
+# here is stopped and disabled again, since only the two test programs are
+# used. A Postfix that was already installed is left alone. Without the
+# tools the benchmark falls back to its own client and says so.
+set -eu
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if [ ! -x /usr/sbin/smtp-source ] && ! command -v postfix >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y postfix
+        systemctl disable --now postfix >/dev/null 2>&1 || true
+        postfix stop >/dev/null 2>&1 || true
+    fi
+    command -v strace >/dev/null || apt-get install -y strace
+fi
+exec cargo bench --bench throughput "$@"
