@@ -6,7 +6,7 @@
 //! buffer runs dry, right before a read that would block (PIPELINING,
 //! RFC 2920), as qmail does.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +21,15 @@ use crate::transport::Transport;
 /// Longest command line accepted, line ending excluded (SPEC §5).
 pub const MAX_LINE: usize = 2048;
 
-/// Input buffer size: a pipelined group of commands fits, and an idle
-/// session stays small.
-const BUFFER: usize = 4096;
+/// Input buffer while reading commands: a pipelined group fits, and an
+/// idle session stays small (longer lines are assembled in `line`).
+const COMMAND_BUFFER: usize = 512;
+
+/// Input buffer while reading message content: fewer, larger reads.
+const CONTENT_BUFFER: usize = 64 * 1024;
+
+/// Output kept between flushes; a larger one is given back.
+const OUTPUT_BUFFER: usize = 4096;
 
 /// Limits that apply to one connection.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +52,7 @@ pub fn serve(
     let peer = session.peer().describe();
     log::info!("connect from {peer}");
     let mut conn = Connection {
-        input: BufReader::with_capacity(BUFFER, Wire::new(transport, limits)),
+        input: Input::new(Wire::new(transport, limits)),
         session,
         limits,
         tls,
@@ -83,7 +89,7 @@ struct Chunked {
 }
 
 struct Connection {
-    input: BufReader<Wire>,
+    input: Input,
     session: Session,
     limits: Limits,
     tls: Option<Arc<TlsFiles>>,
@@ -116,6 +122,7 @@ impl Connection {
         let greeting = self.session.greeting();
         self.send(&greeting);
         loop {
+            self.input.resize(COMMAND_BUFFER);
             let step = match self.read_line()? {
                 Line::Eof => return Ok("client closed"),
                 Line::TooLong => self.session.line_too_long(),
@@ -292,6 +299,7 @@ impl Connection {
         };
         let go_ahead = self.session.data_go_ahead();
         self.send(&go_ahead);
+        self.input.resize(CONTENT_BUFFER);
         let mut reader = DataReader::new(self.session.bare_lf(), !self.sent_crlf);
         match data::read_data(&mut self.input, &mut reader, &mut sink)? {
             DataEnd::Eof => Ok(false),
@@ -305,6 +313,7 @@ impl Connection {
     /// One BDAT chunk of a message (RFC 3030). Returns false when the client
     /// went away mid-chunk.
     fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<bool> {
+        self.input.resize(CONTENT_BUFFER);
         if self.chunked.is_none() {
             match self.open_spool() {
                 Some((sink, targets)) => self.chunked = Some(Chunked { sink, targets }),
@@ -369,6 +378,71 @@ impl Connection {
     }
 }
 
+/// A buffered reader over the [`Wire`] whose buffer is resized between
+/// commands and content (std's `BufReader` has a fixed capacity).
+struct Input {
+    wire: Wire,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+}
+
+impl Input {
+    fn new(wire: Wire) -> Input {
+        Input {
+            wire,
+            buf: vec![0; COMMAND_BUFFER],
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut Wire {
+        &mut self.wire
+    }
+
+    /// The bytes read from the client and not consumed yet.
+    fn buffer(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    /// Sets the buffer size, keeping what is buffered.
+    fn resize(&mut self, size: usize) {
+        if self.buf.len() == size {
+            return;
+        }
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        self.buf.resize(size.max(self.end), 0);
+        self.buf.shrink_to_fit();
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Input {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.end {
+            self.end = self.wire.read(&mut self.buf)?;
+            self.pos = 0;
+        }
+        Ok(&self.buf[self.pos..self.end])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.end);
+    }
+}
+
 /// The transport as the framer sees it: reads flush the queued replies
 /// first, so a pipelined group is answered in one write, and only when we
 /// would otherwise wait.
@@ -422,8 +496,8 @@ impl Write for Wire {
         }
         let result = self.transport.write_all(&self.output);
         self.output.clear();
-        if self.output.capacity() > BUFFER {
-            self.output.shrink_to(BUFFER);
+        if self.output.capacity() > OUTPUT_BUFFER {
+            self.output.shrink_to(OUTPUT_BUFFER);
         }
         result?;
         self.transport.flush()

@@ -241,19 +241,19 @@ fn existing_headers_are_kept_as_they_are() {
 #[test]
 fn temporary_failure_exits_75_and_leaves_nothing() {
     let b = Box::new("mailbox = dave {dir}/dave");
-    // dave's Maildir cannot hold a file: tmp/ is a regular file (chmod
+    // dave's Maildir cannot take a message: new/ is a regular file (chmod
     // would not stop root).
     let dave = b.dir.path().join("dave");
-    for sub in ["new", "cur"] {
+    for sub in ["tmp", "cur"] {
         fs::create_dir_all(dave.join(sub)).unwrap();
     }
-    fs::write(dave.join("tmp"), b"not a directory").unwrap();
+    fs::write(dave.join("new"), b"not a directory").unwrap();
     for args in [&["alice", "dave"][..], &["dave", "alice"], &["-t"]] {
         let out = b.sendmail(args, b"To: bob, dave\nSubject: x\n\nhi\n");
         assert_code(&out, 75);
         assert!(out.stderr.contains("dave"), "{}", out.stderr);
         b.assert_nothing_delivered();
-        assert_eq!(count(&dave, "new"), 0);
+        assert_eq!(count(&dave, "tmp"), 0);
     }
 }
 
