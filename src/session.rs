@@ -374,13 +374,17 @@ impl Session {
                         .map(|r| format!("<{}>", r.address))
                         .collect();
                     log::info!(
-                        "{} from=<{}> to={} size={} proto={} client={}{}",
+                        "{} from=<{}> to={} size={} proto={} client={}{}{}",
                         id,
                         tx.sender,
                         to.join(","),
                         size,
                         self.protocol(),
                         self.peer.describe(),
+                        self.tls
+                            .as_ref()
+                            .map(|t| format!(" tls={}", t.replace(' ', "/")))
+                            .unwrap_or_default(),
                         self.auth_user
                             .as_ref()
                             .map(|u| format!(" user={u}"))

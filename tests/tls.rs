@@ -441,6 +441,8 @@ fn auth_plain_initial_response_sha512_user_gives_esmtpsa_and_logs_user() {
     let log = server.log();
     let line = log.lines().find(|l| l.contains(" proto=ESMTPSA ")).unwrap();
     assert!(line.ends_with(" user=alice"), "{line}");
+    // SPEC §9 and issue 3: the message's log line names the TLS version.
+    assert!(line.contains(" tls=TLSv1."), "{line}");
 }
 
 #[test]
