@@ -802,3 +802,59 @@ fn assert_success(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 4: `--inetd` serves STARTTLS over its stdin/stdout socket too
+/// (systemd Accept=yes, inetd), and names the client from that socket.
+#[test]
+fn starttls_works_in_inetd_mode() {
+    use std::net::TcpListener;
+    use std::os::fd::OwnedFd;
+
+    let keys = Keys::new();
+    let dir = TempDir::new("inetd-tls");
+    let conf = dir.path().join("smtpbox.conf");
+    fs::write(
+        &conf,
+        format!(
+            "hostname = mx.test\ndomain = example.com\nmaildir = {}/Maildir\n{}",
+            dir.path().display(),
+            keys.config(&[])
+        ),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().unwrap()));
+    let mut child = Command::new(BIN)
+        .args(["--inetd", "-c"])
+        .arg(&conf)
+        .stdin(fd(&conn))
+        .stdout(fd(&conn))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(conn);
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut plain = Smtp {
+        reader: BufReader::new(client),
+    };
+    let ehlo = plain.hello();
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    let mut tls = plain.starttls(&keys.cert(), ANY);
+    tls.expect("EHLO client.test", "250");
+    tls.deliver("over inetd");
+    tls.expect("QUIT", "221 2.0.0");
+    let _ = child.wait();
+    let stored = messages(&dir.path().join("Maildir"));
+    assert_eq!(stored.len(), 1);
+    let message = String::from_utf8_lossy(&stored[0]).into_owned();
+    let trace = received(&message);
+    assert!(
+        trace.starts_with("Received: from client.test ([127.0.0.1])"),
+        "{trace}"
+    );
+    assert!(trace.contains(" with ESMTPS (TLSv1."), "{trace}");
+}
