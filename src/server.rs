@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SendError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -111,6 +113,7 @@ pub fn run(shared: Shared, listeners: Vec<Bound>) {
 }
 
 fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
+    let workers = Workers::new(shared);
     for stream in bound.listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -140,20 +143,110 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
             remote: Some(remote),
             local: stream.local_addr().ok(),
         };
-        let shared = shared.clone();
-        let mode = bound.listen.mode;
+        workers.run(Job {
+            stream,
+            peer,
+            mode: bound.listen.mode,
+            slot,
+        });
+    }
+}
+
+/// One accepted connection, with its place under the limits.
+struct Job {
+    stream: TcpStream,
+    peer: Peer,
+    mode: Mode,
+    slot: Slot,
+}
+
+/// Session threads. One that has finished its session waits a moment for
+/// the next connection instead of exiting: starting and ending a thread
+/// costs about a fifth of a whole SMTP transaction on tmpfs.
+struct Workers {
+    shared: Shared,
+    /// Threads waiting for a job, each with the id that names it here.
+    idle: Mutex<Vec<(u64, SyncSender<Job>)>>,
+    next_id: AtomicU64,
+}
+
+/// How long a finished session thread waits for another connection.
+const WORKER_IDLE: Duration = Duration::from_secs(2);
+
+impl Workers {
+    fn new(shared: Shared) -> Arc<Workers> {
+        Arc::new(Workers {
+            shared,
+            idle: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Hands the job to an idle thread, or starts one.
+    fn run(self: &Arc<Self>, mut job: Job) {
+        loop {
+            let idle = lock(&self.idle).pop();
+            let Some((_, worker)) = idle else { break };
+            match worker.send(job) {
+                Ok(()) => return,
+                Err(SendError(back)) => job = back, // That thread is gone.
+            }
+        }
+        let workers = Arc::clone(self);
         let spawned = thread::Builder::new()
             .name("session".to_string())
             .stack_size(SESSION_STACK)
-            .spawn(move || {
-                // The slot is freed when this closure ends, by return or panic.
-                let _slot = slot;
-                shared.serve(Box::new(stream), peer, mode);
-            });
+            .spawn(move || workers.work(job));
         if let Err(e) = spawned {
+            // The job, slot included, was dropped with the closure.
             log::error!("cannot start a session thread: {e}");
         }
     }
+
+    /// A session thread: serves jobs until none comes for WORKER_IDLE.
+    fn work(&self, first: Job) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, jobs) = sync_channel(1);
+        let mut job = first;
+        loop {
+            let Job {
+                stream,
+                peer,
+                mode,
+                slot,
+            } = job;
+            self.shared.serve(Box::new(stream), peer, mode);
+            drop(slot); // Freed by a panic in serve too, as it unwinds.
+            lock(&self.idle).push((id, sender.clone()));
+            job = match jobs.recv_timeout(WORKER_IDLE) {
+                Ok(next) => next,
+                Err(_) => {
+                    let mut idle = lock(&self.idle);
+                    match idle.iter().position(|(i, _)| *i == id) {
+                        Some(at) => {
+                            idle.swap_remove(at);
+                            return;
+                        }
+                        // The acceptor took this thread just now: its job
+                        // is on the way.
+                        None => {
+                            drop(idle);
+                            match jobs.recv() {
+                                Ok(next) => next,
+                                Err(_) => return,
+                            }
+                        }
+                    }
+                }
+            };
+        }
+    }
+}
+
+/// Locks a mutex, going on after a panic elsewhere (the data stays sound:
+/// every critical section here is a single push, pop or count).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The connection limits of a config.
@@ -203,7 +296,7 @@ impl Limiter {
     }
 
     fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let mut counts = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.state);
         let for_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
         if counts.total >= self.max || for_ip >= self.max_per_ip {
             return None;
@@ -219,7 +312,7 @@ impl Limiter {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.limiter.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.limiter.state);
         counts.total -= 1;
         if let Some(n) = counts.per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -246,6 +339,52 @@ mod tests {
         assert!(limiter.acquire(b).is_none(), "total limit");
         drop(s1);
         assert!(limiter.acquire(a).is_some(), "slot given back");
+    }
+
+    #[test]
+    fn a_finished_session_thread_serves_the_next_connection() {
+        use std::io::{BufRead, BufReader};
+        let dir = std::env::temp_dir().join(format!("smtpbox-workers-{}", std::process::id()));
+        let args: Vec<String> = ["-m", &dir.display().to_string(), "-H", "mx.test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let Ok(crate::config::Invocation::Run(config, _)) = crate::config::from_args(&args) else {
+            panic!("config");
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bound = Bound {
+            listener,
+            listen: Listen {
+                addr,
+                mode: Mode::Smtp,
+            },
+        };
+        let shared = Shared::new(config).unwrap();
+        thread::spawn(move || accept_loop(bound, shared, Arc::new(Limiter::new(4, 4))));
+        for _ in 0..3 {
+            let stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with("220 mx.test"), "{line}");
+            reader.get_mut().write_all(b"QUIT\r\n").unwrap();
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+            assert_eq!(rest, "221 2.0.0 Bye\r\n");
+            // Time for the thread to report itself idle.
+            thread::sleep(Duration::from_millis(100));
+        }
+        let sessions = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "session")
+            .count();
+        assert_eq!(sessions, 1, "three sessions in a row, one thread");
     }
 
     #[test]
