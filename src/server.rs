@@ -206,7 +206,8 @@ impl Workers {
     /// A session thread: serves jobs until none comes for WORKER_IDLE.
     fn work(&self, first: Job) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, jobs) = sync_channel(1);
+        // Made when first idle: a busy session carries no channel.
+        let mut channel = None;
         let mut job = first;
         loop {
             let Job {
@@ -217,6 +218,7 @@ impl Workers {
             } = job;
             self.shared.serve(Box::new(stream), peer, mode);
             drop(slot); // Freed by a panic in serve too, as it unwinds.
+            let (sender, jobs) = channel.get_or_insert_with(|| sync_channel(1));
             lock(&self.idle).push((id, sender.clone()));
             job = match jobs.recv_timeout(WORKER_IDLE) {
                 Ok(next) => next,
