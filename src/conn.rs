@@ -160,8 +160,7 @@ impl Connection {
                     }
                 }
                 Action::DiscardChunk { size } => {
-                    let mut sink = ContentSink::new(io::sink(), 0);
-                    if data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Eof {
+                    if !self.discard_chunk(size)? {
                         return Ok("client closed during BDAT");
                     }
                 }
@@ -317,12 +316,7 @@ impl Connection {
         if self.chunked.is_none() {
             match self.open_spool() {
                 Some((sink, targets)) => self.chunked = Some(Chunked { sink, targets }),
-                None => {
-                    let mut sink = ContentSink::new(io::sink(), 0);
-                    return Ok(
-                        data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Complete
-                    );
-                }
+                None => return self.discard_chunk(size),
             }
         }
         let Some(chunked) = self.chunked.as_mut() else {
@@ -340,6 +334,13 @@ impl Connection {
             self.send(&reply);
         }
         Ok(true)
+    }
+
+    /// Reads a BDAT chunk whose command failed and throws it away, to stay
+    /// in step with the client. Returns false when the client went away.
+    fn discard_chunk(&mut self, size: u64) -> io::Result<bool> {
+        let mut sink = ContentSink::new(io::sink(), 0);
+        Ok(data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Complete)
     }
 
     /// The content is complete: check it, deliver it, queue the final reply.
