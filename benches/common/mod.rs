@@ -309,7 +309,8 @@ pub fn build(cargo: &str, root: &Path, target_dir: Option<&Path>) -> Res<PathBuf
         Some(dir) => {
             cmd.args(["--target", "x86_64-unknown-linux-gnu"])
                 .env("CARGO_TARGET_DIR", dir);
-            cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
+            // The README's static build.
+            cmd.env("RUSTFLAGS", "-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs");
             dir.join("x86_64-unknown-linux-gnu/release/smtpbox")
         }
     };
