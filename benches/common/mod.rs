@@ -310,7 +310,10 @@ pub fn build(cargo: &str, root: &Path, target_dir: Option<&Path>) -> Res<PathBuf
             cmd.args(["--target", "x86_64-unknown-linux-gnu"])
                 .env("CARGO_TARGET_DIR", dir);
             // The README's static build.
-            cmd.env("RUSTFLAGS", "-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs");
+            cmd.env(
+                "RUSTFLAGS",
+                "-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs",
+            );
             dir.join("x86_64-unknown-linux-gnu/release/smtpbox")
         }
     };
