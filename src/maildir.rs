@@ -38,6 +38,8 @@ pub fn ensure(dir: &Path) -> io::Result<()> {
 /// never leaves anything in `tmp/`.
 pub struct Spool {
     out: Option<BufWriter<File>>,
+    /// Bytes accepted so far: the file's size once the buffer is flushed.
+    written: u64,
     path: PathBuf,
     base: String,
     id: String,
@@ -65,6 +67,7 @@ impl Spool {
                     let out = Some(BufWriter::with_capacity(64 * 1024, file));
                     return Ok(Spool {
                         out,
+                        written: 0,
                         path,
                         base,
                         id,
@@ -110,7 +113,9 @@ impl Spool {
 
 impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.writer()?.write(buf)
+        let n = self.writer()?.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -144,8 +149,8 @@ pub fn deliver(mut spool: Spool, targets: &[&Path], quota: u64) -> Result<String
         .ok_or_else(|| spool.error(io::Error::other("spool already closed")))?;
     let file = out.into_inner().map_err(|e| spool.error(e.into_error()))?;
     file.sync_all().map_err(|e| spool.error(e))?;
-    let size = file.metadata().map_err(|e| spool.error(e))?.len();
     drop(file);
+    let size = spool.written;
 
     let maildirs = distinct_maildirs(targets)?;
     if quota > 0 {
@@ -336,11 +341,18 @@ fn unique_name() -> (String, String) {
         "{}.M{}P{}Q{}",
         now.as_secs(),
         now.subsec_micros(),
-        std::process::id(),
+        pid(),
         count
     );
     let base = format!("{id}.{}", host());
     (id, base)
+}
+
+/// This process's ID, asked once (smtpbox never forks; glibc does not cache
+/// getpid, so this saves a system call per message).
+fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// The system host name, escaped, read once.
@@ -354,8 +366,13 @@ fn host() -> &'static str {
 }
 
 /// Drops duplicate targets (same directory by device and inode, however the
-/// path is spelled), making any Maildir that is missing.
+/// path is spelled), making any Maildir that is missing. A single target
+/// costs no system call: the spool was made in it, and `link_all` makes a
+/// `new/` that has gone missing.
 fn distinct_maildirs<'a>(targets: &[&'a Path]) -> Result<Vec<&'a Path>, DeliveryError> {
+    if let [one] = targets {
+        return Ok(vec![*one]);
+    }
     let mut seen = HashSet::new();
     let mut dirs = Vec::new();
     for &dir in targets {
@@ -384,7 +401,12 @@ fn link_all(
 ) -> Result<(), DeliveryError> {
     for dir in maildirs {
         let dest = dir.join("new").join(name);
-        match fs::hard_link(&spool.path, &dest) {
+        let mut linked = fs::hard_link(&spool.path, &dest);
+        if matches!(&linked, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            ensure(dir).map_err(|e| DeliveryError::io(dir, e))?;
+            linked = fs::hard_link(&spool.path, &dest);
+        }
+        match linked {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(EXDEV) => {
                 copy_into(&spool.path, dir, &spool.base, &dest)?;
@@ -569,6 +591,20 @@ mod tests {
             assert!(names(&md.join("tmp")).is_empty());
             assert!(names(&md.join("cur")).is_empty());
         }
+    }
+
+    #[test]
+    fn single_target_remakes_a_missing_new_dir() {
+        let s = Scratch::new("remake-new");
+        let md = s.0.join("Maildir");
+        let body = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+        let spool = spool_with(&md, &body);
+        fs::remove_dir(md.join("new")).unwrap();
+        let id = deliver(spool, &[&md], 0).unwrap();
+        let expected = format!("{id}.{},S={}", super::host(), body.len());
+        assert_eq!(names(&md.join("new")), vec![expected.clone()]);
+        assert_eq!(fs::read(md.join("new").join(expected)).unwrap(), body);
+        assert_eq!(mode(&md.join("new")), 0o700);
     }
 
     #[test]
