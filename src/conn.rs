@@ -292,6 +292,7 @@ impl Connection {
 
     /// DATA: spool, 354, read to CRLF.CRLF, check, deliver. Returns false
     /// when the client went away before the end of the data.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn receive_data(&mut self) -> io::Result<bool> {
         let Some((mut sink, targets)) = self.open_spool() else {
             return Ok(true);
@@ -311,6 +312,7 @@ impl Connection {
 
     /// One BDAT chunk of a message (RFC 3030). Returns false when the client
     /// went away mid-chunk.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<bool> {
         self.input.resize(CONTENT_BUFFER);
         if self.chunked.is_none() {
