@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SendError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -84,8 +84,16 @@ impl Shared {
 
     /// Serves one session over `transport` to its end.
     pub fn serve(&self, transport: Box<dyn Transport>, peer: Peer, mode: Mode) {
-        let session = Session::new(Arc::clone(&self.config), self.services.clone(), peer, mode);
+        let session = self.session(peer, mode);
         conn::serve(transport, session, limits(&self.config), self.tls.clone());
+    }
+
+    /// A new session, made on the heap in a call of its own (the stack
+    /// budget at `conn::serve`).
+    #[inline(never)]
+    fn session(&self, peer: Peer, mode: Mode) -> Box<Session> {
+        let config = Arc::clone(&self.config);
+        Box::new(Session::new(config, self.services.clone(), peer, mode))
     }
 }
 
@@ -204,43 +212,58 @@ impl Workers {
     }
 
     /// A session thread: serves jobs until none comes for WORKER_IDLE.
+    /// Serving and waiting are calls of their own, so the frame under a
+    /// session stays small (the stack budget at `conn::serve`).
     fn work(&self, first: Job) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Made when first idle: a busy session carries no channel.
         let mut channel = None;
         let mut job = first;
         loop {
-            let Job {
-                stream,
-                peer,
-                mode,
-                slot,
-            } = job;
-            self.shared.serve(Box::new(stream), peer, mode);
-            drop(slot); // Freed by a panic in serve too, as it unwinds.
-            let (sender, jobs) = channel.get_or_insert_with(|| sync_channel(1));
-            lock(&self.idle).push((id, sender.clone()));
-            job = match jobs.recv_timeout(WORKER_IDLE) {
-                Ok(next) => next,
-                Err(_) => {
-                    let mut idle = lock(&self.idle);
-                    match idle.iter().position(|(i, _)| *i == id) {
-                        Some(at) => {
-                            idle.swap_remove(at);
-                            return;
-                        }
-                        // The acceptor took this thread just now: its job
-                        // is on the way.
-                        None => {
-                            drop(idle);
-                            match jobs.recv() {
-                                Ok(next) => next,
-                                Err(_) => return,
-                            }
-                        }
-                    }
-                }
-            };
+            self.serve(job);
+            match self.next_job(id, &mut channel) {
+                Some(next) => job = next,
+                None => return,
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn serve(&self, job: Job) {
+        let Job {
+            stream,
+            peer,
+            mode,
+            slot,
+        } = job;
+        self.shared.serve(Box::new(stream), peer, mode);
+        drop(slot); // Freed by a panic in serve too, as it unwinds.
+    }
+
+    /// Puts this thread on the idle list and waits up to WORKER_IDLE for a
+    /// job; None when none came and the thread should end.
+    #[inline(never)]
+    fn next_job(
+        &self,
+        id: u64,
+        channel: &mut Option<(SyncSender<Job>, Receiver<Job>)>,
+    ) -> Option<Job> {
+        let (sender, jobs) = channel.get_or_insert_with(|| sync_channel(1));
+        lock(&self.idle).push((id, sender.clone()));
+        if let Ok(next) = jobs.recv_timeout(WORKER_IDLE) {
+            return Some(next);
+        }
+        let mut idle = lock(&self.idle);
+        match idle.iter().position(|(i, _)| *i == id) {
+            Some(at) => {
+                idle.swap_remove(at);
+                None
+            }
+            // The acceptor took this thread just now: its job is on the way.
+            None => {
+                drop(idle);
+                jobs.recv().ok()
+            }
         }
     }
 }
