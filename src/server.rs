@@ -122,18 +122,16 @@ pub fn run(shared: Shared, listeners: Vec<Bound>) {
 
 fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
     let workers = Workers::new(shared);
-    for stream in bound.listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
+    loop {
+        // accept(2) gives the client's address: no getpeername.
+        let (stream, remote) = match bound.listener.accept() {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 log::warn!("accept on {}: {}", bound.listen.addr, e);
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
-        };
-        let Ok(remote) = stream.peer_addr() else {
-            continue;
         };
         let Some(slot) = limiter.acquire(remote.ip()) else {
             log::warn!(
