@@ -55,6 +55,7 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("bench: cargo build --release");
     let bin = build(&cargo, &root, None).expect("release build");
+    warn_stale(&root.join("target"), "bench-work-");
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |id: &str| only.is_empty() || only.split(',').any(|p| id.starts_with(p));
     let b = Bench {
@@ -601,6 +602,28 @@ fn retire(dir: &Path, work: &Path) -> io::Result<()> {
     fs::create_dir_all(&retired)?;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     fs::rename(dir, retired.join(NEXT.fetch_add(1, Relaxed).to_string()))
+}
+
+/// Names the work dirs an interrupted run left behind (the disk rows keep
+/// about 1 GB until the end). They are not removed here: deleting that many
+/// files would slow the runs that follow (see `retire`).
+fn warn_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            eprintln!(
+                "bench: {} is left from an interrupted run: remove it, and on ext4 \
+                 without a journal wait 5 minutes before benchmarking",
+                entry.path().display()
+            );
+        }
+    }
 }
 
 /// smtp-sink's rate under the same load: the protocol ceiling. None
