@@ -204,10 +204,8 @@ fn delivery_rate(b: &Bench, dir: &Path, sessions: usize, size: usize, expected: 
     load(b.source.as_deref(), server.addr, sessions, count, size)?;
     let elapsed = started.elapsed().as_secs_f64();
     let stored = fs::read_dir(server.dir.0.join("Maildir/new"))?.count();
-    let root = [&b.shm.0, &b.work.0]
-        .into_iter()
-        .find(|r| dir.starts_with(r));
-    retire(&server.dir.0.join("Maildir"), root.unwrap_or(&b.work.0))?;
+    // Retired beside the server's dir, on the same filesystem (tmpfs or disk).
+    retire(&dir.join("Maildir"), dir.parent().unwrap_or(&b.work.0))?;
     if stored != count {
         let log = server.log_tail();
         return Err(format!("{stored} of {count} messages stored; log: {log}").into());
