@@ -146,7 +146,7 @@ fn serve_inetd(shared: &Shared) {
         .listen
         .first()
         .map_or(config::Mode::Smtp, |l| l.mode);
-    shared.serve(Box::new(stdio), Peer { remote, local }, mode);
+    shared.serve(Box::new(stdio), Peer::network(remote, local), mode);
 }
 
 /// Removes files a crash left in the Maildirs' tmp/ (older than 36 hours).

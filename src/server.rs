@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -125,7 +125,9 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
     loop {
         // accept(2) gives the client's address: no getpeername.
         let (stream, remote) = match bound.listener.accept() {
-            Ok(accepted) => accepted,
+            // An IPv4 client on a dual-stack socket is counted and logged
+            // as IPv4, not `::ffff:a.b.c.d` (SPEC §6).
+            Ok((stream, remote)) => (stream, canonical(remote)),
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 log::warn!("accept on {}: {}", bound.listen.addr, e);
@@ -145,10 +147,7 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
         // Replies are batched by the connection: Nagle would only add a
         // delayed-ACK stall to the second write of a split group.
         let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            remote: Some(remote),
-            local: stream.local_addr().ok(),
-        };
+        let peer = Peer::network(Some(remote), stream.local_addr().ok());
         workers.run(Job {
             stream,
             peer,
@@ -156,6 +155,11 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
             slot,
         });
     }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; every other address as it is.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// One accepted connection, with its place under the limits.
