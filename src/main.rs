@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     if let Some(args) = sendmail::sendmail_args(&argv) {
         // warn, not info: cron mails back whatever reaches stderr.
         logging::init("warn", true);
-        return sendmail::main(args, |config| {
+        return sendmail::main(&args, |config| {
             serve_inetd(&Shared::new(config)?);
             Ok(())
         });

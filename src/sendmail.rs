@@ -49,18 +49,45 @@ pub fn main(args: &[String], smtp_session: impl FnOnce(Config) -> Result<(), Str
 }
 
 /// The arguments for [`main`] when `argv` (program name included) asks for
-/// sendmail mode: the program was invoked as `sendmail` (argv[0] basename),
-/// or as `smtpbox sendmail …`.
-pub fn sendmail_args(argv: &[String]) -> Option<&[String]> {
+/// sendmail mode: the program was invoked as `sendmail`, `mailq` or
+/// `newaliases` (argv[0] basename; the last two as `-bp` and `-bi`, as
+/// sendmail does), or as `smtpbox sendmail …`.
+pub fn sendmail_args(argv: &[String]) -> Option<Vec<String>> {
     let program = Path::new(argv.first()?).file_name()?;
-    if program == "sendmail" {
-        return Some(&argv[1..]);
+    let rest = || argv[1..].iter().cloned();
+    let named = |mode: &str| std::iter::once(mode.to_string()).chain(rest()).collect();
+    match program.to_str() {
+        Some("sendmail") => return Some(rest().collect()),
+        Some("mailq") => return Some(named("-bp")),
+        Some("newaliases") => return Some(named("-bi")),
+        _ => {}
     }
     match argv.get(1) {
-        Some(mode) if mode == "sendmail" => Some(&argv[2..]),
+        Some(mode) if mode == "sendmail" => Some(argv[2..].to_vec()),
         _ => None,
     }
 }
+
+/// What `sendmail --help` prints.
+const USAGE: &str = "\
+Usage: sendmail [-t] [-i|-oi] [-f SENDER] [-F NAME] [-C CONFIG] [RCPT...]
+       (or smtpbox sendmail ...)
+Reads one message from stdin and delivers it to local Maildirs: through
+the running server's local_socket when it answers, else directly.
+  -t          also take recipients from To:, Cc: and Bcc: (Bcc: is removed)
+  -i, -oi     a line holding a single '.' is content; only end of file ends
+  -f SENDER   envelope sender (<> for none); default: you@hostname
+  -F NAME     full name for a generated From:
+  -C CONFIG   config file; default $SMTPBOX_CONFIG, else
+              /etc/smtpbox/smtpbox.conf
+  -bs         one SMTP session on stdin/stdout
+  -bp, mailq  there is no queue: says so
+  -bi, newaliases
+              checks the aliases in the config
+  -q...       no queue to run: does nothing
+Exit status (sysexits.h): 0 delivered, 64 usage, 65 bad message, 67 unknown
+recipient, 75 temporary failure (try again), 78 configuration error.
+";
 
 /// The sysexits.h codes sendmail mode exits with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,11 +124,28 @@ impl Failure {
     }
 }
 
+/// What the command line asks sendmail mode to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Task {
+    /// `-bm` (the default): deliver one message.
+    #[default]
+    Deliver,
+    /// `-bs`: one SMTP session on stdin/stdout.
+    SmtpSession,
+    /// `-bp`, `mailq`: list the queue, which smtpbox does not have.
+    ListQueue,
+    /// `-bi`, `newaliases`: check the aliases (the config is the database).
+    CheckAliases,
+    /// `-q…`: run the queue; there is none.
+    RunQueue,
+    /// `--help`.
+    Help,
+}
+
 /// The command line, parsed (sendmail's getopt-style options).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Options {
-    /// `-bs`: one SMTP session on stdin/stdout instead of a delivery.
-    smtp_session: bool,
+    task: Task,
     /// `-t`: recipients also come from To:, Cc: and Bcc:.
     extract: bool,
     /// `-i`, `-oi`: a lone `.` line is content, only EOF ends the input.
@@ -128,11 +172,20 @@ impl Options {
                 options.recipients.extend(args.cloned());
                 break;
             }
+            if arg == "--help" {
+                options.task = Task::Help;
+                continue;
+            }
             let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) else {
                 options.recipients.push(arg.clone());
                 continue;
             };
             for (i, flag) in cluster.char_indices() {
+                if flag == 'q' {
+                    // -q, -q30m, -qf, -qRsite…: the rest is the queue's business.
+                    options.task = Task::RunQueue;
+                    break;
+                }
                 if !TAKES_VALUE.contains(flag) {
                     options.flag(flag)?;
                     continue;
@@ -162,9 +215,15 @@ impl Options {
 
     fn option(&mut self, flag: char, value: String) -> Result<(), String> {
         match (flag, value.as_str()) {
-            ('b', "m") => self.smtp_session = false,
-            ('b', "s") => self.smtp_session = true,
-            ('b', mode) => return Err(format!("unsupported mode -b{mode} (only -bm and -bs)")),
+            ('b', "m") => self.task = Task::Deliver,
+            ('b', "s") => self.task = Task::SmtpSession,
+            ('b', "p") => self.task = Task::ListQueue,
+            ('b', "i") => self.task = Task::CheckAliases,
+            ('b', mode) => {
+                return Err(format!(
+                    "unsupported mode -b{mode} (only -bm, -bs, -bp and -bi)"
+                ))
+            }
             ('o', "i") => self.ignore_dots = true,
             ('f' | 'r', _) => self.sender = Some(value),
             ('F', _) => self.full_name = Some(value),
@@ -200,8 +259,28 @@ fn run<R: BufRead>(
     smtp_session: impl FnOnce(Config) -> Result<(), String>,
 ) -> Result<(), Failure> {
     let options = Options::parse(args).map_err(|e| Exit::Usage.with(e))?;
+    // The admin names (SPEC §8): none of them reads mail or starts a server.
+    match options.task {
+        Task::Help => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        Task::ListQueue => {
+            println!(
+                "Mail queue is empty (smtpbox has no queue: mail is delivered or refused at once)"
+            );
+            return Ok(());
+        }
+        Task::RunQueue => return Ok(()),
+        Task::CheckAliases => {
+            let config = load_config(options.config.as_deref())?;
+            println!("{}", check_aliases(&config)?);
+            return Ok(());
+        }
+        Task::SmtpSession | Task::Deliver => {}
+    }
     let config = load_config(options.config.as_deref())?;
-    if options.smtp_session {
+    if options.task == Task::SmtpSession {
         become_config_user(&config)?;
         return smtp_session(config).map_err(|e| Exit::Config.with(e));
     }
@@ -341,6 +420,30 @@ fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
             Exit::Config.with(format!("{shown}: {text}"))
         }
     })
+}
+
+/// `newaliases`: the config is the alias database, so there is nothing to
+/// build; loading it has already refused loops. What is left to check is
+/// that every alias leads to a mailbox. EX_CONFIG naming those that don't.
+fn check_aliases(config: &Config) -> Result<String, Failure> {
+    let mut broken = Vec::new();
+    for (name, target) in &config.aliases {
+        let line = format!("RCPT TO:<{name}>");
+        let routed = match command::parse(line.as_bytes()) {
+            Ok(Command::Rcpt { to, .. }) => config.route(&to, &[]),
+            _ => Route::NoMailbox,
+        };
+        if !matches!(routed, Route::Mailbox(_)) {
+            broken.push(format!("alias {name} -> {target}: no mailbox"));
+        }
+    }
+    if !broken.is_empty() {
+        return Err(Exit::Config.with(broken.join("; ")));
+    }
+    Ok(format!(
+        "{} alias(es) in the config, each leading to a mailbox",
+        config.aliases.len()
+    ))
 }
 
 /// `-f`: empty or `<>` is the null sender; a bare local part is qualified
@@ -759,26 +862,42 @@ mod tests {
             }
         );
         let o = parse(&["-oi", "-bm", "-Nnever", "-v", "--", "-x"]).unwrap();
-        assert!(o.ignore_dots && !o.smtp_session && o.recipients == ["-x"]);
-        assert!(parse(&["-bs"]).unwrap().smtp_session);
+        assert!(o.ignore_dots && o.task == Task::Deliver && o.recipients == ["-x"]);
+        assert_eq!(parse(&["-bs"]).unwrap().task, Task::SmtpSession);
+    }
+
+    #[test]
+    fn admin_modes() {
+        let task = |args: &[&str]| parse(args).map(|o| o.task);
+        assert_eq!(task(&["-bp"]), Ok(Task::ListQueue));
+        assert_eq!(task(&["-bi"]), Ok(Task::CheckAliases));
+        assert_eq!(task(&["-q"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["-q30m"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["-qRexample.com"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["-v", "-qf"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["--help"]), Ok(Task::Help));
     }
 
     #[test]
     fn options_refused() {
         assert_eq!(parse(&["-f"]).unwrap_err(), "option -f needs a value");
-        assert_eq!(parse(&["-q"]).unwrap_err(), "unknown option -q");
-        assert!(parse(&["-bp"])
+        assert_eq!(parse(&["-x"]).unwrap_err(), "unknown option -x");
+        assert!(parse(&["-bd"])
             .unwrap_err()
-            .starts_with("unsupported mode -bp"));
+            .starts_with("unsupported mode -bd"));
     }
 
     #[test]
     fn sendmail_args_by_name_or_word() {
         let argv = strings(&["/usr/sbin/sendmail", "-t"]);
-        assert_eq!(sendmail_args(&argv), Some(&argv[1..]));
+        assert_eq!(sendmail_args(&argv), Some(strings(&["-t"])));
         let argv = strings(&["smtpbox", "sendmail", "root"]);
-        assert_eq!(sendmail_args(&argv), Some(&argv[2..]));
+        assert_eq!(sendmail_args(&argv), Some(strings(&["root"])));
         assert_eq!(sendmail_args(&strings(&["smtpbox", "-c", "x"])), None);
+        let argv = strings(&["/usr/bin/mailq", "-v"]);
+        assert_eq!(sendmail_args(&argv), Some(strings(&["-bp", "-v"])));
+        let argv = strings(&["newaliases"]);
+        assert_eq!(sendmail_args(&argv), Some(strings(&["-bi"])));
     }
 
     /// Feeds `input` whole and byte by byte: (output, consumed, ended).
