@@ -87,6 +87,8 @@ pub struct Config {
     pub maildir_quota: u64,
     pub bare_lf: BareLf,
     pub user: Option<String>,
+    /// The local submission socket (SPEC §3, §5); None: no such socket.
+    pub local_socket: Option<PathBuf>,
 }
 
 /// Where a recipient's mail goes (SPEC §4).
@@ -212,6 +214,7 @@ impl Config {
             maildir_quota: 0,
             bare_lf: BareLf::Normalize,
             user: None,
+            local_socket: None,
         }
     }
 
@@ -474,6 +477,7 @@ fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "maildir_quota" => config.maildir_quota = parse_number(value, 0).map_err(bad)?,
         "bare_lf" => config.bare_lf = parse_bare_lf(value).map_err(bad)?,
         "user" => config.user = Some(parse_word(value).map_err(bad)?),
+        "local_socket" => config.local_socket = Some(parse_socket_path(value).map_err(bad)?),
         _ => return Err(format!("unknown key `{key}`")),
     }
     Ok(())
@@ -527,6 +531,21 @@ fn parse_path(value: &str) -> Result<PathBuf, String> {
 }
 
 /// `LOCALPART PATH` or `ADDRESS PATH`; the path is the rest of the line.
+/// A Unix socket's path: absolute, and short enough for `sun_path`
+/// (108 bytes with its NUL on Linux).
+fn parse_socket_path(value: &str) -> Result<PathBuf, String> {
+    let path = parse_path(value)?;
+    if !path.is_absolute() || path.parent().is_none() {
+        return Err(format!("`{value}` is not an absolute file path"));
+    }
+    if value.len() > 107 {
+        return Err(format!(
+            "`{value}` is longer than a socket path may be (107 bytes)"
+        ));
+    }
+    Ok(path)
+}
+
 fn parse_mailbox(value: &str) -> Result<(String, PathBuf), String> {
     let Some((name, path)) = value.split_once(char::is_whitespace) else {
         return Err(format!("expected `NAME PATH`, found `{value}`"));
@@ -835,6 +854,20 @@ mod tests {
         assert_eq!(c.bare_lf, BareLf::Reject);
         assert_eq!(c.user.as_deref(), Some("smtpbox"));
         assert!(c.finish().is_ok());
+    }
+
+    #[test]
+    fn local_socket_is_an_absolute_short_path() {
+        assert_eq!(parse("").unwrap().local_socket, None, "off by default");
+        let c = parse("local_socket = /run/smtpbox/smtpbox.sock\n").unwrap();
+        assert_eq!(
+            c.local_socket,
+            Some(PathBuf::from("/run/smtpbox/smtpbox.sock"))
+        );
+        for bad in ["smtpbox.sock", "/", &format!("/{}", "s".repeat(107))] {
+            let e = parse_err(&format!("local_socket = {bad}\n"));
+            assert!(e.contains(":1: bad `local_socket`"), "{bad}: {e}");
+        }
     }
 
     #[test]

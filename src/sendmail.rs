@@ -27,10 +27,6 @@ use crate::session::MAX_RECEIVED;
 /// The environment variable naming the config file when `-C` is not given.
 pub const CONFIG_ENV: &str = "SMTPBOX_CONFIG";
 
-extern "C" {
-    fn getuid() -> u32;
-}
-
 /// Runs sendmail mode and returns the exit status (0, or a sysexits.h code
 /// after a message on stderr). `args` are the arguments after the program
 /// name (after `sendmail` in `smtpbox sendmail …`). With `-bs`, calls
@@ -244,10 +240,8 @@ struct Invoker {
 
 impl Invoker {
     fn current() -> Invoker {
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { getuid() };
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let name = user_name(&passwd, uid).unwrap_or_else(|| uid.to_string());
+        let uid = privilege::real_uid();
+        let name = privilege::login_name(uid);
         Invoker { uid, name }
     }
 }
@@ -722,16 +716,6 @@ fn from_header(address: &str, full_name: Option<&str>) -> String {
     format!("\"{escaped}\" <{address}>")
 }
 
-/// The login name for `uid` in passwd(5) text.
-fn user_name(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let found = fields.nth(1)?.parse::<u32>().ok()? == uid;
-        (found && !name.is_empty()).then(|| name.to_string())
-    })
-}
-
 /// Sendmail's input rules as a byte automaton, sans-IO like
 /// `data::DataReader`: a line holding a single `.` (then LF or CRLF, or end
 /// of file) ends the input unless `ignore_dots`; a bare LF becomes CRLF;
@@ -1004,12 +988,5 @@ mod tests {
             from_header("a@b", Some("D. \"X\"\r\n")),
             "\"D. \\\"X\\\"\" <a@b>"
         );
-    }
-
-    #[test]
-    fn user_names_from_passwd() {
-        let passwd = "root:x:0:0::/root:/bin/sh\nbad\njoe:x:1000:1000::/home/joe:/bin/sh\n";
-        assert_eq!(user_name(passwd, 1000).as_deref(), Some("joe"));
-        assert_eq!(user_name(passwd, 5), None);
     }
 }
