@@ -5,7 +5,8 @@
 //! machine), `data` (the DATA/BDAT byte automaton), `maildir` (durable
 //! delivery), `conn` (one connection's I/O), `server` (listeners and
 //! threads), `transport` (sockets and stdio), `activation` (systemd),
-//! `privilege` (dropping root), `reply`, `date`.
+//! `privilege` (dropping root), `sendmail` (sendmail mode) and `submit`
+//! (its client for the local socket), `reply`, `date`.
 
 pub mod activation;
 pub mod auth;
@@ -21,5 +22,6 @@ pub mod reply;
 pub mod sendmail;
 pub mod server;
 pub mod session;
+pub mod submit;
 pub mod tls;
 pub mod transport;

@@ -16,6 +16,7 @@ use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::command::{self, Address, Command, Domain, ReversePath};
 use crate::config::{Config, Route, DEFAULT_CONFIG_PATH};
@@ -23,6 +24,7 @@ use crate::data::ContentSink;
 use crate::maildir::{self, DeliveryError, Spool};
 use crate::privilege;
 use crate::session::MAX_RECEIVED;
+use crate::submit::{self, Submission};
 
 /// The environment variable naming the config file when `-C` is not given.
 pub const CONFIG_ENV: &str = "SMTPBOX_CONFIG";
@@ -117,6 +119,17 @@ impl Failure {
     /// Every delivery error is temporary (SPEC §7: 4xx), hence EX_TEMPFAIL.
     fn delivery(error: DeliveryError) -> Failure {
         Exit::TempFail.with(error.to_string())
+    }
+
+    /// Direct delivery failed after the local socket did not answer: a
+    /// temporary failure names both causes, on one line (SPEC §8). Any
+    /// other failure (an unknown user, a message too big) is the answer
+    /// either way, and is told as it is.
+    fn after(self, socket_cause: &str) -> Failure {
+        if self.exit != Exit::TempFail {
+            return self;
+        }
+        Exit::TempFail.with(format!("{socket_cause}; direct delivery: {}", self.message))
     }
 }
 
@@ -284,14 +297,19 @@ fn run<R: BufRead>(
         );
     }
     let user = Invoker::current();
-    become_config_user(&config)?;
     let sender = envelope_sender(options.sender.as_deref(), &user.name, &config.hostname)?;
+    // SO_PEERCRED records the caller at connect(2): connect before any
+    // change of privileges, so that the server names who called.
+    let server = config.local_socket.as_deref().map(|path| {
+        Submission::connect(path, config.timeout.min(SOCKET_TIMEOUT))
+            .map_err(|e| format!("local socket {}: {e}", path.display()))
+    });
     let mut input = Input {
         source: stdin,
         lines: LineReader::new(options.ignore_dots),
         done: false,
     };
-    let delivered = receive(&options, &config, &user, &sender, &mut input);
+    let delivered = receive(&options, &config, &user, &sender, server, &mut input);
     if delivered.is_err() {
         // Read to the end anyway, as sendmail does: the writer gets no EPIPE.
         input.drain();
@@ -299,28 +317,209 @@ fn run<R: BufRead>(
     delivered
 }
 
-/// Reads the header, routes the recipients, spools and delivers.
+/// How long sendmail mode waits for the server on the local socket, at
+/// most: a server that does not greet in this time is not answering.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The message as sendmail mode prepares it, whichever way it goes: the
+/// header fields read so far, what was read past them, and who sends it.
+struct Message<'a> {
+    options: &'a Options,
+    /// The header fields as given (`Bcc:` is dropped when writing).
+    fields: Vec<&'a [u8]>,
+    /// Content read past the header section.
+    rest: &'a [u8],
+    user: &'a Invoker,
+    /// The envelope sender as text, empty for `<>`.
+    sender: String,
+    host: &'a str,
+}
+
+impl Message<'_> {
+    /// Writes the content: the fields but `Bcc:`, a `From:`, `Date:` and
+    /// `Message-ID:` when missing, then the body, streamed from `input`.
+    fn write<W: Write, R: BufRead>(
+        &self,
+        sink: &mut ContentSink<W>,
+        id: &str,
+        date: &str,
+        input: &mut Input<'_, R>,
+    ) -> Result<(), Failure> {
+        let host = self.host;
+        // Bcc: names hidden recipients; it is never stored.
+        for field in self.fields.iter().filter(|f| !is(f, "Bcc")) {
+            sink.write(field);
+        }
+        let has = |name| self.fields.iter().any(|f| is(f, name));
+        if !has("From") {
+            let address = if self.sender.is_empty() {
+                qualified(&self.user.name, host).to_string()
+            } else {
+                self.sender.clone()
+            };
+            let from = from_header(&address, self.options.full_name.as_deref());
+            sink.write(format!("From: {from}\r\n").as_bytes());
+        }
+        if !has("Date") {
+            sink.write(format!("Date: {date}\r\n").as_bytes());
+        }
+        if !has("Message-ID") {
+            sink.write(format!("Message-ID: <{id}@{host}>\r\n").as_bytes());
+        }
+        // A body that began with a line that is not a field needs its empty line.
+        if !(self.rest.is_empty() || self.rest.starts_with(b"\r\n")) {
+            sink.write(b"\r\n");
+        }
+        sink.write(self.rest);
+        let mut chunk = Vec::new();
+        while !input.done {
+            chunk.clear();
+            input.read(&mut chunk)?;
+            sink.write(&chunk);
+        }
+        Ok(())
+    }
+}
+
+/// Reads the header and the recipients, then hands the message to the
+/// server on the local socket when it answered, else delivers it directly.
 fn receive<R: BufRead>(
     options: &Options,
     config: &Config,
     user: &Invoker,
     sender: &ReversePath,
+    server: Option<Result<Submission, String>>,
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
     let (buf, end) = input.read_header(config.max_message_size)?;
     let (header, rest) = buf.split_at(end);
     let fields = fields(header);
     let recipients = recipients(options, &fields)?;
-    let targets = route_all(config, &recipients)?;
+    let message = Message {
+        options,
+        fields,
+        rest,
+        user,
+        sender: match sender {
+            ReversePath::Address(address) => address.to_string(),
+            ReversePath::Null => String::new(),
+        },
+        host: &config.hostname,
+    };
+    match server {
+        Some(Ok(server)) => submit(server, config, &message, &recipients, input),
+        Some(Err(cause)) => {
+            log::info!("{cause}: delivering directly");
+            deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
+        }
+        None => deliver_directly(config, &message, &recipients, input),
+    }
+}
+
+/// Submits over SMTP on the local socket (SPEC §8). Replies map to the
+/// exit statuses direct delivery gives for the same cause: a recipient
+/// refused for good is EX_NOUSER (67) and nothing is sent; a message
+/// refused for good (too big, a mail loop) EX_DATAERR (65); any 4xx, and
+/// a connection lost on the way, EX_TEMPFAIL (75).
+fn submit<R: BufRead>(
+    mut server: Submission,
+    config: &Config,
+    message: &Message<'_>,
+    recipients: &[Address],
+    input: &mut Input<'_, R>,
+) -> Result<(), Failure> {
+    let shown = config
+        .local_socket
+        .as_deref()
+        .map_or(String::new(), |p| p.display().to_string());
+    let lost = |e: io::Error| Exit::TempFail.with(format!("local socket {shown}: {e}"));
+    let refused = |stage: &str, reply: &submit::ServerReply| {
+        let exit = if reply.is_permanent() {
+            Exit::DataErr
+        } else {
+            Exit::TempFail
+        };
+        exit.with(format!("local socket {shown}: {stage}: {reply}"))
+    };
+    let ehlo = server
+        .command(&format!("EHLO {}", config.hostname))
+        .map_err(lost)?;
+    if !ehlo.is_positive() {
+        return Err(refused("EHLO", &ehlo));
+    }
+    let utf8 = !message.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
+    let mail = format!(
+        "MAIL FROM:<{}>{}",
+        message.sender,
+        if utf8 { " SMTPUTF8" } else { "" }
+    );
+    let reply = server.command(&mail).map_err(lost)?;
+    if !reply.is_positive() {
+        return Err(refused("MAIL", &reply));
+    }
+    let mut unknown = Vec::new();
+    for rcpt in recipients {
+        let reply = server.command(&format!("RCPT TO:<{rcpt}>")).map_err(lost)?;
+        if reply.is_permanent() {
+            unknown.push(format!("<{rcpt}>: {reply}"));
+        } else if !reply.is_positive() {
+            return Err(Exit::TempFail.with(format!("<{rcpt}>: {reply}")));
+        }
+    }
+    if !unknown.is_empty() {
+        server.quit();
+        return Err(Exit::NoUser.with(unknown.join("; ") + "; nothing delivered"));
+    }
+    let reply = server.command("DATA").map_err(lost)?;
+    if reply.code != 354 {
+        return Err(refused("DATA", &reply));
+    }
+    // From here on, a failure drops the connection without the end
+    // marker: the server then stores nothing.
+    let id = message_id();
+    let date = crate::date::now_rfc5322();
+    let mut sink = ContentSink::new(server.content(), u64::MAX);
+    message.write(&mut sink, &id, &date, input)?;
+    if let Some(e) = sink.take_error() {
+        return Err(lost(e));
+    }
+    sink.into_inner().finish().map_err(lost)?;
+    let reply = server.data_reply().map_err(lost)?;
+    if !reply.is_positive() {
+        return Err(refused("end of data", &reply));
+    }
+    server.quit();
+    log::info!("submitted on local socket {shown}: {reply}");
+    Ok(())
+}
+
+/// A Message-ID left part as unique as a Maildir name: its first two
+/// fields, `SECONDS.MmicrosPpidQcounter`.
+fn message_id() -> String {
+    let base = maildir::unique_base();
+    let mut fields = base.splitn(3, '.');
+    match (fields.next(), fields.next()) {
+        (Some(seconds), Some(unique)) => format!("{seconds}.{unique}"),
+        _ => base,
+    }
+}
+
+/// Routes, spools and delivers into the Maildirs ourselves, as the
+/// config's `user` when run as root (SPEC §8).
+fn deliver_directly<R: BufRead>(
+    config: &Config,
+    message: &Message<'_>,
+    recipients: &[Address],
+    input: &mut Input<'_, R>,
+) -> Result<(), Failure> {
+    become_config_user(config)?;
+    let targets = route_all(config, recipients)?;
     let first = targets.first().ok_or(Exit::Usage.with("no recipients"))?;
     let mut spool = Spool::create(first).map_err(Failure::delivery)?;
     let id = spool.id().to_string();
     let date = crate::date::now_rfc5322();
     let host = &config.hostname;
-    let sender = match sender {
-        ReversePath::Address(address) => address.to_string(),
-        ReversePath::Null => String::new(),
-    };
+    let (sender, user) = (&message.sender, message.user);
     let trace = format!(
         "Return-Path: <{sender}>\r\nReceived: by {host} (smtpbox) via sendmail id {id}\r\n\
          \t(uid {} user {}); {date}\r\n",
@@ -330,38 +529,7 @@ fn receive<R: BufRead>(
         return Err(Failure::delivery(spool.error(e)));
     }
     let mut sink = ContentSink::new(spool, config.max_message_size);
-    // Bcc: names hidden recipients; it is never stored.
-    for field in fields.iter().filter(|f| !is(f, "Bcc")) {
-        sink.write(field);
-    }
-    let has = |name| fields.iter().any(|f| is(f, name));
-    if !has("From") {
-        let address = if sender.is_empty() {
-            qualified(&user.name, host).to_string()
-        } else {
-            sender.clone()
-        };
-        let from = from_header(&address, options.full_name.as_deref());
-        sink.write(format!("From: {from}\r\n").as_bytes());
-    }
-    if !has("Date") {
-        sink.write(format!("Date: {date}\r\n").as_bytes());
-    }
-    if !has("Message-ID") {
-        sink.write(format!("Message-ID: <{id}@{host}>\r\n").as_bytes());
-    }
-    // A body that began with a line that is not a field needs its empty line.
-    if !(rest.is_empty() || rest.starts_with(b"\r\n")) {
-        sink.write(b"\r\n");
-    }
-    sink.write(rest);
-    let mut chunk = Vec::new();
-    while !input.done {
-        chunk.clear();
-        input.read(&mut chunk)?;
-        sink.write(&chunk);
-    }
-
+    message.write(&mut sink, &id, &date, input)?;
     if sink.oversized() {
         let limit = config.max_message_size;
         return Err(Exit::DataErr.with(format!("message too big (over {limit} bytes)")));

@@ -217,7 +217,8 @@ pub fn run(shared: Shared, listeners: Vec<Bound>, local: Option<LocalSocket>) {
     let local_thread = local.map(|local| {
         let shared = shared.clone();
         let limiter = Arc::clone(&limiter);
-        log::info!("listening on {} (local)", local.path.display());
+        // Not "listening on": that line names a TCP address to tools and tests.
+        log::info!("local submission socket {}", local.path.display());
         thread::spawn(move || local_accept_loop(local, shared, limiter))
     });
     let threads: Vec<_> = listeners
