@@ -5,7 +5,8 @@
 //! machine), `data` (the DATA/BDAT byte automaton), `maildir` (durable
 //! delivery), `conn` (one connection's I/O), `server` (listeners and
 //! threads), `transport` (sockets and stdio), `activation` (systemd),
-//! `privilege` (dropping root), `slots` (limits across --inetd
+//! `privilege` (dropping root), `sendmail` (sendmail mode) and `submit`
+//! (its client for the local socket), `slots` (limits across --inetd
 //! processes), `reply`, `date`.
 
 pub mod activation;
@@ -23,5 +24,6 @@ pub mod sendmail;
 pub mod server;
 pub mod session;
 pub mod slots;
+pub mod submit;
 pub mod tls;
 pub mod transport;
