@@ -332,6 +332,11 @@ if readme inetd; then
         fail "Accept=yes parallel: $n files for 8 deliveries" ;;
     *) fail "Accept=yes: 10 at once: $(printf '%s' "$out" | tr '\n' ' ')" ;;
   esac
+  printf 'Subject: user\n\nlive-systemd inetd-user\n' | ct runuser -u someuser -- /usr/sbin/sendmail root
+  rc=$?
+  why=$(landed inetd-user) && [ $rc = 0 ] &&
+    pass "Accept=yes pair: sendmail as an ordinary user still lands (smtpbox-local.socket)" ||
+    fail "Accept=yes pair: sendmail as an ordinary user: exit $rc, $why"
   found=$(sigsys)
   [ -z "$found" ] || fail "SIGSYS under Accept=yes: $found"
 fi

@@ -152,6 +152,9 @@ fn start_listening(
                 account.gid
             );
         }
+        // Already that user (systemd's User=smtpbox with the example config).
+        Some(user)
+            if privilege::lookup(user).is_ok_and(|a| a.uid == privilege::effective_uid()) => {}
         Some(user) => log::warn!("not started as root: `user = {user}` has nothing to drop"),
         None if privilege::is_root() => {
             log::warn!("serving as root: set `user = NAME` in the config, or start from systemd with User=/DynamicUser=")
