@@ -1,16 +1,20 @@
 //! Sendmail mode (SPEC §8): `sendmail [-t] [-i|-oi] [-f SENDER] [-F NAME]
 //! [-C CONFIG] [RCPT…]`, which cron, smartd, mdadm, at and mail(1) call as
-//! /usr/sbin/sendmail. One message is read from stdin, its recipients are
-//! routed with the config's rules (SPEC §4) and it is delivered by the SMTP
-//! path's code (`maildir::Spool`, `maildir::deliver`): all recipients or
-//! none. The exit status follows sysexits.h.
+//! /usr/sbin/sendmail. One message is read from stdin. When the running
+//! server answers on `local_socket`, it is handed over there by SMTP
+//! (`submit`), so the server writes the files whoever called; otherwise
+//! its recipients are routed with the config's rules (SPEC §4) and it is
+//! delivered by the SMTP path's code (`maildir::Spool`, `maildir::deliver`).
+//! Either way all recipients or none. The exit status follows sysexits.h,
+//! the same for the same cause on both paths. Also the admin names:
+//! `mailq`/`-bp`, `newaliases`/`-bi`, `-q…`, `--help`.
 //!
 //! Input: without `-i`/`-oi` a line holding a single `.` ends the message,
 //! as in sendmail (and outside SMTP there is no dot-unstuffing); otherwise
 //! only end of file does. Bare LF line endings are stored as CRLF. The
 //! header section is held in memory (at most `max_message_size` bytes) to
 //! read `-t` recipients, drop `Bcc:` and add a missing `From:`, `Date:` and
-//! `Message-ID:`; the body is streamed to the spool file.
+//! `Message-ID:`; the body is streamed to the spool file or the socket.
 
 use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
