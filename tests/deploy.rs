@@ -78,11 +78,12 @@ fn systemd_units_pass_systemd_analyze_verify() {
     for unit in wanted.split_whitespace() {
         assert!(dir.path().join(unit).exists(), "systemd/{unit} missing");
     }
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no", "--generators=no"])
-        .args(&names)
-        .output()
-        .expect("run systemd-analyze");
+    let out = output_bounded(
+        &mut Command::new("systemd-analyze")
+            .args(["verify", "--man=no", "--generators=no"])
+            .args(&names),
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Unknown keys are only warnings: any output at all is a failure.
     assert!(

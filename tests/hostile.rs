@@ -309,10 +309,10 @@ fn b64(bytes: &[u8]) -> String {
 #[test]
 fn auth_with_broken_base64_is_501_5_5_2() {
     let keys = TempDir::new("hostile-users");
-    let out = Command::new("openssl")
-        .args(["passwd", "-6", "secret"])
-        .output()
-        .expect("run openssl");
+    let out = output_bounded(
+        &mut Command::new("openssl").args(["passwd", "-6", "secret"]),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let users = keys.path().join("users");

@@ -18,7 +18,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -259,7 +259,7 @@ fn stale_tmp_files_are_removed_at_start_up() {
 
 /// smtpbox started under a wrapper command (here `unshare`), killed on drop.
 struct Wrapped {
-    child: Child,
+    child: Guard,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
 }
@@ -268,7 +268,7 @@ impl Wrapped {
     /// Runs `sh -c SCRIPT` under `unshare -m`, where SCRIPT ends by exec-ing
     /// smtpbox; waits for its "listening on" line.
     fn start(script: &str) -> Result<Wrapped, String> {
-        let mut child = Command::new("unshare")
+        let child = Command::new("unshare")
             .args(["-m", "sh", "-c", script])
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -276,9 +276,10 @@ impl Wrapped {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("unshare: {e}"))?;
+        let mut child = Guard(child);
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
+        let stderr = child.0.stderr.take().expect("stderr");
         let sink = Arc::clone(&log);
         thread::spawn(move || {
             let mut tx = Some(tx);
@@ -297,11 +298,10 @@ impl Wrapped {
                 log.push('\n');
             }
         });
-        match rx.recv_timeout(Duration::from_secs(10)) {
+        match rx.recv_timeout(upper(Duration::from_secs(10))) {
             Ok(addr) => Ok(Wrapped { child, addr, log }),
             Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                drop(child);
                 let log = log.lock().unwrap().clone();
                 Err(format!("smtpbox did not start under unshare: {log}"))
             }
@@ -313,25 +313,17 @@ impl Wrapped {
     }
 }
 
-impl Drop for Wrapped {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Whether this process may mount in a private namespace (root, or
 /// CAP_SYS_ADMIN): tried for real on a throwaway dir.
 fn can_mount_privately(dir: &Path) -> bool {
-    Command::new("unshare")
-        .args(["-m", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o size=64k none '{}'",
-            dir.display()
-        ))
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let mut unshare = Command::new("unshare");
+    unshare.args(["-m", "sh", "-c"]).arg(format!(
+        "mount -t tmpfs -o size=64k none '{}'",
+        dir.display()
+    ));
+    output_bounded(&mut unshare, Duration::from_secs(10))
+        .status
+        .success()
 }
 
 /// Skips a test that needs a privilege (message on stderr) unless `CI`
@@ -372,7 +364,7 @@ fn disk_full_is_452_4_3_1_and_leaves_nothing_partial() {
     // The tmpfs is only visible inside the server's namespace.
     let maildir = PathBuf::from(format!(
         "/proc/{}/root{}/Maildir",
-        server.child.id(),
+        server.child.pid(),
         mnt.display()
     ));
     let mut bystander = Link::open(server.addr).unwrap();
@@ -456,9 +448,10 @@ fn ensure_open_files(need: u64) -> bool {
         return true;
     }
     let pid = std::process::id().to_string();
-    let _ = Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={need}:")])
-        .status();
+    let _ = output_bounded(
+        Command::new("prlimit").args(["--pid", &pid, &format!("--nofile={need}:")]),
+        Duration::from_secs(10),
+    );
     open_files_limit() >= need
 }
 

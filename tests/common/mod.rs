@@ -346,6 +346,16 @@ pub fn run_bounded(cmd: &mut Command, input: &[u8], bound: Duration) -> Finished
     }
 }
 
+/// [`run_bounded`] with nothing on stdin, as `Command::output` gives it.
+pub fn output_bounded(cmd: &mut Command, bound: Duration) -> std::process::Output {
+    let run = run_bounded(cmd, b"", bound);
+    std::process::Output {
+        status: run.status,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    }
+}
+
 /// A running smtpbox, killed on drop.
 pub struct Server {
     child: Child,
@@ -779,20 +789,21 @@ pub fn client_hello() -> Vec<u8> {
 /// `dir/cert.crt` and `dir/cert.key`: a self-signed P-256 certificate for
 /// localhost and 127.0.0.1 (not a CA), made with the openssl CLI.
 pub fn make_cert(dir: &Path) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
-        .args([
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-keyout", "cert.key", "-out", "cert.crt"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .output()
-        .expect("run openssl");
+    let out = output_bounded(
+        &mut Command::new("openssl")
+            .current_dir(dir)
+            .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-keyout", "cert.key", "-out", "cert.crt"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"]),
+        Duration::from_secs(30),
+    );
     assert!(
         out.status.success(),
         "openssl req: {}",
