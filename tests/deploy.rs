@@ -79,7 +79,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         assert!(dir.path().join(unit).exists(), "systemd/{unit} missing");
     }
     let out = output_bounded(
-        &mut Command::new("systemd-analyze")
+        Command::new("systemd-analyze")
             .args(["verify", "--man=no", "--generators=no"])
             .args(&names),
         Duration::from_secs(30),

@@ -310,7 +310,7 @@ fn b64(bytes: &[u8]) -> String {
 fn auth_with_broken_base64_is_501_5_5_2() {
     let keys = TempDir::new("hostile-users");
     let out = output_bounded(
-        &mut Command::new("openssl").args(["passwd", "-6", "secret"]),
+        Command::new("openssl").args(["passwd", "-6", "secret"]),
         Duration::from_secs(30),
     );
     assert!(out.status.success());

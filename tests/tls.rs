@@ -80,7 +80,7 @@ impl Keys {
 /// Runs openssl in `dir` and returns its stdout; fails the test on error.
 fn openssl(dir: &Path, args: &[&str]) -> String {
     let out = output_bounded(
-        &mut Command::new("openssl").current_dir(dir).args(args),
+        Command::new("openssl").current_dir(dir).args(args),
         Duration::from_secs(30),
     );
     assert_success(&out, &format!("openssl {args:?}"));
@@ -640,7 +640,7 @@ fn check_with_mismatched_key_exits_1_naming_the_key_file() {
     )
     .unwrap();
     let out = output_bounded(
-        &mut smtpbox().arg("-c").arg(&conf).arg("--check"),
+        smtpbox().arg("-c").arg(&conf).arg("--check"),
         Duration::from_secs(30),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -716,7 +716,7 @@ fn smtplib_starttls_login_sendmail_is_stored() {
     let keys = Keys::new();
     let server = Server::start(&keys.config(&[]));
     let out = output_bounded(
-        &mut Command::new("python3")
+        Command::new("python3")
             .args(["-c", PY_STARTTLS, &server.addr.port().to_string()])
             .arg(keys.cert())
             .arg(PASSWORD),
@@ -743,7 +743,7 @@ fn swaks_tls_auth_plain_is_stored() {
     let keys = Keys::new();
     let server = Server::start(&keys.config(&[]));
     let out = output_bounded(
-        &mut Command::new("swaks")
+        Command::new("swaks")
             .args(["--server", &server.addr.to_string(), "--timeout", "10"])
             .args(["--from", "a@b.org", "--to", "root@example.com"])
             .args(["--tls", "--auth", "PLAIN", "--auth-user", "bob"])

@@ -790,7 +790,7 @@ pub fn client_hello() -> Vec<u8> {
 /// localhost and 127.0.0.1 (not a CA), made with the openssl CLI.
 pub fn make_cert(dir: &Path) {
     let out = output_bounded(
-        &mut Command::new("openssl")
+        Command::new("openssl")
             .current_dir(dir)
             .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
             .args([
