@@ -474,7 +474,7 @@ fn session_threads(pid: u32) -> usize {
 /// Waits up to 5 s for every session thread to end; returns the server's
 /// fd and thread counts then.
 fn settle(pid: u32) -> (usize, usize) {
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + upper(Duration::from_secs(5));
     while session_threads(pid) > 0 && Instant::now() < end {
         thread::sleep(Duration::from_millis(20));
     }
@@ -546,7 +546,12 @@ fn connection_flood_is_refused_with_421_and_leaks_nothing() {
     );
     assert_eq!(greeted, MAX, "sessions up to max_connections");
     assert_eq!(refused, FLOOD - MAX, "the rest get 421 4.3.2");
-    assert!(slowest < Duration::from_secs(2), "a reply took {slowest:?}");
+    // Two lost SYNs (1 s + 2 s retransmits) under load are no fault.
+    let bound = upper(Duration::from_secs(2) + ROOM);
+    assert!(
+        slowest < bound,
+        "a reply took {slowest:?} (bound {bound:?})"
+    );
     assert!(threads_peak <= MAX + 4, "{threads_peak} threads");
     assert!(
         rss_peak < rss0 + 16 * 1024,
@@ -614,9 +619,12 @@ fn slow_drip_client_is_cut_off_by_session_timeout() {
     let reply = c.reply();
     let elapsed = start.elapsed();
     assert!(reply.starts_with("421 4.4.2 "), "{reply:?}");
-    assert!(
-        elapsed > Duration::from_millis(2500) && elapsed < Duration::from_millis(4500),
-        "421 after {elapsed:?}, session_timeout is 3 s"
+    // Not at the 2 s read timeout (each byte resets it): at the 3 s limit.
+    assert_took(
+        "421 for a slow drip, session_timeout = 3",
+        elapsed,
+        Duration::from_millis(2500),
+        Duration::from_secs(3),
     );
     assert!(c.closed());
     drop(drip); // ends at its next write
@@ -636,7 +644,7 @@ fn drip_handshake(mut sock: TcpStream, start: Instant) -> Duration {
             thread::sleep(Duration::from_millis(500));
         }
     });
-    sock.set_read_timeout(Some(Duration::from_secs(12)))
+    sock.set_read_timeout(Some(upper(Duration::from_secs(12))))
         .unwrap();
     let mut buf = [0u8; 512];
     loop {
@@ -669,9 +677,13 @@ fn slow_drip_tls_handshake_is_cut_off_by_session_timeout() {
     let start = Instant::now();
     let sock = TcpStream::connect(server.listener("tls")).unwrap();
     let closed = drip_handshake(sock, start);
-    assert!(
-        closed < Duration::from_millis(4500),
-        "implicit TLS: closed after {closed:?}, session_timeout is 3 s"
+    // Not at once, not at the 2 s read timeout (a byte every 0.5 s resets
+    // it): at the 3 s session limit.
+    assert_took(
+        "implicit TLS handshake drip, session_timeout = 3",
+        closed,
+        Duration::from_millis(2500),
+        Duration::from_secs(3),
     );
     server.assert_healthy();
 }
@@ -684,9 +696,11 @@ fn slow_drip_starttls_handshake_is_cut_off_by_session_timeout() {
     c.hello();
     c.expect("STARTTLS", "220 2.0.0");
     let closed = drip_handshake(c.reader.into_inner(), start);
-    assert!(
-        closed < Duration::from_millis(4500),
-        "STARTTLS: closed after {closed:?}, session_timeout is 3 s"
+    assert_took(
+        "STARTTLS handshake drip, session_timeout = 3",
+        closed,
+        Duration::from_millis(2500),
+        Duration::from_secs(3),
     );
     server.assert_healthy();
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
@@ -539,6 +539,8 @@ fn certificate_replaced_on_disk_is_served_to_new_connections() {
     let server = Server::start(&keys.config(&["tls"]));
     let addr = server.listener("tls");
     let first = connect_tls(addr, &keys.cert());
+    // The server looked at the files for `first`, before this instant.
+    let looked = Instant::now();
     let served =
         |tls: &Smtp<Tls>| tls.reader.get_ref().conn.peer_certificates().unwrap()[0].clone();
     assert_eq!(served(&first), cert_der(&keys.cert()));
@@ -554,9 +556,11 @@ fn certificate_replaced_on_disk_is_served_to_new_connections() {
     .unwrap();
     fs::rename(keys.dir.path().join("next.crt"), keys.cert()).unwrap();
     fs::rename(keys.dir.path().join("new.key"), keys.key()).unwrap();
-    // The files are looked at once a second at most.
-    thread::sleep(Duration::from_millis(1300));
-
+    // The files are looked at once a second at most: a connection a second
+    // after the last look gets the new pair (however slow this machine is,
+    // the wait is measured from that look, not guessed).
+    let next_look = looked + Duration::from_millis(1050);
+    thread::sleep(next_look.saturating_duration_since(Instant::now()));
     let mut second = connect_tls(addr, &keys.cert());
     assert_eq!(served(&second), renewed);
     second.expect("EHLO client.test", "250");
@@ -612,7 +616,8 @@ fn passwords_and_auth_payloads_never_reach_debug_or_trace_log() {
 
 /// The log once it holds `n` disconnect lines.
 fn wait_disconnects(server: &Server, n: usize) -> String {
-    for _ in 0..500 {
+    let end = Instant::now() + upper(Duration::from_secs(5));
+    while Instant::now() < end {
         let log = server.log();
         if log.matches("disconnect from ").count() >= n {
             return log;

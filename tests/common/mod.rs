@@ -138,6 +138,21 @@ impl Drop for TempDir {
     }
 }
 
+/// Room above a limit for a loaded machine (two cores shared with other
+/// builds, a lost SYN's 1 s retransmit), before [`upper`] scales it.
+pub const ROOM: Duration = Duration::from_secs(3);
+
+/// Asserts that `what` took at least `at_least` (proof that a limit is
+/// not enforced early: a server that drops a client at once fails) and at
+/// most `limit` plus [`ROOM`], scaled by [`upper`].
+pub fn assert_took(what: &str, elapsed: Duration, at_least: Duration, limit: Duration) {
+    let at_most = upper(limit + ROOM);
+    assert!(
+        elapsed >= at_least && elapsed <= at_most,
+        "{what}: took {elapsed:?}, expected {at_least:?}..={at_most:?}"
+    );
+}
+
 /// The config file the binary reads when it is run without `-c`.
 pub const HOST_CONFIG: &str = "/etc/smtpbox/smtpbox.conf";
 
