@@ -636,19 +636,70 @@ fn accepted_message_is_logged_with_envelope_size_and_client() {
 fn rejected_recipient_is_logged_with_reply_code() {
     let server = Server::start("");
     let mut c = greeted(&server);
+    let port = c.reader.get_ref().local_addr().unwrap().port();
     c.expect("MAIL FROM:<a@b.example>", "250 2.1.0");
-    c.expect("RCPT TO:<victim@elsewhere.example>", "550 5.7.1");
+    let reply = c.expect("RCPT TO:<victim@elsewhere.example>", "550 5.7.1 ");
+    // SPEC §9: the client, the reply code and its reason, as sent.
+    let line = format!("client=[127.0.0.1]:{port} rejected: {}", reply.trim_end());
     assert!(
-        server.wait_log("victim@elsewhere.example"),
-        "{}",
+        reply.contains("<victim@elsewhere.example>"),
+        "the reply names the address: {reply:?}"
+    );
+    assert!(
+        server.wait_log(&line),
+        "missing {line:?} in log:\n{}",
         server.log()
     );
-    let log = server.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("victim@elsewhere.example"))
-        .unwrap_or("");
-    assert!(line.contains("550"), "reply code missing: {line:?}");
+}
+
+#[test]
+fn invalid_addresses_are_553_5_1_7_for_the_sender_and_5_1_3_for_a_recipient() {
+    let server = Server::start("");
+    let mut c = greeted(&server);
+    let port = c.reader.get_ref().local_addr().unwrap().port();
+    let sender = c.expect("MAIL FROM:<a@@b.example>", "553 5.1.7 ");
+    // The transaction did not start: RCPT needs MAIL first.
+    c.expect("RCPT TO:<root@example.com>", "503 5.5.1");
+    c.expect("MAIL FROM:<a@b.example>", "250 2.1.0");
+    let recipient = c.expect("RCPT TO:<a b@example.com>", "553 5.1.3 ");
+    c.expect("RCPT TO:<root@example.com>", "250 2.1.5");
+    for reply in [&sender, &recipient] {
+        let line = format!("client=[127.0.0.1]:{port} rejected: {}", reply.trim_end());
+        assert!(
+            server.wait_log(&line),
+            "missing {line:?}:\n{}",
+            server.log()
+        );
+    }
+    c.expect("DATA", "354");
+    c.send(b"Subject: x\r\n\r\nafter two bad addresses\r\n.\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0 "), "{reply:?}");
+    assert_eq!(messages(&server.maildir()).len(), 1);
+}
+
+#[test]
+fn auth_with_an_unknown_mechanism_is_504_5_5_4() {
+    // alice, password "secret" (SHA-256 crypt).
+    let keys = TempDir::new("auth504");
+    let users = keys.path().join("users");
+    std::fs::write(
+        &users,
+        "alice:$5$deploytest$P5LcaAFkufYaKwcVhiWwtK0S6Ri9D8cDJGgcYPd6p07\n",
+    )
+    .unwrap();
+    let server = Server::start(&format!("users = {}", users.display()));
+    let mut c = server.connect();
+    c.reply();
+    let ehlo = c.expect("EHLO client.test", "250");
+    assert!(
+        ehlo.contains("250-AUTH PLAIN LOGIN") || ehlo.contains("250 AUTH PLAIN LOGIN"),
+        "{ehlo}"
+    );
+    c.expect("AUTH CRAM-MD5", "504 5.5.4 ");
+    c.expect("AUTH GSSAPI dGVzdA==", "504 5.5.4 ");
+    // The session goes on: a known mechanism still works ("\0alice\0secret").
+    c.expect("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "235 2.7.0");
 }
 
 #[test]
