@@ -24,6 +24,7 @@ use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
 use crate::config::{Config, Mode, Route};
 use crate::data::BareLf;
+use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
 use crate::reply::{Reply, EHLO};
 
@@ -247,12 +248,21 @@ impl Session {
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8]) -> Step {
+        self.framed(Frame::Line(Line::new(line, true)))
+    }
+
+    /// Handles what the [`crate::framer`] made of the client's next bytes:
+    /// a command line (or the answer to an AUTH challenge), or a line that
+    /// was too long.
+    pub fn framed(&mut self, frame: Frame<'_>) -> Step {
+        let line = match frame {
+            Frame::TooLong => return self.line_too_long(),
+            Frame::Line(line) => line,
+        };
         let step = match self.auth_exchange.take() {
-            Some(exchange) => self.auth_response(exchange, line),
-            None if line.contains(&0) => {
-                Step::reply(Reply::new(500, "5.5.2", "NUL byte in command"))
-            }
-            None => match command::parse(line) {
+            Some(exchange) => self.auth_response(exchange, line.text),
+            None if line.nul => Step::reply(Reply::new(500, "5.5.2", "NUL byte in command")),
+            None => match command::parse(line.text) {
                 Ok(command) => self.dispatch(command),
                 Err(reply) => Step::reply(reply),
             },
