@@ -726,6 +726,8 @@ pub fn session(input: &[u8]) {
             );
             match (reply.code, reply.status) {
                 (334, _) => assert!(auth_configured, "AUTH without a users file"),
+                // RFC 4954 §6: only when the users file cannot be read.
+                (454, status) => assert_eq!(status, "4.7.0", "{reply:?}"),
                 (235, _) => {
                     // SPEC §5: no AUTH in clear text from a remote client.
                     assert!(tls || loopback, "AUTH succeeded without TLS");
@@ -947,12 +949,16 @@ impl QuotaProbe for FullBox {
     }
 }
 
-/// One user, `alice`, password `secret` (no crypt: the fuzzer stays fast).
+/// One user, `alice`, password `secret` (no crypt: the fuzzer stays fast);
+/// asking for user `down` finds the users file unreadable.
 struct Alice;
 
 impl Authenticator for Alice {
-    fn verify(&self, user: &str, password: &[u8]) -> bool {
-        user == "alice" && password == b"secret"
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+        if user == "down" {
+            return Err("users: cannot read: not a regular file".into());
+        }
+        Ok(user == "alice" && password == b"secret")
     }
 }
 

@@ -27,3 +27,4 @@ pub mod server;
 pub mod session;
 pub mod tls;
 pub mod transport;
+pub mod watched;
