@@ -487,6 +487,42 @@ fn three_bad_passwords_give_535_then_421_and_close() {
     assert!(tls.closed(), "not closed after three AUTH failures");
 }
 
+/// RFC 4954 §6, issue 10: a users file that cannot be read (the tests run
+/// as root, whom a chmod does not stop: a directory and a dangling symlink
+/// take its place) fails closed with 454 4.7.0, which is no AUTH failure:
+/// four in a row do not close the session, and the file back in place is
+/// served again.
+#[test]
+fn unreadable_users_file_gives_454_and_counts_no_failure() {
+    let keys = Keys::new();
+    let server = Server::start(&keys.config(&[]));
+    let users = keys.dir.path().join("users");
+    let saved = keys.dir.path().join("users.saved");
+    let mut plain = connect(server.addr);
+    plain.hello();
+    fs::rename(&users, &saved).expect("move the users file away");
+    fs::create_dir(&users).expect("a directory in its place");
+    for _ in 0..4 {
+        plain.expect(
+            &auth_plain("alice", PASSWORD),
+            "454 4.7.0 Temporary authentication failure\r\n",
+        );
+    }
+    let named = format!("{}: cannot read: not a regular file", users.display());
+    assert!(server.wait_log(&named), "{}", server.log());
+    fs::remove_dir(&users).expect("remove the directory");
+    std::os::unix::fs::symlink(keys.dir.path().join("nowhere"), &users).expect("symlink");
+    assert_eq!(plain.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(plain.cmd(&b64(b"alice")), "334 UGFzc3dvcmQ6\r\n");
+    plain.expect(&b64(PASSWORD.as_bytes()), "454 4.7.0");
+    plain.expect("NOOP", "250 2.0.0");
+    fs::remove_file(&users).expect("remove the symlink");
+    fs::rename(&saved, &users).expect("the users file back");
+    plain.expect(&auth_plain("alice", PASSWORD), "235 2.7.0");
+    plain.deliver("users file back");
+    assert!(!server.log().contains("AUTH failed"), "{}", server.log());
+}
+
 #[test]
 fn star_cancels_auth_with_501_5_7_0() {
     let keys = Keys::new();
