@@ -735,7 +735,8 @@ fn parse_path(value: &str) -> Result<PathBuf, String> {
 /// every Received header.
 fn check_hostname(name: &str) -> Result<(), String> {
     let bad = |why: &str| format!("bad hostname `{}`: {why}", quote(name));
-    if name.len() > MAX_HOSTNAME {
+    // The limit is on the name without its optional trailing dot.
+    if name.strip_suffix('.').unwrap_or(name).len() > MAX_HOSTNAME {
         return Err(bad("longer than 253 octets"));
     }
     if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
