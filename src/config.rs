@@ -333,7 +333,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        check_hostname(&self.hostname)?;
+        check_hostname(&self.hostname).map_err(|e| format!("bad hostname: {e}"))?;
         if self.maildir.is_none() && self.mailboxes.is_empty() {
             return Err(format!(
                 "no maildir configured: smtpbox needs --maildir DIR or a `maildir` line in the \
@@ -484,7 +484,7 @@ fn apply_options(m: &getopts::Matches, config: &mut Config) -> Result<(), Config
     }
     if let Some(value) = m.opt_str("hostname") {
         config.hostname = text_arg(&value)
-            .and_then(|v| parse_word(&v))
+            .and_then(|v| parse_hostname(&v))
             .map_err(bad("hostname"))?;
     }
     // Paths on the command line may be relative and need not be UTF-8.
@@ -638,7 +638,7 @@ fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
     let number = |min, max| parse_number(value, min, max).map_err(bad);
     let seconds = |max| number(1, max).map(Duration::from_secs);
     match key {
-        "hostname" => config.hostname = parse_word(value).map_err(bad)?,
+        "hostname" => config.hostname = parse_hostname(value).map_err(bad)?,
         "listen" => config.listen.push(parse_listen(value).map_err(bad)?),
         "domain" => config.domains.push(parse_domain(value).map_err(bad)?),
         "maildir" => config.maildir = Some(parse_path(value).map_err(bad)?),
@@ -729,12 +729,17 @@ fn parse_path(value: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(value))
 }
 
+fn parse_hostname(value: &str) -> Result<String, String> {
+    check_hostname(value)?;
+    Ok(value.to_string())
+}
+
 /// SPEC §3: the hostname is a domain name (labels of letters, digits, `-`
 /// and `_`, one trailing dot allowed) or an address literal (`[192.0.2.1]`,
 /// `[IPv6:2001:db8::1]`), at most 253 octets. It goes into the banner and
 /// every Received header.
 fn check_hostname(name: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("bad hostname `{}`: {why}", quote(name));
+    let bad = |why: &str| format!("`{}` is {why}", quote(name));
     // The limit is on the name without its optional trailing dot.
     if name.strip_suffix('.').unwrap_or(name).len() > MAX_HOSTNAME {
         return Err(bad("longer than 253 octets"));
@@ -1179,7 +1184,7 @@ mod tests {
             mailbox = alice Maildir => bad `mailbox`: `Maildir` is not an absolute path
             maildir_quota = x => bad `maildir_quota`: expected a whole number, found `x`
             bare_lf = strip => bad `bare_lf`: expected normalize or reject, found `strip`
-            hostname = a b => bad `hostname`: expected one word, found `a b`
+            hostname = a b => bad `hostname`: `a b` is not a domain name or an address literal
             user = => bad `user`: expected one word, found ``
             domain = a@b => bad `domain`: `a@b` is not a domain name
             mailbox = alice => bad `mailbox`: expected `NAME PATH`, found `alice`
@@ -1458,20 +1463,29 @@ mod tests {
         }
         // From the file, and from -H, with control bytes escaped and a long
         // name quoted by its first 64 bytes only.
-        let mut c = parse("maildir = /m\nhostname = mx\u{0}evil\n").unwrap();
-        let e = c.clone().finish().unwrap_err().to_string();
+        let e = parse_err("maildir = /m\nhostname = mx\u{0}evil\n");
         assert_eq!(
             e,
-            "bad hostname `mx\\0evil`: not a domain name or an address literal"
+            "t.conf:2: bad `hostname`: `mx\\0evil` is not a domain name or an address literal"
         );
-        c.hostname = "h".repeat(10_000_000);
+        let e = parse_err(&format!("hostname = {}\n", "h".repeat(10_000_000)));
+        assert_eq!(
+            e,
+            format!(
+                "t.conf:1: bad `hostname`: `{}…` is longer than 253 octets",
+                "h".repeat(64)
+            )
+        );
+        let e = run_err("-m /m -H a\u{7}b");
+        assert!(e.starts_with("--hostname: `a\\u{7}b` is not"), "{e}");
+        // Set some other way, it is checked as a whole.
+        let mut c = parse("maildir = /m\n").unwrap();
+        c.hostname = "a b".into();
         let e = c.finish().unwrap_err().to_string();
         assert_eq!(
             e,
-            format!("bad hostname `{}…`: longer than 253 octets", "h".repeat(64))
+            "bad hostname: `a b` is not a domain name or an address literal"
         );
-        let e = run_err("-m /m -H a\u{7}b");
-        assert!(e.starts_with("bad hostname `a\\u{7}b`"), "{e}");
     }
 
     #[test]

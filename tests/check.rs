@@ -257,12 +257,12 @@ fn check_refuses_what_would_not_serve() {
         (
             "nul",
             "hostname = mx\0evil".into(),
-            "bad hostname `mx\\0evil`",
+            ":3: bad `hostname`: `mx\\0evil` is not a domain name",
         ),
         (
             "huge-host",
             format!("hostname = {}", "h".repeat(100_000)),
-            "bad hostname `hhhh",
+            ":3: bad `hostname`: `hhhh",
         ),
         (
             "zero",
