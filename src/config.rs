@@ -457,7 +457,8 @@ fn options() -> getopts::Options {
     o.optopt("", "tls-key", "PEM private key", "FILE");
     o.optflag("", "inetd", "serve one session on stdin/stdout, then exit");
     o.optflag("t", "check", "validate the configuration (files readable, maildirs \
-        writable, cert and key match) and exit");
+        writable or creatable, values in range, user known, cert and key match), \
+        writing nothing, and exit");
     o.optflag("h", "help", "usage");
     o.optflag("V", "version", "version");
     o

@@ -805,6 +805,25 @@ mod tests {
     }
 
     #[test]
+    fn a_config_path_need_not_be_utf8() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        for args in [
+            vec![os(b"-C"), os(b"/etc/\xff.conf"), os(b"root")],
+            vec![os(b"-C/etc/\xff.conf"), os(b"root")],
+        ] {
+            let o = Options::parse(&args).unwrap();
+            assert_eq!(o.config, Some(PathBuf::from(os(b"/etc/\xff.conf"))));
+            assert_eq!(o.recipients, ["root"]);
+        }
+        let e = Options::parse(&[os(b"r\xffot")]).unwrap_err();
+        assert_eq!(e, "argument `r\u{fffd}ot` is not UTF-8");
+        let e = Options::parse(&[os(b"-f"), os(b"\xff")]).unwrap_err();
+        assert_eq!(e, "argument `\u{fffd}` is not UTF-8");
+    }
+
+    #[test]
     fn sendmail_args_by_name_or_word() {
         let argv = strings(&["/usr/sbin/sendmail", "-t"]);
         assert_eq!(sendmail_args(&argv), Some(&argv[1..]));
