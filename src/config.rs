@@ -615,6 +615,7 @@ fn parse_lines(text: &[u8], origin: &Path, config: &mut Config) -> Result<(), Co
     // Aliases come only from the file, so alias_lines matches config.aliases.
     if let Some((i, chain)) = alias_cycle(&config.aliases) {
         let line = alias_lines.get(i).copied().unwrap_or(0);
+        let chain: Vec<String> = chain.into_iter().map(quote).collect();
         return Err(at(line, format!("alias loop: {}", chain.join(" -> "))));
     }
     Ok(())
@@ -659,7 +660,7 @@ fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "max_errors" => config.max_errors = number(1, MAX_ERRORS)? as u32,
         "maildir_quota" => config.maildir_quota = number(0, MAX_SIZE)?,
         "bare_lf" => config.bare_lf = parse_bare_lf(value).map_err(bad)?,
-        "user" => config.user = Some(parse_word(value).map_err(bad)?),
+        "user" => config.user = Some(parse_user(value).map_err(bad)?),
         _ => return Err(format!("unknown key `{}`", quote(key))),
     }
     Ok(())
@@ -728,6 +729,16 @@ fn parse_path(value: &str) -> Result<PathBuf, String> {
         return Err(format!("`{}` is not an absolute path", quote(value)));
     }
     Ok(PathBuf::from(value))
+}
+
+/// An account name as passwd(5) can hold one: one word, no `:` or
+/// control characters, at most 256 octets.
+fn parse_user(value: &str) -> Result<String, String> {
+    let name = parse_word(value)?;
+    if name.len() > 256 || name.contains(|c: char| c == ':' || c.is_control()) {
+        return Err(format!("`{}` is not a user name", quote(&name)));
+    }
+    Ok(name)
 }
 
 fn parse_hostname(value: &str) -> Result<String, String> {
@@ -1187,6 +1198,7 @@ mod tests {
             bare_lf = strip => bad `bare_lf`: expected normalize or reject, found `strip`
             hostname = a b => bad `hostname`: `a b` is not a domain name or an address literal
             user = => bad `user`: expected one word, found ``
+            user = a:b => bad `user`: `a:b` is not a user name
             domain = a@b => bad `domain`: `a@b` is not a domain name
             mailbox = alice => bad `mailbox`: expected `NAME PATH`, found `alice`
             mailbox = @x /m => bad `mailbox`: `@x` is not a local part or address
@@ -1500,6 +1512,18 @@ mod tests {
             format!(
                 "t.conf:1: bad `timeout`: `{}…` is over the limit of 86400",
                 "9".repeat(64)
+            )
+        );
+        let (a, b) = ("a".repeat(1000), "b".repeat(1000));
+        let e = parse_err(&format!("alias = {a} {b}\nalias = {b} {a}\n"));
+        let (qa, qb) = (&a[..64], &b[..64]);
+        assert_eq!(e, format!("t.conf:1: alias loop: {qa}… -> {qb}… -> {qa}…"));
+        let e = parse_err(&format!("user = {}\n", "u".repeat(1000)));
+        assert_eq!(
+            e,
+            format!(
+                "t.conf:1: bad `user`: `{}…` is not a user name",
+                "u".repeat(64)
             )
         );
         // A multi-byte character is never cut in half.
