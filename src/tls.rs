@@ -399,11 +399,11 @@ mod tests {
         let dir = TempDir::new("reload");
         let (cert, key) = ec_pair(&dir, "live");
         let mut files = TlsFiles::load(&cert, &key).unwrap();
-        assert_eq!(files.recheck, Duration::from_secs(1), "SPEC: once a second");
+        assert_eq!(files.pair.recheck, Duration::from_secs(1), "SPEC: once a second");
         // Within the throttle nothing is looked at. A throttle of an hour:
         // on a loaded machine, making a pair may take longer than the real
         // second.
-        files.recheck = Duration::from_secs(3600);
+        files.pair.recheck = Duration::from_secs(3600);
         let first = files.current();
         let (new_cert, new_key) = ec_pair(&dir, "new");
         fs::copy(&new_cert, &cert).unwrap();
