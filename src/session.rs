@@ -853,9 +853,9 @@ fn cut(mut text: String, max: usize) -> String {
 /// they were folded at, so unfolding gives back `header` exactly. Every
 /// word of a Received header is bounded (HELO cut, hostname at most 253
 /// octets, a path at most 256), so every line ends within the limit.
-fn fold(header: &str) -> String {
+fn fold(header: &str) -> std::borrow::Cow<'_, str> {
     if header.len() <= MAX_HEADER_LINE {
-        return header.to_string();
+        return header.into();
     }
     let mut out = String::with_capacity(header.len() + header.len() / FOLD_AT * 2);
     let mut line = 0;
@@ -872,7 +872,7 @@ fn fold(header: &str) -> String {
         out.push_str(word);
         line += word.len();
     }
-    out
+    out.into()
 }
 
 fn sanitize(name: &str) -> String {
