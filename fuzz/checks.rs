@@ -675,10 +675,7 @@ pub fn session(input: &[u8]) {
     } else {
         "192.0.2.7:40000"
     };
-    let peer = Peer {
-        remote: remote.parse().ok(),
-        local: "192.0.2.25:25".parse().ok(),
-    };
+    let peer = Peer::network(remote.parse().ok(), "192.0.2.25:25".parse().ok());
     let mode = if options & 16 == 16 {
         Mode::Submission
     } else {

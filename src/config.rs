@@ -117,6 +117,8 @@ pub struct Config {
     pub maildir_quota: u64,
     pub bare_lf: BareLf,
     pub user: Option<String>,
+    /// The local submission socket (SPEC §3, §5); None: no such socket.
+    pub local_socket: Option<PathBuf>,
 }
 
 /// Where a recipient's mail goes (SPEC §4).
@@ -302,6 +304,7 @@ impl Config {
             maildir_quota: 0,
             bare_lf: BareLf::Normalize,
             user: None,
+            local_socket: None,
         }
     }
 
@@ -664,6 +667,7 @@ fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "maildir_quota" => config.maildir_quota = number(0, MAX_SIZE)?,
         "bare_lf" => config.bare_lf = parse_bare_lf(value).map_err(bad)?,
         "user" => config.user = Some(parse_user(value).map_err(bad)?),
+        "local_socket" => config.local_socket = Some(parse_socket_path(value).map_err(bad)?),
         _ => return Err(format!("unknown key `{}`", quote(key))),
     }
     Ok(())
@@ -806,6 +810,21 @@ fn quote(text: &str) -> String {
     out
 }
 
+/// A Unix socket's path: absolute, and short enough for `sun_path`
+/// (108 bytes with its NUL on Linux).
+fn parse_socket_path(value: &str) -> Result<PathBuf, String> {
+    let path = parse_path(value)?;
+    if !path.is_absolute() || path.parent().is_none() {
+        return Err(format!("`{value}` is not an absolute file path"));
+    }
+    if value.len() > 107 {
+        return Err(format!(
+            "`{value}` is longer than a socket path may be (107 bytes)"
+        ));
+    }
+    Ok(path)
+}
+
 /// `LOCALPART PATH` or `ADDRESS PATH`; the path is the rest of the line.
 fn parse_mailbox(value: &str) -> Result<(String, PathBuf), String> {
     let Some((name, path)) = value.split_once(char::is_whitespace) else {
@@ -880,11 +899,45 @@ fn parse_bare_lf(value: &str) -> Result<BareLf, String> {
     }
 }
 
+/// The node name from uname(2): unlike /proc/sys/kernel/hostname it is
+/// there under systemd's `ProcSubset=pid`, in chroots and without /proc.
+/// `localhost` when it is empty or not a usable name.
 fn system_hostname() -> String {
-    let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    match name.trim() {
-        "" => "localhost".to_string(),
-        name => name.to_string(),
+    hostname_from_nodename(&uname_nodename())
+}
+
+/// `struct utsname` on Linux: six fields of 65 bytes (`_UTSNAME_LENGTH`).
+#[repr(C)]
+struct UtsName {
+    fields: [[u8; 65]; 6],
+}
+
+extern "C" {
+    fn uname(buf: *mut UtsName) -> i32;
+}
+
+/// The `nodename` field of uname(2), up to its NUL; empty on failure.
+fn uname_nodename() -> Vec<u8> {
+    let mut uts = UtsName {
+        fields: [[0; 65]; 6],
+    };
+    // SAFETY: `uts` is a writable struct utsname that outlives the call.
+    if unsafe { uname(&mut uts) } != 0 {
+        return Vec::new();
+    }
+    let node = &uts.fields[1];
+    let len = node.iter().position(|&b| b == 0).unwrap_or(node.len());
+    node[..len].to_vec()
+}
+
+/// The hostname for a node name: trimmed, `localhost` when empty or not
+/// one printable word (the kernel accepts any bytes there).
+fn hostname_from_nodename(node: &[u8]) -> String {
+    match std::str::from_utf8(node).map(str::trim) {
+        Ok(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) => {
+            name.to_string()
+        }
+        _ => "localhost".to_string(),
     }
 }
 
@@ -1183,6 +1236,20 @@ mod tests {
     }
 
     #[test]
+    fn local_socket_is_an_absolute_short_path() {
+        assert_eq!(parse("").unwrap().local_socket, None, "off by default");
+        let c = parse("local_socket = /run/smtpbox/smtpbox.sock\n").unwrap();
+        assert_eq!(
+            c.local_socket,
+            Some(PathBuf::from("/run/smtpbox/smtpbox.sock"))
+        );
+        for bad in ["smtpbox.sock", "/", &format!("/{}", "s".repeat(107))] {
+            let e = parse_err(&format!("local_socket = {bad}\n"));
+            assert!(e.contains(":1: bad `local_socket`"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn comments_and_blank_lines() {
         let c = parse("# comment\n\n  \n  # indented\nmaildir = /srv/mail#1 # trailing\n").unwrap();
         assert_eq!(c.maildir, Some(PathBuf::from("/srv/mail#1")));
@@ -1254,6 +1321,21 @@ mod tests {
             let e = parse_listen(bad).unwrap_err();
             assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn hostname_comes_from_uname() {
+        // uname(2) and /proc agree where /proc is there; only uname is
+        // there under ProcSubset=pid.
+        let node = uname_nodename();
+        assert!(!node.is_empty(), "uname gave no node name");
+        if let Ok(proc_name) = fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(system_hostname(), proc_name.trim());
+        }
+        assert_eq!(hostname_from_nodename(b"box.example\n"), "box.example");
+        assert_eq!(hostname_from_nodename(b""), "localhost");
+        assert_eq!(hostname_from_nodename(b"two words"), "localhost");
+        assert_eq!(hostname_from_nodename(b"bad\xff"), "localhost");
     }
 
     #[test]

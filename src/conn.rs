@@ -766,10 +766,10 @@ mod tests {
             panic!("config");
         };
         let config = Arc::new(config);
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("192.0.2.25:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("192.0.2.25:25".parse().unwrap()),
+        );
         let services = Services {
             quota: Arc::new(MaildirQuota),
             users: None,

@@ -7,7 +7,7 @@
 //! `server` (listeners and threads), `transport` (sockets and stdio), `tls`
 //! (rustls and the certificate pair), `auth` (the users file and SASL),
 //! `watched` (files re-read when they change), `sendmail` (the sendmail
-//! command), `activation` (systemd), `privilege` (dropping root), `logging`,
+//! command) and `submit` (its client for the local socket), `activation` (systemd), `privilege` (dropping root), `logging`,
 //! `reply`, `date`.
 
 pub mod activation;
@@ -25,6 +25,7 @@ pub mod reply;
 pub mod sendmail;
 pub mod server;
 pub mod session;
+pub mod submit;
 pub mod tls;
 pub mod transport;
 pub mod watched;

@@ -1,6 +1,7 @@
 //! The smtpbox binary: parses the command line and starts the chosen mode.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     if let Some(args) = sendmail::sendmail_args(&argv) {
         // warn, not info: cron mails back whatever reaches stderr.
         logging::init("warn", true);
-        return sendmail::main(args, |config| {
+        return sendmail::main(&args, |config| {
             serve_inetd(&Shared::new(config)?);
             Ok(())
         });
@@ -78,9 +79,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             match start_listening(&shared) {
-                Ok(listeners) => {
+                Ok((listeners, local)) => {
                     activation::notify("READY=1\nSTATUS=accepting mail");
-                    server::run(shared, listeners);
+                    server::run(shared, listeners, local);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -92,16 +93,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// Takes the sockets systemd passed, or binds the configured ones; then
-/// drops root when `user` is set.
-fn start_listening(shared: &Shared) -> Result<Vec<server::Bound>, String> {
+/// Takes the sockets systemd passed, or binds the configured ones, and the
+/// local submission socket (passed as `local`, else made at
+/// `local_socket`); then drops root when `user` is set.
+fn start_listening(
+    shared: &Shared,
+) -> Result<(Vec<server::Bound>, Option<server::LocalSocket>), String> {
     let config = &shared.config;
     let activated = activation::listen_fds()?;
-    let listeners = if activated.is_empty() {
+    // Socket-activated: systemd's sockets only, even when it passed no TCP one.
+    let standalone = activated.is_empty();
+    let local = match (activated.local, &config.local_socket) {
+        (Some(listener), path) => {
+            let path = listener
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+                .or_else(|| path.clone())
+                .unwrap_or_default();
+            log::info!(
+                "socket-activated {} ({})",
+                path.display(),
+                activation::LOCAL_NAME
+            );
+            Some(server::LocalSocket { listener, path })
+        }
+        (None, Some(path)) => Some(server::bind_local(path)?),
+        (None, None) => None,
+    };
+    let listeners = if standalone {
         server::bind(config)?
     } else {
         let mut bound = Vec::new();
-        for socket in activated {
+        for socket in activated.sockets {
             let addr = socket
                 .listener
                 .local_addr()
@@ -140,7 +164,7 @@ fn start_listening(shared: &Shared) -> Result<Vec<server::Bound>, String> {
         }
         None => {}
     }
-    Ok(listeners)
+    Ok((listeners, local))
 }
 
 /// `--check`: the configuration, the Maildirs, the certificate and key,
@@ -150,6 +174,9 @@ fn check(config: &Config) -> Result<Vec<String>, String> {
     let notes = config::check(config).map_err(|e| e.to_string())?;
     if let Some(user) = &config.user {
         privilege::lookup(user).map_err(|e| format!("`user = {user}`: {e}"))?;
+    }
+    if let Some(path) = &config.local_socket {
+        server::check_local(path)?;
     }
     Shared::new(config.clone())?;
     Ok(notes)
@@ -164,7 +191,7 @@ fn serve_inetd(shared: &Shared) {
         .listen
         .first()
         .map_or(config::Mode::Smtp, |l| l.mode);
-    shared.serve(Box::new(stdio), Peer { remote, local }, mode);
+    shared.serve(Box::new(stdio), Peer::network(remote, local), mode);
 }
 
 /// Removes files a crash left in the Maildirs' tmp/ (older than 36 hours).

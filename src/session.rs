@@ -70,27 +70,74 @@ impl Authenticator for auth::UsersFile {
 }
 
 /// Who is on the other end, and on which address they reached us.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Peer {
-    /// The client's address; None when unknown (inetd over a pipe).
+    /// The client's address; None when unknown (inetd over a pipe) and on
+    /// the local socket.
     pub remote: Option<SocketAddr>,
     /// Our address on this connection, for address literals (`root@[IP]`).
     pub local: Option<SocketAddr>,
+    /// The caller on the local submission socket; None on the network.
+    pub caller: Option<LocalCaller>,
+}
+
+/// A caller on the local submission socket (SPEC §5): the uid the kernel
+/// reported (SO_PEERCRED), never one the client claims, and its login name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalCaller {
+    pub uid: u32,
+    /// From /etc/passwd; the uid in decimal when it has no entry there.
+    pub user: String,
 }
 
 impl Peer {
-    /// Loopback clients (and local pipes) are trusted for pipelining rules
-    /// and may AUTH without TLS.
-    pub fn is_loopback(&self) -> bool {
-        self.remote
-            .is_none_or(|a| a.ip().is_loopback() || is_mapped_loopback(a.ip()))
+    /// A network client. An IPv4 client reached through an IPv6 socket
+    /// (`::ffff:a.b.c.d`) is kept as the IPv4 address, so that logs, the
+    /// Received header and address literals see one form (SPEC §6).
+    pub fn network(remote: Option<SocketAddr>, local: Option<SocketAddr>) -> Peer {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        Peer {
+            remote: remote.map(canonical),
+            local: local.map(canonical),
+            caller: None,
+        }
     }
 
-    /// `[IP]:PORT` for logs, `unknown` when there is no address.
+    /// A caller on the local submission socket.
+    pub fn local_caller(caller: LocalCaller) -> Peer {
+        Peer {
+            remote: None,
+            local: None,
+            caller: Some(caller),
+        }
+    }
+
+    /// Loopback clients, local pipes and local-socket callers are trusted
+    /// for pipelining rules and may AUTH without TLS.
+    pub fn is_loopback(&self) -> bool {
+        self.caller.is_some()
+            || self
+                .remote
+                .is_none_or(|a| a.ip().is_loopback() || is_mapped_loopback(a.ip()))
+    }
+
+    /// `[IP]:PORT` for logs (`local uid=N user=NAME` on the local socket),
+    /// `unknown` when there is no address.
     pub fn describe(&self) -> String {
-        match self.remote {
-            Some(a) => format!("[{}]:{}", a.ip(), a.port()),
-            None => "unknown".to_string(),
+        match (&self.caller, self.remote) {
+            (Some(c), _) => format!("local uid={} user={}", c.uid, c.user),
+            (None, Some(a)) => format!("[{}]:{}", a.ip(), a.port()),
+            (None, None) => "unknown".to_string(),
+        }
+    }
+
+    /// The comment after HELO in the Received header: `[IP]`, or
+    /// `uid UID user NAME` on the local socket (SPEC §6).
+    pub fn trace_comment(&self) -> String {
+        match (&self.caller, self.remote) {
+            (Some(c), _) => format!("uid {} user {}", c.uid, c.user),
+            (None, Some(a)) => format!("[{}]", a.ip()),
+            (None, None) => "[unknown]".to_string(),
         }
     }
 }
@@ -312,10 +359,7 @@ impl Session {
             .greeting
             .as_ref()
             .map_or("unknown", |g| g.name.as_str());
-        let ip = match self.peer.remote {
-            Some(a) => format!("[{}]", a.ip()),
-            None => "[unknown]".to_string(),
-        };
+        let ip = self.peer.trace_comment();
         let tls = match &self.tls {
             Some(t) => format!(" ({t})"),
             None => String::new(),
@@ -938,10 +982,10 @@ mod tests {
         quota: Arc<dyn QuotaProbe>,
         mode: Mode,
     ) -> Session {
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("127.0.0.1:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("127.0.0.1:25".parse().unwrap()),
+        );
         let services = Services {
             quota,
             users: None,
@@ -967,10 +1011,10 @@ mod tests {
     }
 
     fn auth_session(remote: &str, mode: Mode, tls: bool) -> Session {
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("192.0.2.25:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("192.0.2.25:25".parse().unwrap()),
+        );
         let services = Services {
             quota: Arc::new(NeverFull),
             users: Some(Arc::new(Alice)),
@@ -1091,7 +1135,7 @@ mod tests {
             "{ehlo}"
         );
         assert_eq!(one(&mut s, "AUTH PLAIN"), "538 5.7.11");
-        s.tls_started("TLSv1.3 TLS13_AES_128_GCM_SHA256".to_string());
+        s.tls_started("TLSv1.3 TLS_AES_128_GCM_SHA256".to_string());
         let ehlo = s.command(b"EHLO c").replies[0].to_string();
         assert!(
             !ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"),
@@ -1106,7 +1150,7 @@ mod tests {
         one(&mut s, "RCPT TO:<root@example.com>");
         let trace = s.trace_headers("ID", "date");
         assert!(
-            trace.contains(" with ESMTPSA (TLSv1.3 TLS13_AES_128_GCM_SHA256) id ID "),
+            trace.contains(" with ESMTPSA (TLSv1.3 TLS_AES_128_GCM_SHA256) id ID "),
             "{trace}"
         );
     }
@@ -1525,5 +1569,63 @@ mod tests {
     fn starttls_without_certificate() {
         let mut s = session();
         assert_eq!(one(&mut s, "STARTTLS"), "502 5.5.1");
+    }
+
+    fn session_for(peer: Peer) -> Session {
+        let services = Services {
+            quota: Arc::new(NeverFull),
+            users: Some(Arc::new(Alice)),
+            tls: false,
+        };
+        Session::new(Arc::new(config()), services, peer, Mode::Smtp)
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_written_as_ipv4() {
+        let peer = Peer::network(
+            Some("[::ffff:192.0.2.7]:4000".parse().unwrap()),
+            Some("[::ffff:192.0.2.25]:25".parse().unwrap()),
+        );
+        assert_eq!(peer.describe(), "[192.0.2.7]:4000");
+        assert!(!peer.is_loopback());
+        let mut s = session_for(peer);
+        one(&mut s, "EHLO client.example");
+        one(&mut s, "MAIL FROM:<a@b>");
+        // The address literal matches the connection's own IPv4 address.
+        assert_eq!(one(&mut s, "RCPT TO:<root@[192.0.2.25]>"), "250 2.1.5");
+        let h = s.trace_headers("ID", "date");
+        assert!(
+            h.contains("Received: from client.example ([192.0.2.7]) by"),
+            "{h}"
+        );
+        let mapped = Peer::network(Some("[::ffff:127.0.0.1]:1".parse().unwrap()), None);
+        assert!(mapped.is_loopback());
+        let v6 = Peer::network(Some("[2001:db8::1]:25".parse().unwrap()), None);
+        assert_eq!(v6.describe(), "[2001:db8::1]:25");
+    }
+
+    #[test]
+    fn local_caller_is_trusted_named_by_uid_and_never_relays() {
+        let caller = LocalCaller {
+            uid: 1000,
+            user: "joe".to_string(),
+        };
+        let peer = Peer::local_caller(caller);
+        assert_eq!(peer.describe(), "local uid=1000 user=joe");
+        assert!(peer.is_loopback());
+        let mut s = session_for(peer);
+        let ehlo = s.command(b"EHLO box").replies[0].to_string();
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN"),
+            "AUTH without TLS: {ehlo}"
+        );
+        assert_eq!(one(&mut s, "MAIL FROM:<joe@mx.example>"), "250 2.1.0");
+        assert_eq!(one(&mut s, "RCPT TO:<x@elsewhere.example>"), "550 5.7.1");
+        assert_eq!(one(&mut s, "RCPT TO:<root@example.com>"), "250 2.1.5");
+        let h = s.trace_headers("ID", "date");
+        assert!(
+            h.contains("Received: from box (uid 1000 user joe) by mx.example (smtpbox) with ESMTP"),
+            "{h}"
+        );
     }
 }

@@ -86,8 +86,8 @@ pub struct TlsTransport {
 }
 
 impl TlsTransport {
-    /// The negotiated version and cipher suite, e.g.
-    /// `TLSv1.3 TLS13_AES_256_GCM_SHA384`, for logs and Received headers.
+    /// The negotiated version and cipher suite by its IANA name, e.g.
+    /// `TLSv1.3 TLS_AES_256_GCM_SHA384`, for logs and Received headers.
     pub fn describe(&self) -> String {
         let version = match self.stream.conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
@@ -96,9 +96,21 @@ impl TlsTransport {
             None => "TLS".to_string(),
         };
         match self.stream.conn.negotiated_cipher_suite() {
-            Some(suite) => format!("{version} {:?}", suite.suite()),
+            Some(suite) => format!("{version} {}", iana_name(suite.suite())),
             None => version,
         }
+    }
+}
+
+/// A cipher suite's name in the IANA TLS registry, as OpenSSL-based
+/// servers write it in Received headers. rustls names TLS 1.2 suites that
+/// way already (`TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`) but prefixes its
+/// TLS 1.3 ones `TLS13_` where IANA has `TLS_` (RFC 8446 B.4).
+pub fn iana_name(suite: rustls::CipherSuite) -> String {
+    let name = format!("{suite:?}");
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
     }
 }
 
@@ -399,7 +411,11 @@ mod tests {
         let dir = TempDir::new("reload");
         let (cert, key) = ec_pair(&dir, "live");
         let mut files = TlsFiles::load(&cert, &key).unwrap();
-        assert_eq!(files.pair.recheck, Duration::from_secs(1), "SPEC: once a second");
+        assert_eq!(
+            files.pair.recheck,
+            Duration::from_secs(1),
+            "SPEC: once a second"
+        );
         // Within the throttle nothing is looked at. A throttle of an hour:
         // on a loaded machine, making a pair may take longer than the real
         // second.
@@ -449,7 +465,31 @@ mod tests {
         let (cert, key) = ec_pair(&dir, "a");
         let config = TlsFiles::load(&cert, &key).unwrap().current();
         let desc = handshake(config, &cert, &TLS13, false);
-        assert!(desc.starts_with("TLSv1.3 TLS13_"), "{desc}");
+        assert!(desc.starts_with("TLSv1.3 TLS_AES_"), "{desc}");
+    }
+
+    #[test]
+    fn cipher_suites_by_iana_name() {
+        use rustls::CipherSuite as S;
+        let names = [
+            (S::TLS13_AES_256_GCM_SHA384, "TLS_AES_256_GCM_SHA384"),
+            (S::TLS13_AES_128_GCM_SHA256, "TLS_AES_128_GCM_SHA256"),
+            (
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ),
+            (
+                S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            ),
+            (
+                S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ),
+        ];
+        for (suite, name) in names {
+            assert_eq!(iana_name(suite), name);
+        }
     }
 
     #[test]

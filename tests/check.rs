@@ -22,7 +22,10 @@ use common::{make_cert, messages, Client, TempDir};
 /// (exit 124), optionally as another uid: (exit code, stdout, stderr).
 fn run(args: &[&OsStr], uid: Option<u32>) -> (Option<i32>, String, String) {
     let mut cmd = Command::new("timeout");
-    cmd.arg("10").args(common::smtpbox_argv()).args(args).stdin(Stdio::null());
+    cmd.arg("10")
+        .args(common::smtpbox_argv())
+        .args(args)
+        .stdin(Stdio::null());
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }

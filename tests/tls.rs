@@ -297,7 +297,8 @@ fn starttls_delivery_names_esmtps_and_version_for_tls12_and_tls13() {
     let server = Server::start(&keys.config(&[]));
     for (version, name, suite) in [
         (&TLS12, "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_"),
-        (&TLS13, "TLSv1.3", "TLS13_"),
+        // IANA names (SPEC §6), not rustls's `TLS13_` spelling.
+        (&TLS13, "TLSv1.3", "TLS_AES_"),
     ] {
         let mut plain = connect(server.addr);
         plain.hello();
@@ -320,6 +321,15 @@ fn starttls_delivery_names_esmtps_and_version_for_tls12_and_tls13() {
     }
     assert!(
         server.wait_log(" proto=ESMTPS client=[127.0.0.1]:"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_log(" tls=TLSv1.3/TLS_AES_")
+            && !server
+                .log()
+                .lines()
+                .any(|l| l.contains(" tls=") && l.contains("TLS13_")),
         "{}",
         server.log()
     );
@@ -885,4 +895,39 @@ fn starttls_works_in_inetd_mode() {
         "{trace}"
     );
     assert!(trace.contains(" with ESMTPS (TLSv1."), "{trace}");
+}
+
+/// Many SMTP clients that connect by address send it as SNI, which RFC
+/// 6066 §3 forbids: rustls warns for each one. smtpbox logs that at debug
+/// level (issue 12): seen with RUST_LOG=debug, never as a WARN line.
+#[test]
+fn ip_address_sni_is_logged_at_debug_not_warn() {
+    let keys = Keys::new();
+    for (level, shown) in [("info", false), ("debug", true)] {
+        let server = Server::start_with_env(&keys.config(&["tls"]), &[("RUST_LOG", level)]);
+        let addr = server.listener("tls");
+        // rustls sends no SNI for an address: put one in its place
+        // ("localhost" and "127.0.0.1" have the same length).
+        let mut hello = client_hello();
+        let at = hello
+            .windows(9)
+            .position(|w| w == b"localhost")
+            .expect("SNI in the ClientHello");
+        hello[at..at + 9].copy_from_slice(b"127.0.0.1");
+        let mut sock = TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.write_all(&hello).unwrap();
+        let mut first = [0u8; 1];
+        sock.read_exact(&mut first).expect("ServerHello");
+        assert_eq!(first[0], 0x16, "the handshake goes on");
+        drop(sock);
+        assert!(server.wait_log("disconnect from"), "{}", server.log());
+        let log = server.log();
+        let sni: Vec<&str> = log.lines().filter(|l| l.contains("Illegal SNI")).collect();
+        assert!(sni.iter().all(|l| !l.contains("WARN")), "{log}");
+        assert_eq!(sni.len(), usize::from(shown), "RUST_LOG={level}: {log}");
+        if shown {
+            assert!(sni[0].contains("DEBUG"), "{log}");
+        }
+    }
 }
