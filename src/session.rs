@@ -24,6 +24,7 @@ use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
 use crate::config::{Config, Mode, Route};
 use crate::data::BareLf;
+use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
 use crate::reply::{Reply, EHLO};
 
@@ -47,7 +48,9 @@ impl QuotaProbe for MaildirQuota {
 
 /// Checks AUTH credentials against the users file (SPEC §3 `users`).
 pub trait Authenticator: Send + Sync {
-    fn verify(&self, user: &str, password: &[u8]) -> bool;
+    /// Whether `password` is `user`'s; an error (naming the file and the
+    /// reason, for the log) when the users cannot be read now.
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String>;
 }
 
 /// What a session may ask of the world outside it.
@@ -61,14 +64,8 @@ pub struct Services {
 }
 
 impl Authenticator for auth::UsersFile {
-    fn verify(&self, user: &str, password: &[u8]) -> bool {
-        match self.current() {
-            Ok(users) => users.verify(user, password),
-            Err(e) => {
-                log::error!("users file: {e}");
-                false
-            }
-        }
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+        Ok(self.current()?.verify(user, password))
     }
 }
 
@@ -294,12 +291,21 @@ impl Session {
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8]) -> Step {
+        self.framed(Frame::Line(Line::new(line, true)))
+    }
+
+    /// Handles what the [`crate::framer`] made of the client's next bytes:
+    /// a command line (or the answer to an AUTH challenge), or a line that
+    /// was too long.
+    pub fn framed(&mut self, frame: Frame<'_>) -> Step {
+        let line = match frame {
+            Frame::TooLong => return self.line_too_long(),
+            Frame::Line(line) => line,
+        };
         let step = match self.auth_exchange.take() {
-            Some(exchange) => self.auth_response(exchange, line),
-            None if line.contains(&0) => {
-                Step::reply(Reply::new(500, "5.5.2", "NUL byte in command"))
-            }
-            None => match command::parse(line) {
+            Some(exchange) => self.auth_response(exchange, line.text),
+            None if line.nul => Step::reply(Reply::new(500, "5.5.2", "NUL byte in command")),
+            None => match command::parse(line.text) {
                 Ok(command) => self.dispatch(command),
                 Err(reply) => Step::reply(reply),
             },
@@ -362,10 +368,9 @@ impl Session {
             [one] => format!(" for <{}>", one.address),
             _ => String::new(),
         };
-        format!(
-            "Return-Path: <{}>\r\nReceived: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}\r\n",
-            tx.sender,
-            sanitize(helo),
+        let received = format!(
+            "Received: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}",
+            cut(sanitize(helo), MAX_TRACE_HELO),
             ip,
             self.config.hostname,
             self.protocol(),
@@ -373,7 +378,8 @@ impl Session {
             id,
             rcpt,
             date
-        )
+        );
+        format!("Return-Path: <{}>\r\n{}\r\n", tx.sender, fold(&received))
     }
 
     /// The content has been read: applies the content rules of SPEC §6.
@@ -786,11 +792,23 @@ impl Session {
     }
 
     fn auth_check(&mut self, user: &str, password: &[u8]) -> Step {
-        let ok = self
-            .services
-            .users
-            .as_ref()
-            .is_some_and(|users| users.verify(user, password));
+        let verdict = match &self.services.users {
+            Some(users) => users.verify(user, password),
+            None => Ok(false),
+        };
+        let ok = match verdict {
+            Ok(ok) => ok,
+            // RFC 4954 §6: the server cannot check now; the client may try
+            // again later, and this attempt is no failure of its own.
+            Err(reason) => {
+                log::error!(
+                    "AUTH for {:?} unavailable (454 4.7.0) client={}: {reason}",
+                    user,
+                    self.peer.describe()
+                );
+                return Step::reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            }
+        };
         if ok {
             log::info!("AUTH as {} client={}", user, self.peer.describe());
             self.auth_user = Some(user.to_string());
@@ -851,6 +869,56 @@ impl Session {
 }
 
 /// A HELO name goes into a header: keep it printable and on one line.
+/// RFC 5322 2.1.1: a header line is at most 998 octets, CRLF excluded.
+const MAX_HEADER_LINE: usize = 998;
+
+/// Where a header that must be folded is folded (RFC 5322 2.1.1's SHOULD).
+const FOLD_AT: usize = 78;
+
+/// The HELO argument in the trace: as long as a domain may be (RFC 5321
+/// 4.5.3.1.2). Longer is cut here; the HELO itself is answered as sent.
+const MAX_TRACE_HELO: usize = 255;
+
+/// At most `max` octets of `text`, cut at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `header` (one unfolded line, no CRLF) as it is written: unchanged when
+/// it fits in 998 octets, otherwise folded (RFC 5322 2.2.3) before words so
+/// that lines stay near 78 octets; continuation lines start with the space
+/// they were folded at, so unfolding gives back `header` exactly. Every
+/// word of a Received header is bounded (HELO cut, hostname at most 253
+/// octets, a path at most 256), so every line ends within the limit.
+fn fold(header: &str) -> std::borrow::Cow<'_, str> {
+    if header.len() <= MAX_HEADER_LINE {
+        return header.into();
+    }
+    let mut out = String::with_capacity(header.len() + header.len() / FOLD_AT * 2);
+    let mut line = 0;
+    for (i, word) in header.split(' ').enumerate() {
+        if i > 0 {
+            // Never a line of white space alone: fold only before a word.
+            if line > 0 && !word.is_empty() && line + 1 + word.len() > FOLD_AT {
+                out.push_str("\r\n");
+                line = 0;
+            }
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out.into()
+}
+
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -881,10 +949,19 @@ mod tests {
         }
     }
 
+    /// A path under the temp dir for this test process that nothing
+    /// creates: the session is sans-IO and never touches its Maildirs.
+    fn unused_dir(name: &str) -> PathBuf {
+        let pid = std::process::id();
+        std::env::temp_dir().join(format!("smtpbox-session-{pid}-unused/{name}"))
+    }
+
+    /// Options only: no config file, not even the host's default one.
     fn config() -> Config {
+        let maildir = unused_dir("Maildir").display().to_string();
         let args: Vec<String> = [
             "--maildir",
-            "/tmp/smtpbox-unit-mb",
+            &maildir,
             "-H",
             "mx.example",
             "-d",
@@ -893,7 +970,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        match crate::config::from_args(&args) {
+        match crate::config::from_args_with_default(&args, Path::new("")) {
             Ok(crate::config::Invocation::Run(c, _)) => c,
             other => panic!("unexpected {other:?}"),
         }
@@ -920,8 +997,16 @@ mod tests {
     /// One user, alice, with password "secret".
     struct Alice;
     impl Authenticator for Alice {
-        fn verify(&self, user: &str, password: &[u8]) -> bool {
-            user == "alice" && password == b"secret"
+        fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+            Ok(user == "alice" && password == b"secret")
+        }
+    }
+
+    /// A users file that cannot be read.
+    struct Unreadable;
+    impl Authenticator for Unreadable {
+        fn verify(&self, _: &str, _: &[u8]) -> Result<bool, String> {
+            Err("/etc/smtpbox/users: cannot read: not a regular file".into())
         }
     }
 
@@ -998,6 +1083,30 @@ mod tests {
         assert_eq!(one(&mut s, "AUTH PLAIN !!!notbase64"), "501 5.5.2");
         assert_eq!(one(&mut s, "AUTH CRAM-MD5"), "504 5.5.4");
         assert_eq!(one(&mut s, "NOOP"), "250 2.0.0", "session goes on");
+    }
+
+    #[test]
+    fn unreadable_users_file_is_454_and_no_failure() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        s.services.users = Some(Arc::new(Unreadable));
+        one(&mut s, "EHLO c");
+        let good = format!("AUTH PLAIN {}", b64(b"\0alice\0secret"));
+        for _ in 0..MAX_AUTH_FAILURES + 1 {
+            let step = s.command(good.as_bytes());
+            let codes: Vec<String> = step.replies.iter().map(|r| r.to_string()).collect();
+            assert_eq!(codes, ["454 4.7.0 Temporary authentication failure"]);
+            assert_eq!(step.action, Action::Continue);
+        }
+        // LOGIN reaches the same check after its two challenges.
+        assert_eq!(one(&mut s, "AUTH LOGIN"), "334 ");
+        assert_eq!(one(&mut s, &b64(b"alice")), "334 ");
+        assert_eq!(one(&mut s, &b64(b"secret")), "454 4.7.0");
+        // The file is back: the attempts before did not count.
+        s.services.users = Some(Arc::new(Alice));
+        let bad = format!("AUTH PLAIN {}", b64(b"\0alice\0bad"));
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &good), "235 2.7.0");
     }
 
     #[test]
@@ -1163,7 +1272,7 @@ mod tests {
     fn unknown_local_user_without_default_maildir() {
         let mut c = config();
         c.maildir = None;
-        c.mailboxes = vec![("alice".to_string(), PathBuf::from("/tmp/alice"))];
+        c.mailboxes = vec![("alice".to_string(), unused_dir("alice"))];
         let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
         one(&mut s, "EHLO c");
         one(&mut s, "MAIL FROM:<a@b>");
@@ -1383,6 +1492,57 @@ mod tests {
             h,
             "Return-Path: <a@b>\r\nReceived: from client.example ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7 for <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n"
         );
+    }
+
+    #[test]
+    fn an_overlong_helo_is_cut_in_the_trace_and_still_answered() {
+        let mut s = session();
+        let helo = "a".repeat(2000);
+        let reply = s.command(format!("EHLO {helo}").as_bytes()).replies;
+        assert!(
+            reply[0].to_string().starts_with("250-mx.example"),
+            "{reply:?}"
+        );
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<root@example.com>");
+        let h = s.trace_headers("ID7", "Sat, 28 Nov 2026 20:14:17 +0000");
+        let want = format!(
+            "Received: from {} ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7 \
+             for <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n",
+            "a".repeat(255)
+        );
+        assert!(h.ends_with(&want), "{h}");
+    }
+
+    #[test]
+    fn a_header_over_998_octets_is_folded_at_spaces() {
+        let words: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+        let header = format!("Received: from {} ; date", words.join(" "));
+        let folded = fold(&header);
+        assert_eq!(
+            folded.replace("\r\n", ""),
+            header,
+            "unfolds to the original"
+        );
+        for line in folded.split("\r\n") {
+            assert!(line.len() <= FOLD_AT, "{line:?}");
+        }
+        let lines: Vec<&str> = folded.split("\r\n").collect();
+        assert!(lines.len() > 10 && lines[1..].iter().all(|l| l.starts_with(' ')));
+        // A long word stays whole, on a line of its own; double spaces never
+        // leave a line of white space alone.
+        let header = format!(
+            "Received: from {}  by x {}",
+            "h".repeat(900),
+            "y ".repeat(60)
+        );
+        let folded = fold(&header);
+        assert_eq!(folded.replace("\r\n", ""), header);
+        assert!(folded
+            .split("\r\n")
+            .all(|l| l.len() <= MAX_HEADER_LINE && !l.trim().is_empty()));
+        assert_eq!(fold("Received: short"), "Received: short");
+        assert_eq!(cut("é".repeat(200), 255), "é".repeat(127));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use common::*;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ struct Outcome {
 /// Runs `program args` with stdin closed; fails the test when it has not
 /// ended after 10 s (a server started), killing it first.
 fn run(program: &Path, args: &[&str], config: Option<&Path>) -> Outcome {
-    let mut command = Command::new(program);
+    let mut command = smtpbox_as(program);
     command
         .args(args)
         .env_remove("SMTPBOX_CONFIG")
@@ -56,7 +56,7 @@ fn run(program: &Path, args: &[&str], config: Option<&Path>) -> Outcome {
 fn links() -> TempDir {
     let dir = TempDir::new("admin");
     for name in ["sendmail", "mailq", "newaliases"] {
-        std::os::unix::fs::symlink(BIN, dir.path().join(name)).unwrap();
+        std::os::unix::fs::symlink(bin(), dir.path().join(name)).unwrap();
     }
     dir
 }
@@ -131,7 +131,7 @@ fn newaliases_checks_the_aliases() {
 fn sendmail_help_prints_usage() {
     let dir = links();
     let via_link = run(&dir.path().join("sendmail"), &["--help"], None);
-    let via_word = run(Path::new(BIN), &["sendmail", "--help"], None);
+    let via_word = run(&bin(), &["sendmail", "--help"], None);
     for out in [via_link, via_word] {
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert!(out.stdout.starts_with("Usage: sendmail "), "{}", out.stdout);

@@ -65,7 +65,7 @@ struct Outcome {
 
 /// Runs `smtpbox sendmail -C CONF ARGS` with `input`, as `uid` when given.
 fn sendmail(conf: &Path, args: &[&str], input: &[u8], uid: Option<u32>) -> Outcome {
-    let mut command = Command::new(BIN);
+    let mut command = smtpbox();
     command
         .arg("sendmail")
         .arg("-C")
@@ -394,7 +394,7 @@ fn connection_lost_mid_way_is_75_and_a_busy_greeting_falls_back() {
 /// Starts the binary with `conf` and returns its exit status and stderr;
 /// fails the test if it is still running after 5 s.
 fn start_fails(conf: &Path) -> (i32, String) {
-    let mut child = Command::new(BIN)
+    let mut child = smtpbox()
         .arg("-c")
         .arg(conf)
         .stdin(Stdio::null())
@@ -438,7 +438,7 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
         fs::read_to_string(dir.path().join("file.sock")).unwrap(),
         "keep"
     );
-    let check = Command::new(BIN)
+    let check = smtpbox()
         .arg("--check")
         .arg("-c")
         .arg(&conf)
@@ -515,7 +515,7 @@ fn socket_activation_fd_named_local_is_the_local_socket() {
         .arg(format!("--listen=127.0.0.1:{port}"))
         .arg(format!("--listen={}", socket.display()))
         .arg("--fdname=smtp:local")
-        .arg(BIN)
+        .args(smtpbox_argv())
         .arg("-c")
         .arg(&conf)
         .env("RUST_LOG", "info")
@@ -600,7 +600,8 @@ fn host_name_is_right_with_proc_sys_hidden() {
     let node = node.trim();
     let script = format!(
         "mount -t tmpfs none /proc/sys && test ! -e /proc/sys/kernel/hostname && \
-         printf 'QUIT\\r\\n' | exec {BIN} --inetd -m /nonexistent"
+         printf 'QUIT\\r\\n' | exec {} --inetd -m /nonexistent",
+        smtpbox_shell_words()
     );
     let Ok(out) = Command::new("unshare")
         .args(["--mount", "--", "sh", "-c", &script])
