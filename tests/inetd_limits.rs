@@ -12,7 +12,7 @@ use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Starts one `smtpbox --inetd` on a fresh connection to `listener`, with
@@ -21,7 +21,7 @@ fn session(listener: &TcpListener, conf: &Path, run: &Path) -> (Child, Client) {
     let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (conn, _) = listener.accept().expect("accept");
     let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().expect("dup")));
-    let child = Command::new(BIN)
+    let child = smtpbox()
         .args(["--inetd", "-c"])
         .arg(conf)
         .env("RUNTIME_DIRECTORY", run)
@@ -51,7 +51,7 @@ fn finish(mut child: Child) -> (i32, String) {
             return (status.code().unwrap_or(-1), err);
         }
         if Instant::now() > end {
-            let _ = child.kill();
+            kill_tree(&mut child);
             panic!("smtpbox --inetd did not end");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -111,8 +111,7 @@ fn the_client_over_max_connections_per_ip_reads_421_and_a_freed_slot_serves() {
 
     // A killed session (as systemd's stop does) frees its slot too.
     let mut second = second;
-    second.kill().expect("kill");
-    let _ = second.wait();
+    kill_tree(&mut second);
     drop(c2);
     let (fifth, mut c5) = session(&listener, &conf, &run);
     assert!(c5.reply().starts_with("220 mx.test"));
@@ -156,7 +155,7 @@ fn without_a_runtime_directory_inetd_counts_nothing() {
         let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (conn, _) = listener.accept().expect("accept");
         let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().expect("dup")));
-        let child = Command::new(BIN)
+        let child = smtpbox()
             .args(["--inetd", "-c"])
             .arg(&conf)
             .env_remove("RUNTIME_DIRECTORY")
