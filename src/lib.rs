@@ -1,12 +1,15 @@
 //! smtpbox: a minimal SMTP server that stores mail in Maildir folders.
 //!
 //! The modules, by job: `config` (command line, config file, routing),
-//! `command` (parsing command lines), `session` (the sans-IO SMTP state
-//! machine), `data` (the DATA/BDAT byte automaton), `maildir` (durable
-//! delivery), `conn` (one connection's I/O), `server` (listeners and
-//! threads), `transport` (sockets and stdio), `activation` (systemd),
-//! `privilege` (dropping root), `sendmail` (sendmail mode) and `submit`
-//! (its client for the local socket), `reply`, `date`.
+//! `framer` (bytes into command lines), `command` (parsing command lines),
+//! `session` (the sans-IO SMTP state machine), `data` (the DATA/BDAT byte
+//! automaton), `maildir` (durable delivery), `conn` (one connection's I/O),
+//! `server` (listeners, the local socket and threads), `transport` (sockets
+//! and stdio), `tls` (rustls and the certificate pair), `auth` (the users
+//! file and SASL), `watched` (files re-read when they change), `sendmail`
+//! (the sendmail command) and `submit` (its client for the local socket),
+//! `activation` (systemd), `privilege` (dropping root), `logging`, `reply`,
+//! `date`.
 
 pub mod activation;
 pub mod auth;
@@ -15,6 +18,7 @@ pub mod config;
 pub mod conn;
 pub mod data;
 pub mod date;
+pub mod framer;
 pub mod logging;
 pub mod maildir;
 pub mod privilege;
@@ -25,3 +29,4 @@ pub mod session;
 pub mod submit;
 pub mod tls;
 pub mod transport;
+pub mod watched;

@@ -24,6 +24,7 @@ use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
 use crate::config::{Config, Mode, Route};
 use crate::data::BareLf;
+use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
 use crate::reply::{Reply, EHLO};
 
@@ -47,7 +48,9 @@ impl QuotaProbe for MaildirQuota {
 
 /// Checks AUTH credentials against the users file (SPEC §3 `users`).
 pub trait Authenticator: Send + Sync {
-    fn verify(&self, user: &str, password: &[u8]) -> bool;
+    /// Whether `password` is `user`'s; an error (naming the file and the
+    /// reason, for the log) when the users cannot be read now.
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String>;
 }
 
 /// What a session may ask of the world outside it.
@@ -61,14 +64,8 @@ pub struct Services {
 }
 
 impl Authenticator for auth::UsersFile {
-    fn verify(&self, user: &str, password: &[u8]) -> bool {
-        match self.current() {
-            Ok(users) => users.verify(user, password),
-            Err(e) => {
-                log::error!("users file: {e}");
-                false
-            }
-        }
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+        Ok(self.current()?.verify(user, password))
     }
 }
 
@@ -294,12 +291,21 @@ impl Session {
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8]) -> Step {
+        self.framed(Frame::Line(Line::new(line, true)))
+    }
+
+    /// Handles what the [`crate::framer`] made of the client's next bytes:
+    /// a command line (or the answer to an AUTH challenge), or a line that
+    /// was too long.
+    pub fn framed(&mut self, frame: Frame<'_>) -> Step {
+        let line = match frame {
+            Frame::TooLong => return self.line_too_long(),
+            Frame::Line(line) => line,
+        };
         let step = match self.auth_exchange.take() {
-            Some(exchange) => self.auth_response(exchange, line),
-            None if line.contains(&0) => {
-                Step::reply(Reply::new(500, "5.5.2", "NUL byte in command"))
-            }
-            None => match command::parse(line) {
+            Some(exchange) => self.auth_response(exchange, line.text),
+            None if line.nul => Step::reply(Reply::new(500, "5.5.2", "NUL byte in command")),
+            None => match command::parse(line.text) {
                 Ok(command) => self.dispatch(command),
                 Err(reply) => Step::reply(reply),
             },
@@ -786,11 +792,23 @@ impl Session {
     }
 
     fn auth_check(&mut self, user: &str, password: &[u8]) -> Step {
-        let ok = self
-            .services
-            .users
-            .as_ref()
-            .is_some_and(|users| users.verify(user, password));
+        let verdict = match &self.services.users {
+            Some(users) => users.verify(user, password),
+            None => Ok(false),
+        };
+        let ok = match verdict {
+            Ok(ok) => ok,
+            // RFC 4954 §6: the server cannot check now; the client may try
+            // again later, and this attempt is no failure of its own.
+            Err(reason) => {
+                log::error!(
+                    "AUTH for {:?} unavailable (454 4.7.0) client={}: {reason}",
+                    user,
+                    self.peer.describe()
+                );
+                return Step::reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            }
+        };
         if ok {
             log::info!("AUTH as {} client={}", user, self.peer.describe());
             self.auth_user = Some(user.to_string());
@@ -881,10 +899,19 @@ mod tests {
         }
     }
 
+    /// A path under the temp dir for this test process that nothing
+    /// creates: the session is sans-IO and never touches its Maildirs.
+    fn unused_dir(name: &str) -> PathBuf {
+        let pid = std::process::id();
+        std::env::temp_dir().join(format!("smtpbox-session-{pid}-unused/{name}"))
+    }
+
+    /// Options only: no config file, not even the host's default one.
     fn config() -> Config {
+        let maildir = unused_dir("Maildir").display().to_string();
         let args: Vec<String> = [
             "--maildir",
-            "/tmp/smtpbox-unit-mb",
+            &maildir,
             "-H",
             "mx.example",
             "-d",
@@ -893,7 +920,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        match crate::config::from_args(&args) {
+        match crate::config::from_args_with_default(&args, Path::new("")) {
             Ok(crate::config::Invocation::Run(c, _)) => c,
             other => panic!("unexpected {other:?}"),
         }
@@ -920,8 +947,16 @@ mod tests {
     /// One user, alice, with password "secret".
     struct Alice;
     impl Authenticator for Alice {
-        fn verify(&self, user: &str, password: &[u8]) -> bool {
-            user == "alice" && password == b"secret"
+        fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+            Ok(user == "alice" && password == b"secret")
+        }
+    }
+
+    /// A users file that cannot be read.
+    struct Unreadable;
+    impl Authenticator for Unreadable {
+        fn verify(&self, _: &str, _: &[u8]) -> Result<bool, String> {
+            Err("/etc/smtpbox/users: cannot read: not a regular file".into())
         }
     }
 
@@ -998,6 +1033,30 @@ mod tests {
         assert_eq!(one(&mut s, "AUTH PLAIN !!!notbase64"), "501 5.5.2");
         assert_eq!(one(&mut s, "AUTH CRAM-MD5"), "504 5.5.4");
         assert_eq!(one(&mut s, "NOOP"), "250 2.0.0", "session goes on");
+    }
+
+    #[test]
+    fn unreadable_users_file_is_454_and_no_failure() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        s.services.users = Some(Arc::new(Unreadable));
+        one(&mut s, "EHLO c");
+        let good = format!("AUTH PLAIN {}", b64(b"\0alice\0secret"));
+        for _ in 0..MAX_AUTH_FAILURES + 1 {
+            let step = s.command(good.as_bytes());
+            let codes: Vec<String> = step.replies.iter().map(|r| r.to_string()).collect();
+            assert_eq!(codes, ["454 4.7.0 Temporary authentication failure"]);
+            assert_eq!(step.action, Action::Continue);
+        }
+        // LOGIN reaches the same check after its two challenges.
+        assert_eq!(one(&mut s, "AUTH LOGIN"), "334 ");
+        assert_eq!(one(&mut s, &b64(b"alice")), "334 ");
+        assert_eq!(one(&mut s, &b64(b"secret")), "454 4.7.0");
+        // The file is back: the attempts before did not count.
+        s.services.users = Some(Arc::new(Alice));
+        let bad = format!("AUTH PLAIN {}", b64(b"\0alice\0bad"));
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &good), "235 2.7.0");
     }
 
     #[test]
@@ -1163,7 +1222,7 @@ mod tests {
     fn unknown_local_user_without_default_maildir() {
         let mut c = config();
         c.maildir = None;
-        c.mailboxes = vec![("alice".to_string(), PathBuf::from("/tmp/alice"))];
+        c.mailboxes = vec![("alice".to_string(), unused_dir("alice"))];
         let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
         one(&mut s, "EHLO c");
         one(&mut s, "MAIL FROM:<a@b>");

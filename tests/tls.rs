@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
@@ -79,11 +79,10 @@ impl Keys {
 
 /// Runs openssl in `dir` and returns its stdout; fails the test on error.
 fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
+    let out = output_bounded(
+        Command::new("openssl").current_dir(dir).args(args),
+        Duration::from_secs(30),
+    );
     assert_success(&out, &format!("openssl {args:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -498,6 +497,42 @@ fn three_bad_passwords_give_535_then_421_and_close() {
     assert!(tls.closed(), "not closed after three AUTH failures");
 }
 
+/// RFC 4954 §6, issue 10: a users file that cannot be read (the tests run
+/// as root, whom a chmod does not stop: a directory and a dangling symlink
+/// take its place) fails closed with 454 4.7.0, which is no AUTH failure:
+/// four in a row do not close the session, and the file back in place is
+/// served again.
+#[test]
+fn unreadable_users_file_gives_454_and_counts_no_failure() {
+    let keys = Keys::new();
+    let server = Server::start(&keys.config(&[]));
+    let users = keys.dir.path().join("users");
+    let saved = keys.dir.path().join("users.saved");
+    let mut plain = connect(server.addr);
+    plain.hello();
+    fs::rename(&users, &saved).expect("move the users file away");
+    fs::create_dir(&users).expect("a directory in its place");
+    for _ in 0..4 {
+        plain.expect(
+            &auth_plain("alice", PASSWORD),
+            "454 4.7.0 Temporary authentication failure\r\n",
+        );
+    }
+    let named = format!("{}: cannot read: not a regular file", users.display());
+    assert!(server.wait_log(&named), "{}", server.log());
+    fs::remove_dir(&users).expect("remove the directory");
+    std::os::unix::fs::symlink(keys.dir.path().join("nowhere"), &users).expect("symlink");
+    assert_eq!(plain.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(plain.cmd(&b64(b"alice")), "334 UGFzc3dvcmQ6\r\n");
+    plain.expect(&b64(PASSWORD.as_bytes()), "454 4.7.0");
+    plain.expect("NOOP", "250 2.0.0");
+    fs::remove_file(&users).expect("remove the symlink");
+    fs::rename(&saved, &users).expect("the users file back");
+    plain.expect(&auth_plain("alice", PASSWORD), "235 2.7.0");
+    plain.deliver("users file back");
+    assert!(!server.log().contains("AUTH failed"), "{}", server.log());
+}
+
 #[test]
 fn star_cancels_auth_with_501_5_7_0() {
     let keys = Keys::new();
@@ -550,6 +585,8 @@ fn certificate_replaced_on_disk_is_served_to_new_connections() {
     let server = Server::start(&keys.config(&["tls"]));
     let addr = server.listener("tls");
     let first = connect_tls(addr, &keys.cert());
+    // The server looked at the files for `first`, before this instant.
+    let looked = Instant::now();
     let served =
         |tls: &Smtp<Tls>| tls.reader.get_ref().conn.peer_certificates().unwrap()[0].clone();
     assert_eq!(served(&first), cert_der(&keys.cert()));
@@ -565,9 +602,11 @@ fn certificate_replaced_on_disk_is_served_to_new_connections() {
     .unwrap();
     fs::rename(keys.dir.path().join("next.crt"), keys.cert()).unwrap();
     fs::rename(keys.dir.path().join("new.key"), keys.key()).unwrap();
-    // The files are looked at once a second at most.
-    thread::sleep(Duration::from_millis(1300));
-
+    // The files are looked at once a second at most: a connection a second
+    // after the last look gets the new pair (however slow this machine is,
+    // the wait is measured from that look, not guessed).
+    let next_look = looked + Duration::from_millis(1050);
+    thread::sleep(next_look.saturating_duration_since(Instant::now()));
     let mut second = connect_tls(addr, &keys.cert());
     assert_eq!(served(&second), renewed);
     second.expect("EHLO client.test", "250");
@@ -623,7 +662,8 @@ fn passwords_and_auth_payloads_never_reach_debug_or_trace_log() {
 
 /// The log once it holds `n` disconnect lines.
 fn wait_disconnects(server: &Server, n: usize) -> String {
-    for _ in 0..500 {
+    let end = Instant::now() + upper(Duration::from_secs(5));
+    while Instant::now() < end {
         let log = server.log();
         if log.matches("disconnect from ").count() >= n {
             return log;
@@ -650,12 +690,10 @@ fn check_with_mismatched_key_exits_1_naming_the_key_file() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("-c")
-        .arg(&conf)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let out = output_bounded(
+        smtpbox().arg("-c").arg(&conf).arg("--check"),
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -675,16 +713,9 @@ fn openssl_s_client_starttls_whole_session_on_stdin_is_stored() {
     let server = Server::start(&keys.config(&[]));
     let session = "EHLO s-client.test\nMAIL FROM:<a@b.org>\nRCPT TO:<root@example.com>\nDATA\n\
                    Subject: s_client\n\nhello over TLS\n.\nQUIT\n";
-    let mut child = Command::new("timeout")
-        .args([
-            "20",
-            "openssl",
-            "s_client",
-            "-starttls",
-            "smtp",
-            "-quiet",
-            "-crlf",
-        ])
+    let mut s_client = Command::new("openssl");
+    s_client
+        .args(["s_client", "-starttls", "smtp", "-quiet", "-crlf"])
         .args([
             "-connect",
             &server.addr.to_string(),
@@ -693,19 +724,13 @@ fn openssl_s_client_starttls_whole_session_on_stdin_is_stored() {
         ])
         .arg("-verify_return_error")
         .arg("-CAfile")
-        .arg(keys.cert())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run openssl s_client");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(session.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .arg(keys.cert());
+    let run = run_bounded(&mut s_client, session.as_bytes(), Duration::from_secs(20));
+    let out = std::process::Output {
+        status: run.status,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    };
     assert_success(&out, "openssl s_client");
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -741,12 +766,13 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
 fn smtplib_starttls_login_sendmail_is_stored() {
     let keys = Keys::new();
     let server = Server::start(&keys.config(&[]));
-    let out = Command::new("python3")
-        .args(["-c", PY_STARTTLS, &server.addr.port().to_string()])
-        .arg(keys.cert())
-        .arg(PASSWORD)
-        .output()
-        .expect("run python3");
+    let out = output_bounded(
+        Command::new("python3")
+            .args(["-c", PY_STARTTLS, &server.addr.port().to_string()])
+            .arg(keys.cert())
+            .arg(PASSWORD),
+        Duration::from_secs(30),
+    );
     assert_success(&out, "python3 smtplib starttls");
     let message = stored(&server, "smtplib");
     assert!(
@@ -767,14 +793,15 @@ fn swaks_tls_auth_plain_is_stored() {
     }
     let keys = Keys::new();
     let server = Server::start(&keys.config(&[]));
-    let out = Command::new("swaks")
-        .args(["--server", &server.addr.to_string(), "--timeout", "10"])
-        .args(["--from", "a@b.org", "--to", "root@example.com"])
-        .args(["--tls", "--auth", "PLAIN", "--auth-user", "bob"])
-        .args(["--auth-password", PASSWORD, "--header", "Subject: swaks"])
-        .args(["--body", "hello from swaks"])
-        .output()
-        .expect("run swaks");
+    let out = output_bounded(
+        Command::new("swaks")
+            .args(["--server", &server.addr.to_string(), "--timeout", "10"])
+            .args(["--from", "a@b.org", "--to", "root@example.com"])
+            .args(["--tls", "--auth", "PLAIN", "--auth-user", "bob"])
+            .args(["--auth-password", PASSWORD, "--header", "Subject: swaks"])
+            .args(["--body", "hello from swaks"]),
+        Duration::from_secs(30),
+    );
     assert_success(&out, "swaks --tls --auth PLAIN");
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(transcript.contains("<~  235 2.7.0 "), "{transcript}");
@@ -836,14 +863,14 @@ fn starttls_works_in_inetd_mode() {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (conn, _) = listener.accept().unwrap();
     let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().unwrap()));
-    let mut child = Command::new(BIN)
-        .args(["--inetd", "-c"])
-        .arg(&conf)
-        .stdin(fd(&conn))
-        .stdout(fd(&conn))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Guard::spawn(
+        smtpbox()
+            .args(["--inetd", "-c"])
+            .arg(&conf)
+            .stdin(fd(&conn))
+            .stdout(fd(&conn))
+            .stderr(Stdio::null()),
+    );
     drop(conn);
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -857,7 +884,8 @@ fn starttls_works_in_inetd_mode() {
     tls.expect("EHLO client.test", "250");
     tls.deliver("over inetd");
     tls.expect("QUIT", "221 2.0.0");
-    let _ = child.wait();
+    let status = child.exit_within(Duration::from_secs(5), "smtpbox --inetd");
+    assert!(status.success(), "smtpbox --inetd after QUIT: {status}");
     let stored = messages(&dir.path().join("Maildir"));
     assert_eq!(stored.len(), 1);
     let message = String::from_utf8_lossy(&stored[0]).into_owned();

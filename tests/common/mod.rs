@@ -3,18 +3,112 @@
 //! server's "listening on" log line) and talks SMTP to it over a socket.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The binary under test, built by cargo for integration tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_smtpbox");
+/// The binary under test: `$SMTPBOX_BIN` when set (e.g. a cross-built
+/// binary run under qemu-user), else cargo's build of this tree.
+pub fn bin() -> PathBuf {
+    match std::env::var_os("SMTPBOX_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_smtpbox")),
+    }
+}
+
+/// `$SMTPBOX_RUNNER` split on whitespace: a command prefix put before every
+/// start of the binary (e.g. `qemu-aarch64-static -0 smtpbox`). The word
+/// after a `-0` is replaced, per start, by the argv[0] the binary would get
+/// without a runner: the path it is started by, which for sendmail mode is
+/// a symlink named `sendmail`. A runner must exec the binary in its own
+/// process (same PID: `LISTEN_PID` and `/proc/PID` checks rely on it) and
+/// pass stdin, stdout, stderr, the environment and inherited fds through.
+fn runner() -> Vec<String> {
+    std::env::var("SMTPBOX_RUNNER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The whole argv that starts the binary under test as `program` (the
+/// binary itself, or a symlink to it): the runner's words, then `program`.
+pub fn smtpbox_argv_as(program: &Path) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = Vec::new();
+    let mut words = runner().into_iter();
+    while let Some(word) = words.next() {
+        let argv0 = word == "-0";
+        argv.push(word.into());
+        if argv0 {
+            let _ = words.next();
+            argv.push(program.into());
+        }
+    }
+    argv.push(program.into());
+    argv
+}
+
+/// The argv that starts the binary under test, for a wrapper command to
+/// run (`timeout 10 …`, `systemd-socket-activate … …`).
+pub fn smtpbox_argv() -> Vec<OsString> {
+    smtpbox_argv_as(&bin())
+}
+
+/// A command that starts the binary under test (through the runner).
+pub fn smtpbox() -> Command {
+    smtpbox_as(&bin())
+}
+
+/// A command that starts the binary under test by the path `program`, a
+/// symlink to [`bin`] (sendmail mode goes by argv[0]).
+pub fn smtpbox_as(program: &Path) -> Command {
+    let argv = smtpbox_argv_as(program);
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    command
+}
+
+/// A command that runs `wrapper` (program and its arguments) with the
+/// binary under test's argv after it: `smtpbox_under(&["timeout", "10"])`.
+pub fn smtpbox_under(wrapper: &[&str]) -> Command {
+    let mut command = Command::new(wrapper[0]);
+    command.args(&wrapper[1..]).args(smtpbox_argv());
+    command
+}
+
+/// The binary under test's argv as single-quoted words for a `sh -c`
+/// script (`exec {} -c …`).
+pub fn smtpbox_shell_words() -> String {
+    smtpbox_argv()
+        .iter()
+        .map(|w| format!("'{}'", w.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `$SMTPBOX_TIME_SCALE` (default 1, never below 1): how much slower than
+/// native the binary runs, e.g. 10 under qemu-user emulation.
+pub fn time_scale() -> f64 {
+    std::env::var("SMTPBOX_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|f| f.is_finite())
+        .map_or(1.0, |f| f.max(1.0))
+}
+
+/// An upper time bound (a wait, a "within" assertion) widened by
+/// [`time_scale`]. Lower bounds, which prove that a limit is enforced, are
+/// never scaled.
+pub fn upper(bound: Duration) -> Duration {
+    bound.mul_f64(time_scale())
+}
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -41,6 +135,239 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Room above a limit for a loaded machine (two cores shared with other
+/// builds, a lost SYN's 1 s retransmit), before [`upper`] scales it.
+pub const ROOM: Duration = Duration::from_secs(3);
+
+/// Asserts that `what` took at least `at_least` (proof that a limit is
+/// not enforced early: a server that drops a client at once fails) and at
+/// most `limit` plus [`ROOM`], scaled by [`upper`].
+pub fn assert_took(what: &str, elapsed: Duration, at_least: Duration, limit: Duration) {
+    let at_most = upper(limit + ROOM);
+    assert!(
+        elapsed >= at_least && elapsed <= at_most,
+        "{what}: took {elapsed:?}, expected {at_least:?}..={at_most:?}"
+    );
+}
+
+/// The config file the binary reads when it is run without `-c`.
+pub const HOST_CONFIG: &str = "/etc/smtpbox/smtpbox.conf";
+
+/// A command for a run of the binary without `-c`. When this host has a
+/// config in /etc/smtpbox, the binary runs in a private mount namespace
+/// with an empty tmpfs over that directory (root only: elsewhere the test
+/// fails rather than read the host's config).
+pub fn smtpbox_without_config() -> Command {
+    let etc = Path::new(HOST_CONFIG).parent().expect("a directory");
+    if !etc.exists() {
+        return smtpbox();
+    }
+    assert!(
+        smtpbox::privilege::is_root(),
+        "{} exists and would be read: run this test as root (it hides the \
+         directory in a private mount namespace) or without that file",
+        etc.display()
+    );
+    let script = format!(
+        "mount -t tmpfs -o size=16k,mode=0755 smtpbox-test '{}' && exec \"$@\"",
+        etc.display()
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["-m", "sh", "-c", &script, "sh"])
+        .args(smtpbox_argv());
+    command
+}
+
+// ---------------------------------------------------------------------------
+// Child processes: killed with their descendants, waited for with a bound.
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+const SIGKILL: i32 = 9;
+const SIGSTOP: i32 = 19;
+
+/// The PIDs of the live descendants of `pid` (children, their children…),
+/// from the parent field of each `/proc/PID/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // "PID (comm) STATE PPID …": comm may hold spaces and parentheses.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.push((child, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Kills `child` and every descendant it has (a wrapper's forked server,
+/// e.g. `systemd-socket-activate --accept`'s or `timeout`'s) by PID, then
+/// reaps `child`. The child is stopped first so that it forks no more.
+pub fn kill_tree(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let pid = child.id();
+    // SAFETY: kill(2) on our own child, which is not reaped yet.
+    unsafe { kill(pid as i32, SIGSTOP) };
+    for descendant in descendants(pid) {
+        // SAFETY: kill(2) takes any PID; a gone one gives ESRCH.
+        unsafe { kill(descendant as i32, SIGKILL) };
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A child process killed with its descendants on drop, a panic included.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn spawn(cmd: &mut Command) -> Guard {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+        Guard(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The exit status within `bound` (scaled by [`upper`]); None when the
+    /// child is still running then.
+    pub fn wait_for(&mut self, bound: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + upper(bound);
+        loop {
+            match self.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(5)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The exit status within `bound`; fails the test (naming `what`)
+    /// when the child is still running then.
+    pub fn exit_within(&mut self, bound: Duration, what: &str) -> ExitStatus {
+        self.wait_for(bound)
+            .unwrap_or_else(|| panic!("{what}: still running after {:?}", upper(bound)))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        kill_tree(&mut self.0);
+    }
+}
+
+/// What a child run to its end gave.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` to its end with `input` on its stdin (then closed), its
+/// stdout and stderr collected. Bounded by `bound` (scaled by [`upper`]):
+/// past it the child and its descendants are killed and the test fails
+/// with what they wrote so far.
+pub fn run_bounded(cmd: &mut Command, input: &[u8], bound: Duration) -> Finished {
+    let end = Instant::now() + upper(bound);
+    let mut guard = Guard::spawn(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdin = guard.0.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // The binary may exit before reading everything (usage errors).
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(());
+        });
+        (seen, rx)
+    };
+    let (stdout, out_done) = collect(Box::new(guard.0.stdout.take().expect("stdout")));
+    let (stderr, err_done) = collect(Box::new(guard.0.stderr.take().expect("stderr")));
+    let seen = |what: &str| {
+        format!(
+            "{:?} {what} after {:?}\nstdout: {}\nstderr: {}",
+            cmd.get_program(),
+            upper(bound),
+            String::from_utf8_lossy(&stdout.lock().unwrap()),
+            String::from_utf8_lossy(&stderr.lock().unwrap())
+        )
+    };
+    let left = end.saturating_duration_since(Instant::now());
+    let Some(status) = guard.wait_for(left) else {
+        panic!("{}", seen("still running"));
+    };
+    for done in [out_done, err_done] {
+        let left = end.saturating_duration_since(Instant::now());
+        if done
+            .recv_timeout(left.max(Duration::from_millis(100)))
+            .is_err()
+        {
+            panic!("{}", seen("exited, but its output is still open"));
+        }
+    }
+    let take = |v: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *v.lock().unwrap());
+    Finished {
+        status,
+        stdout: take(&stdout),
+        stderr: take(&stderr),
+    }
+}
+
+/// [`run_bounded`] with nothing on stdin, as `Command::output` gives it.
+pub fn output_bounded(cmd: &mut Command, bound: Duration) -> std::process::Output {
+    let run = run_bounded(cmd, b"", bound);
+    std::process::Output {
+        status: run.status,
+        stdout: run.stdout,
+        stderr: run.stderr,
     }
 }
 
@@ -101,12 +428,20 @@ impl Server {
         conf.push('\n');
         let conf_path = dir.path().join("smtpbox.conf");
         fs::write(&conf_path, conf).expect("write config");
-        let mut child = Command::new(BIN)
+        let mut command = smtpbox();
+        command
             .arg("-c")
             .arg(&conf_path)
             .args(args)
             .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Server::spawn(&mut command, dir)
+    }
+
+    /// Starts `command` (a start of the binary that logs "listening on
+    /// ADDR") and waits for that line; `dir` goes with the server.
+    pub fn spawn(command: &mut Command, dir: TempDir) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -131,10 +466,10 @@ impl Server {
                 line.clear();
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+        let addr = match rx.recv_timeout(upper(Duration::from_secs(10))) {
             Ok(a) => a,
             Err(_) => {
-                let _ = child.kill();
+                kill_tree(&mut child);
                 panic!("smtpbox did not start; log:\n{}", log.lock().unwrap());
             }
         };
@@ -166,7 +501,7 @@ impl Server {
 
     /// Waits until the log contains `needle` (logs arrive asynchronously).
     pub fn wait_log(&self, needle: &str) -> bool {
-        let end = Instant::now() + Duration::from_secs(5);
+        let end = Instant::now() + upper(Duration::from_secs(5));
         while Instant::now() < end {
             if self.log().contains(needle) {
                 return true;
@@ -204,8 +539,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_tree(&mut self.child);
     }
 }
 
@@ -266,7 +600,7 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(upper(Duration::from_secs(10))))
             .unwrap();
         Client {
             reader: BufReader::new(stream),
@@ -278,13 +612,19 @@ impl Client {
         self.reader.get_mut().write_all(bytes).expect("send");
     }
 
-    /// Reads one whole reply (all its lines); empty string on EOF.
+    /// Reads one whole reply (all its lines); empty string when the
+    /// server closed the connection (EOF or a reset). A read timeout fails
+    /// the test with what was seen: a hung server is no closed one.
     pub fn reply(&mut self) -> String {
         let mut all = String::new();
         loop {
             let mut line = String::new();
             match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return all,
+                Ok(0) => return all,
+                Err(e) if is_timeout(&e) => {
+                    panic!("no whole reply within the read timeout ({e}); got {all:?}{line:?}")
+                }
+                Err(_) => return all,
                 Ok(_) => {}
             }
             let last = line.as_bytes().get(3) != Some(&b'-');
@@ -331,11 +671,32 @@ impl Client {
         self.reply()
     }
 
+    /// Everything the server sends until it closes the connection; fails
+    /// the test with what was seen when that does not happen within the
+    /// read timeout.
+    pub fn read_to_eof(&mut self) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if is_timeout(&e) => panic!(
+                    "the server did not close the connection ({e}); got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // a reset is a close too
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
     /// True when the server has closed the connection (EOF within 5 s).
     pub fn closed(&mut self) -> bool {
         self.reader
             .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(upper(Duration::from_secs(5))))
             .unwrap();
         let mut buf = [0u8; 256];
         loop {
@@ -346,6 +707,14 @@ impl Client {
             }
         }
     }
+}
+
+/// Whether a read error is a read timeout (`SO_RCVTIMEO`).
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// A numeric field of `/proc/PID/status` (`VmRSS` in kB, `Threads`); 0 when
@@ -435,20 +804,21 @@ pub fn client_hello() -> Vec<u8> {
 /// `dir/cert.crt` and `dir/cert.key`: a self-signed P-256 certificate for
 /// localhost and 127.0.0.1 (not a CA), made with the openssl CLI.
 pub fn make_cert(dir: &Path) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
-        .args([
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-keyout", "cert.key", "-out", "cert.crt"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .output()
-        .expect("run openssl");
+    let out = output_bounded(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-keyout", "cert.key", "-out", "cert.crt"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"]),
+        Duration::from_secs(30),
+    );
     assert!(
         out.status.success(),
         "openssl req: {}",
