@@ -280,6 +280,37 @@ fn socket_replies_map_to_the_exit_statuses_of_direct_delivery() {
     );
 }
 
+/// The server takes at most max_recipients per message; a message for more
+/// is delivered directly, whole, rather than to some of them.
+#[test]
+fn more_recipients_than_the_server_takes_are_delivered_directly() {
+    let server = Server::start(&format!(
+        "{LOCAL}\nmax_recipients = 2\nmailbox = a {{dir}}/a\nmailbox = b {{dir}}/b\nmailbox = c {{dir}}/c"
+    ));
+    connect_local(&socket_path(&server));
+    let out = sendmail(
+        &conf_path(&server),
+        &["a", "b", "c"],
+        b"Subject: 3\n\nx\n",
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for user in ["a", "b", "c"] {
+        let maildir = server.dir.path().join(user);
+        let message = String::from_utf8(messages(&maildir)[0].clone()).unwrap();
+        assert!(
+            message.contains(" (smtpbox) via sendmail id "),
+            "{user}: {message}"
+        );
+    }
+    let out = sendmail(&conf_path(&server), &["a", "b"], b"Subject: 2\n\nx\n", None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        server.wait_log("client=local uid="),
+        "two go through the server"
+    );
+}
+
 #[test]
 fn without_a_server_sendmail_delivers_directly_and_without_either_exits_75() {
     let dir = TempDir::new("local-fallback");
