@@ -4,11 +4,12 @@
 //! `framer` (bytes into command lines), `command` (parsing command lines),
 //! `session` (the sans-IO SMTP state machine), `data` (the DATA/BDAT byte
 //! automaton), `maildir` (durable delivery), `conn` (one connection's I/O),
-//! `server` (listeners and threads), `transport` (sockets and stdio), `tls`
-//! (rustls and the certificate pair), `auth` (the users file and SASL),
-//! `watched` (files re-read when they change), `sendmail` (the sendmail
-//! command) and `submit` (its client for the local socket), `activation` (systemd), `privilege` (dropping root), `logging`,
-//! `reply`, `date`.
+//! `server` (listeners, the local socket and threads), `transport` (sockets
+//! and stdio), `tls` (rustls and the certificate pair), `auth` (the users
+//! file and SASL), `watched` (files re-read when they change), `sendmail`
+//! (the sendmail command) and `submit` (its client for the local socket),
+//! `activation` (systemd), `privilege` (dropping root), `logging`, `reply`,
+//! `date`.
 
 pub mod activation;
 pub mod auth;

@@ -452,6 +452,17 @@ fn receive<R: BufRead>(
         host: &config.hostname,
     };
     match server {
+        // The server would take only max_recipients of them (452 4.5.3),
+        // and a message goes to all its recipients or to none.
+        Some(Ok(server)) if recipients.len() > config.max_recipients => {
+            server.quit();
+            let cause = format!(
+                "local socket: {} recipients, over max_recipients ({})",
+                recipients.len(),
+                config.max_recipients
+            );
+            deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
+        }
         Some(Ok(server)) => submit(server, config, &message, &recipients, input),
         Some(Err(cause)) => {
             log::info!("{cause}: delivering directly");
