@@ -1,16 +1,23 @@
 //! The SMTP session as a sans-IO state machine (RFC 5321 §4.1, §4.3).
 //!
-//! The session takes command lines and the summary of received content, and
-//! returns replies and the action the connection must take next (read DATA,
-//! read a BDAT chunk, start TLS, close). It does no I/O of its own except
-//! asking a [`QuotaProbe`] whether a Maildir is full, so the same core serves
-//! standalone, inetd and socket-activated connections, and its tests are
-//! plain byte slices.
+//! The session takes the framer's command lines and the summary of received
+//! content, and returns replies and the action the connection must take
+//! next (read DATA, read a BDAT chunk, start TLS, close). It does no I/O of
+//! its own except through its [`Services`]: asking a [`QuotaProbe`] whether
+//! a Maildir is full and an [`Authenticator`] whether a password is right,
+//! so the same core serves standalone, inetd and socket-activated
+//! connections, and its tests are plain byte slices.
+//!
+//! The states are the session's fields rather than one enum: `greeting`
+//! (None until HELO or EHLO), `tx` (the transaction, from MAIL on) and its
+//! recipients, `tx.chunking` (a BDAT message under way), `auth_exchange`
+//! (an AUTH challenge waiting for its answer).
 //!
 //! ```text
-//!   greeting ──► Fresh ──HELO/EHLO──► Greeted ──MAIL──► Mail ──RCPT──► Rcpt
-//!                  ▲                     ▲                               │
-//!                  │ STARTTLS            └──── RSET / end of message ◄───┘ DATA, BDAT
+//!   greeting ──► no greeting ──HELO/EHLO──► greeted ──MAIL──► tx ──RCPT──► tx + recipients
+//!                   ▲                          ▲                                 │
+//!                   │ STARTTLS                 └── RSET, HELO/EHLO, end of ◄─────┘ DATA, BDAT
+//!                   │ (RFC 3207: forget all)       message
 //! ```
 //!
 //! The transaction (sender, recipients) is a separate value, so RSET and the
