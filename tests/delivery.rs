@@ -10,7 +10,7 @@ use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -90,9 +90,7 @@ fn is_rfc5322_date(s: &str) -> bool {
 /// Runs the binary to its exit, killed after 10 s by coreutils `timeout`
 /// (exit 124): (exit code, stdout, stderr).
 fn run_bin(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new("timeout")
-        .arg("10")
-        .arg(BIN)
+    let out = smtpbox_under(&["timeout", "10"])
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -577,7 +575,7 @@ fn listen_and_maildir_options_work_without_config_file() {
         .unwrap()
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(BIN)
+    let child = smtpbox()
         .args(["-l", &addr.to_string(), "-m"])
         .arg(&maildir)
         .args(["-H", "cli.test", "-d", "example.com"])

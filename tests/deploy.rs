@@ -68,7 +68,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
             );
         }
         // verify insists that ExecStart= exists: point it at the test binary.
-        let text = text.replace("/usr/local/sbin/smtpbox", BIN);
+        let text = text.replace("/usr/local/sbin/smtpbox", &bin().display().to_string());
         let name = path.file_name().expect("name").to_owned();
         fs::write(dir.path().join(&name), text).expect("copy unit");
         names.push(dir.path().join(name));
@@ -198,7 +198,7 @@ fn notify_socket_receives_ready_once_listening() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let proc = Proc::spawn(
-        Command::new(BIN)
+        smtpbox()
             .arg("-c")
             .arg(config(&dir, "listen = 127.0.0.1:0\n"))
             .env("NOTIFY_SOCKET", &path),
@@ -215,7 +215,7 @@ fn notify_socket_receives_ready_once_listening() {
 #[test]
 fn inetd_over_pipes_serves_a_whole_pipelined_session() {
     let dir = TempDir::new("pipe");
-    let mut child = Command::new(BIN)
+    let mut child = smtpbox()
         .arg("--inetd")
         .arg("-c")
         .arg(config(&dir, ""))
@@ -258,7 +258,7 @@ fn inetd_with_stderr_on_the_socket_sends_the_client_only_replies() {
     // AND 2; smtpbox's log lines must not reach the client.
     let dir = TempDir::new("stderr");
     let (mut child, client) = spawn_on_socket(
-        Command::new(BIN)
+        smtpbox()
             .args(["--inetd", "-c"])
             .arg(config(&dir, ""))
             .env_remove("RUST_LOG"), // the default level, info
@@ -321,7 +321,7 @@ fn privilege_drop_to_nobody_after_binding() {
 fn listen_fds_meant_for_another_pid_are_ignored() {
     let dir = TempDir::new("pid");
     let proc = Proc::spawn(
-        Command::new(BIN)
+        smtpbox()
             .arg("-c")
             .arg(config(&dir, "listen = 127.0.0.1:0\n"))
             .env("LISTEN_PID", "1")
@@ -345,7 +345,7 @@ fn activate(opts: &[&str], port: u16, args: &[&str], conf: &Path) -> Proc {
         Command::new("systemd-socket-activate")
             .args(opts)
             .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(BIN)
+            .args(smtpbox_argv())
             .args(args)
             .arg("-c")
             .arg(conf),

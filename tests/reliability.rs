@@ -363,9 +363,9 @@ fn disk_full_is_452_4_3_1_and_leaves_nothing_partial() {
     )
     .unwrap();
     let server = Wrapped::start(&format!(
-        "mount -t tmpfs -o size=256k none '{}' && exec '{}' -c '{}'",
+        "mount -t tmpfs -o size=256k none '{}' && exec {} -c '{}'",
         mnt.display(),
-        BIN,
+        smtpbox_shell_words(),
         conf.display()
     ))
     .unwrap_or_else(|e| panic!("{e}"));

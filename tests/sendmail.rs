@@ -35,7 +35,7 @@ impl Box {
             extra.replace("{dir}", &d)
         );
         fs::write(&conf, text).unwrap();
-        std::os::unix::fs::symlink(BIN, dir.path().join("sendmail")).unwrap();
+        std::os::unix::fs::symlink(bin(), dir.path().join("sendmail")).unwrap();
         Box { dir, conf }
     }
 
@@ -45,14 +45,14 @@ impl Box {
 
     /// Runs `sendmail -C CONF ARGS` through the symlink with `input` on stdin.
     fn sendmail(&self, args: &[&str], input: &[u8]) -> Outcome {
-        let mut command = Command::new(self.dir.path().join("sendmail"));
+        let mut command = smtpbox_as(&self.dir.path().join("sendmail"));
         command.arg("-C").arg(&self.conf).args(args);
         run(command, input)
     }
 
     /// Runs `smtpbox sendmail ARGS` (no -C: the caller picks the config).
     fn smtpbox_sendmail(&self, args: &[&str], input: &[u8]) -> Outcome {
-        let mut command = Command::new(BIN);
+        let mut command = smtpbox();
         command.arg("sendmail").args(args);
         run(command, input)
     }
@@ -271,7 +271,7 @@ fn oversized_message_exits_65() {
 #[test]
 fn config_from_environment_then_errors() {
     let b = Box::new("");
-    let mut command = Command::new(b.dir.path().join("sendmail"));
+    let mut command = smtpbox_as(&b.dir.path().join("sendmail"));
     command.arg("alice");
     let mut child = command
         .env("SMTPBOX_CONFIG", &b.conf)

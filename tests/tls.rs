@@ -640,7 +640,7 @@ fn check_with_mismatched_key_exits_1_naming_the_key_file() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = smtpbox()
         .arg("-c")
         .arg(&conf)
         .arg("--check")
@@ -826,7 +826,7 @@ fn starttls_works_in_inetd_mode() {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (conn, _) = listener.accept().unwrap();
     let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().unwrap()));
-    let mut child = Command::new(BIN)
+    let mut child = smtpbox()
         .args(["--inetd", "-c"])
         .arg(&conf)
         .stdin(fd(&conn))

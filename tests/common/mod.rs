@@ -3,6 +3,7 @@
 //! server's "listening on" log line) and talks SMTP to it over a socket.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,8 +14,101 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The binary under test, built by cargo for integration tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_smtpbox");
+/// The binary under test: `$SMTPBOX_BIN` when set (e.g. a cross-built
+/// binary run under qemu-user), else cargo's build of this tree.
+pub fn bin() -> PathBuf {
+    match std::env::var_os("SMTPBOX_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_smtpbox")),
+    }
+}
+
+/// `$SMTPBOX_RUNNER` split on whitespace: a command prefix put before every
+/// start of the binary (e.g. `qemu-aarch64-static -0 smtpbox`). The word
+/// after a `-0` is replaced, per start, by the argv[0] the binary would get
+/// without a runner: the path it is started by, which for sendmail mode is
+/// a symlink named `sendmail`. A runner must exec the binary in its own
+/// process (same PID: `LISTEN_PID` and `/proc/PID` checks rely on it) and
+/// pass stdin, stdout, stderr, the environment and inherited fds through.
+fn runner() -> Vec<String> {
+    std::env::var("SMTPBOX_RUNNER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The whole argv that starts the binary under test as `program` (the
+/// binary itself, or a symlink to it): the runner's words, then `program`.
+pub fn smtpbox_argv_as(program: &Path) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = Vec::new();
+    let mut words = runner().into_iter();
+    while let Some(word) = words.next() {
+        let argv0 = word == "-0";
+        argv.push(word.into());
+        if argv0 {
+            let _ = words.next();
+            argv.push(program.into());
+        }
+    }
+    argv.push(program.into());
+    argv
+}
+
+/// The argv that starts the binary under test, for a wrapper command to
+/// run (`timeout 10 …`, `systemd-socket-activate … …`).
+pub fn smtpbox_argv() -> Vec<OsString> {
+    smtpbox_argv_as(&bin())
+}
+
+/// A command that starts the binary under test (through the runner).
+pub fn smtpbox() -> Command {
+    smtpbox_as(&bin())
+}
+
+/// A command that starts the binary under test by the path `program`, a
+/// symlink to [`bin`] (sendmail mode goes by argv[0]).
+pub fn smtpbox_as(program: &Path) -> Command {
+    let argv = smtpbox_argv_as(program);
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    command
+}
+
+/// A command that runs `wrapper` (program and its arguments) with the
+/// binary under test's argv after it: `smtpbox_under(&["timeout", "10"])`.
+pub fn smtpbox_under(wrapper: &[&str]) -> Command {
+    let mut command = Command::new(wrapper[0]);
+    command.args(&wrapper[1..]).args(smtpbox_argv());
+    command
+}
+
+/// The binary under test's argv as single-quoted words for a `sh -c`
+/// script (`exec {} -c …`).
+pub fn smtpbox_shell_words() -> String {
+    smtpbox_argv()
+        .iter()
+        .map(|w| format!("'{}'", w.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `$SMTPBOX_TIME_SCALE` (default 1, never below 1): how much slower than
+/// native the binary runs, e.g. 10 under qemu-user emulation.
+pub fn time_scale() -> f64 {
+    std::env::var("SMTPBOX_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|f| f.is_finite())
+        .map_or(1.0, |f| f.max(1.0))
+}
+
+/// An upper time bound (a wait, a "within" assertion) widened by
+/// [`time_scale`]. Lower bounds, which prove that a limit is enforced, are
+/// never scaled.
+pub fn upper(bound: Duration) -> Duration {
+    bound.mul_f64(time_scale())
+}
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -101,7 +195,7 @@ impl Server {
         conf.push('\n');
         let conf_path = dir.path().join("smtpbox.conf");
         fs::write(&conf_path, conf).expect("write config");
-        let mut child = Command::new(BIN)
+        let mut child = smtpbox()
             .arg("-c")
             .arg(&conf_path)
             .args(args)
@@ -131,7 +225,7 @@ impl Server {
                 line.clear();
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+        let addr = match rx.recv_timeout(upper(Duration::from_secs(10))) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -166,7 +260,7 @@ impl Server {
 
     /// Waits until the log contains `needle` (logs arrive asynchronously).
     pub fn wait_log(&self, needle: &str) -> bool {
-        let end = Instant::now() + Duration::from_secs(5);
+        let end = Instant::now() + upper(Duration::from_secs(5));
         while Instant::now() < end {
             if self.log().contains(needle) {
                 return true;
@@ -266,7 +360,7 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(upper(Duration::from_secs(10))))
             .unwrap();
         Client {
             reader: BufReader::new(stream),
@@ -335,7 +429,7 @@ impl Client {
     pub fn closed(&mut self) -> bool {
         self.reader
             .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(upper(Duration::from_secs(5))))
             .unwrap();
         let mut buf = [0u8; 256];
         loop {
