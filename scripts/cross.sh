@@ -74,9 +74,6 @@ for t in "${targets[@]}"; do
     # A static PIE crashes on MIPS (under qemu, before the first log line);
     # a plain static executable works.
     mips*) rustflags="$rustflags -C relocation-model=static" ;;
-    # Load-time relocations as a compact RELR table: the static binary
-    # relocates itself, so this asks nothing of the target's libc.
-    x86_64-unknown-linux-musl | aarch64-*) rustflags="$rustflags -C link-arg=-Wl,-z,pack-relative-relocs" ;;
   esac
   say "building $t"
   # RUSTFLAGS apply to the target only (--target is given), not build scripts.
