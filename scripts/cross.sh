@@ -38,6 +38,12 @@ if [ ! -d "$sysroot/lib/rustlib/src/rust/library" ]; then
   say "adding rust-src to nightly"
   rustup component add rust-src --toolchain nightly
 fi
+# llvm-objcopy, which knows every target's ELF (Debian's objcopy is x86 only).
+objcopy="$sysroot/lib/rustlib/$(rustup run nightly rustc -vV | sed -n 's/^host: //p')/bin/llvm-objcopy"
+if [ ! -x "$objcopy" ]; then
+  say "adding llvm-tools to nightly"
+  rustup component add llvm-tools --toolchain nightly
+fi
 needs_zig=0
 for t in "${targets[@]}"; do
   case "$t" in *-musl*) needs_zig=1 ;; esac
@@ -80,6 +86,15 @@ for t in "${targets[@]}"; do
   RUSTFLAGS="${rustflags# }" cargo +nightly "${build[@]}" --profile appliance \
     --target "$t" "${flags[@]}" --bin smtpbox --example unwind
   bin="target/$t/appliance/smtpbox"
+  case "$t" in
+    # LLVM writes a .pdr (procedure descriptors, ~140 KB) on 32-bit MIPS:
+    # not loaded, only read by old debuggers, and strip keeps it.
+    mips*)
+      for f in "$bin" "target/$t/appliance/examples/unwind"; do
+        "$objcopy" --remove-section=.pdr "$f"
+      done
+      ;;
+  esac
   case "$t" in
     *-musl*)
       # Static means no interpreter, whatever the linker did.
