@@ -606,7 +606,7 @@ impl Session {
                         "Non-ASCII address requires SMTPUTF8",
                     ));
                 }
-                a.to_string()
+                a.to_wire()
             }
         };
         self.tx = Some(Transaction {
@@ -619,7 +619,12 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: Address) -> Step {
-        let box_ips = self.box_ips();
+        // Only an address literal needs them: no vector per RCPT otherwise.
+        let box_ips = if to.has_literal_domain() {
+            self.box_ips()
+        } else {
+            Vec::new()
+        };
         let Some(tx) = &mut self.tx else {
             return Step::reply(Reply::new(503, "5.5.1", "Need MAIL command first"));
         };
@@ -633,7 +638,7 @@ impl Session {
         if tx.recipients.len() >= self.config.max_recipients {
             return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
-        let address = to.to_string();
+        let address = to.to_wire();
         let reply = match self.config.route(&to, &box_ips) {
             Route::NotLocal => {
                 Reply::new(550, "5.7.1", format!("<{address}>: Relay access denied"))
@@ -761,7 +766,7 @@ impl Session {
         }
     }
 
-    fn challenge(&mut self, exchange: AuthExchange, prompt: &str) -> Step {
+    fn challenge(&mut self, exchange: AuthExchange, prompt: &'static str) -> Step {
         self.auth_exchange = Some(exchange);
         Step::reply(Reply::new(334, "", prompt))
     }
