@@ -8,8 +8,8 @@
 //! and stdio), `tls` (rustls and the certificate pair), `auth` (the users
 //! file and SASL), `watched` (files re-read when they change), `sendmail`
 //! (the sendmail command) and `submit` (its client for the local socket),
-//! `activation` (systemd), `privilege` (dropping root), `logging`, `reply`,
-//! `date`.
+//! `activation` (systemd), `slots` (limits across --inetd processes),
+//! `privilege` (dropping root), `logging`, `reply`, `date`.
 
 pub mod activation;
 pub mod auth;
@@ -26,6 +26,7 @@ pub mod reply;
 pub mod sendmail;
 pub mod server;
 pub mod session;
+pub mod slots;
 pub mod submit;
 pub mod tls;
 pub mod transport;

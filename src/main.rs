@@ -1,14 +1,17 @@
 //! The smtpbox binary: parses the command line and starts the chosen mode.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use smtpbox::config::{self, Config, Invocation};
+use smtpbox::reply::Reply;
 use smtpbox::server::Shared;
 use smtpbox::session::Peer;
-use smtpbox::{activation, logging, maildir, privilege, sendmail, server, transport};
+use smtpbox::transport::Transport;
+use smtpbox::{activation, logging, maildir, privilege, sendmail, server, slots, transport};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
@@ -24,7 +27,7 @@ fn main() -> ExitCode {
         // warn, not info: cron mails back whatever reaches stderr.
         logging::init("warn", true);
         return sendmail::main(&args, |config| {
-            serve_inetd(&Shared::new(config)?);
+            serve_inetd(&Shared::new(config)?, transport::Stdio::new());
             Ok(())
         });
     }
@@ -75,7 +78,12 @@ fn main() -> ExitCode {
             };
             clean_stale_tmp(&shared.config);
             if options.inetd {
-                serve_inetd(&shared);
+                let mut stdio = transport::Stdio::new();
+                // Held to the end of the session.
+                let Some(_slots) = inetd_slots(&shared.config, &mut stdio) else {
+                    return ExitCode::SUCCESS;
+                };
+                serve_inetd(&shared, stdio);
                 return ExitCode::SUCCESS;
             }
             match start_listening(&shared) {
@@ -158,6 +166,9 @@ fn start_listening(
                 account.gid
             );
         }
+        // Already that user (systemd's User=smtpbox with the example config).
+        Some(user)
+            if privilege::lookup(user).is_ok_and(|a| a.uid == privilege::effective_uid()) => {}
         Some(user) => log::warn!("not started as root: `user = {user}` has nothing to drop"),
         None if privilege::is_root() => {
             log::warn!("serving as root: set `user = NAME` in the config, or start from systemd with User=/DynamicUser=")
@@ -183,8 +194,7 @@ fn check(config: &Config) -> Result<Vec<String>, String> {
 }
 
 /// One session on stdin/stdout (inetd, systemd Accept=yes).
-fn serve_inetd(shared: &Shared) {
-    let stdio = transport::Stdio::new();
+fn serve_inetd(shared: &Shared, stdio: transport::Stdio) {
     let (remote, local) = stdio.addresses();
     let mode = shared
         .config
@@ -192,6 +202,46 @@ fn serve_inetd(shared: &Shared) {
         .first()
         .map_or(config::Mode::Smtp, |l| l.mode);
     shared.serve(Box::new(stdio), Peer::network(remote, local), mode);
+}
+
+/// `--inetd` under systemd (Accept=yes): the connection limits across
+/// every session's process, counted in the unit's RuntimeDirectory=. None
+/// when the client is over a limit: it has read `421 4.3.2`. Without that
+/// directory (classic inetd, a pipe) inetd's own limits apply; an unusable
+/// one is logged and the session served.
+fn inetd_slots(config: &Config, stdio: &mut transport::Stdio) -> Option<Option<slots::Slots>> {
+    let (Some(dir), (Some(remote), _)) = (slots::runtime_directory(), stdio.addresses()) else {
+        return Some(None);
+    };
+    let ip = remote.ip();
+    match slots::acquire(
+        &dir,
+        ip,
+        config.max_connections,
+        config.max_connections_per_ip,
+    ) {
+        Ok(Ok(held)) => Some(Some(held)),
+        Ok(Err(full)) => {
+            log::warn!(
+                "too many connections ({}), refusing [{}]:{} (421 4.3.2)",
+                match full {
+                    slots::Full::PerAddress => "from this address",
+                    slots::Full::Total => "in all",
+                },
+                ip.to_canonical(),
+                remote.port()
+            );
+            let mut out = Vec::new();
+            Reply::new(421, "4.3.2", "Too many connections, try again later").write_to(&mut out);
+            let _ = stdio.set_timeout(Duration::from_secs(1));
+            let _ = stdio.write_all(&out);
+            None
+        }
+        Err(e) => {
+            log::warn!("connection limits not counted: {}: {}", dir.display(), e);
+            Some(None)
+        }
+    }
 }
 
 /// Removes files a crash left in the Maildirs' tmp/ (older than 36 hours).

@@ -132,9 +132,17 @@ pub fn bind_local(path: &Path) -> Result<LocalSocket, String> {
 /// What [`bind_local`] would refuse, found without creating or removing
 /// anything (`--check`): a directory that is not ours or that others may
 /// write, a missing directory whose parent is missing too, a file in the
-/// way that is not a socket, a socket a running server answers on.
+/// way that is not a socket, a socket a running server answers on (but
+/// not one the service manager holds for socket activation).
 pub fn check_local(path: &Path) -> Result<(), String> {
     let shown = path.display();
+    // systemd's smtpbox-local.socket: the service manager (pid 1) listens
+    // there and passes the socket in, wherever its directory belongs.
+    if let Ok(stream) = UnixStream::connect(path) {
+        if crate::transport::peer_pid(&stream).ok() == Some(1) {
+            return Ok(());
+        }
+    }
     let dir = socket_dir(path)?;
     match fs::symlink_metadata(dir) {
         Ok(meta) => {

@@ -37,6 +37,17 @@ struct Ucred {
 /// The uid of the process that connected `stream`, as the kernel recorded
 /// it at connect(2) (SO_PEERCRED): what the client cannot lie about.
 pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    peer_cred(stream).map(|c| c.uid)
+}
+
+/// The pid of the process at the other end of `stream`: for a client, the
+/// one that called listen(2) (1 when the service manager holds the socket
+/// for socket activation).
+pub fn peer_pid(stream: &UnixStream) -> io::Result<i32> {
+    peer_cred(stream).map(|c| c.pid)
+}
+
+fn peer_cred(stream: &UnixStream) -> io::Result<Ucred> {
     let mut cred = Ucred::default();
     let mut len = std::mem::size_of::<Ucred>() as u32;
     // SAFETY: `cred` and `len` are valid for writes and outlive the call;
@@ -56,7 +67,7 @@ pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     if len as usize != std::mem::size_of::<Ucred>() {
         return Err(io::Error::other("SO_PEERCRED: short answer"));
     }
-    Ok(cred.uid)
+    Ok(cred)
 }
 
 /// A bidirectional stream with timeouts.

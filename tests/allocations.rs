@@ -118,10 +118,10 @@ fn session(maildir: &Path, input: &[u8]) -> (usize, String) {
         users: None,
         tls: false,
     };
-    let peer = Peer {
-        remote: Some("192.0.2.1:4000".parse().unwrap()),
-        local: Some("192.0.2.25:25".parse().unwrap()),
-    };
+    let peer = Peer::network(
+        Some("192.0.2.1:4000".parse().unwrap()),
+        Some("192.0.2.25:25".parse().unwrap()),
+    );
     let output = Arc::new(Mutex::new(Vec::new()));
     // A new packet after each DATA: the client waits for 354 there.
     let mut packets = VecDeque::new();
