@@ -5,7 +5,7 @@
 //! machine), `data` (the DATA/BDAT byte automaton), `maildir` (durable
 //! delivery), `conn` (one connection's I/O), `server` (listeners and
 //! threads), `transport` (sockets and stdio), `activation` (systemd),
-//! `privilege` (dropping root), `reply`, `date`.
+//! `privilege` (dropping root), `sandbox` (Landlock), `reply`, `date`.
 
 pub mod activation;
 pub mod auth;
@@ -18,6 +18,7 @@ pub mod logging;
 pub mod maildir;
 pub mod privilege;
 pub mod reply;
+pub mod sandbox;
 pub mod sendmail;
 pub mod server;
 pub mod session;

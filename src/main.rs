@@ -6,7 +6,7 @@ use std::time::Duration;
 use smtpbox::config::{self, Config, Invocation};
 use smtpbox::server::Shared;
 use smtpbox::session::Peer;
-use smtpbox::{activation, logging, maildir, privilege, sendmail, server, transport};
+use smtpbox::{activation, logging, maildir, privilege, sandbox, sendmail, server, transport};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
@@ -60,12 +60,15 @@ fn main() -> ExitCode {
             };
             clean_stale_tmp(&shared.config);
             if options.inetd {
+                sandbox::enter(&shared.config, &[]);
                 serve_inetd(&shared);
                 return ExitCode::SUCCESS;
             }
             match start_listening(&shared) {
                 Ok(listeners) => {
                     activation::notify("READY=1\nSTATUS=accepting mail");
+                    // After the notify: its socket may be abstract.
+                    sandbox::enter(&shared.config, &[]);
                     server::run(shared, listeners);
                     ExitCode::SUCCESS
                 }
