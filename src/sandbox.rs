@@ -19,10 +19,10 @@
 //! from getrandom(2)).
 
 use std::ffi::{c_int, c_long};
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -264,19 +264,22 @@ fn landlock_abi() -> io::Result<u32> {
     Ok(u32::try_from(abi).unwrap_or(u32::MAX))
 }
 
-/// Makes every Maildir that is missing (as the first delivery would), so
-/// that it can be allowed, and reads what is read once and cached.
+/// Makes the directory of every Maildir that is missing, as the first
+/// delivery would (mode 0700), so that it can be allowed: Landlock allows
+/// only what exists. Its tmp/, new/ and cur/ are left to that delivery.
+/// Reads what is read once and cached.
 fn prepare(config: &Config) {
     for dir in maildirs(config) {
-        if !dir.exists() {
-            // info, not warn: sendmail mode must not mail cron's owner about
-            // a mailbox that this message is not for.
-            if let Err(e) = maildir::ensure(dir) {
-                log::info!(
-                    "sandbox: cannot make Maildir {}: {e}; mail for it fails until a restart",
-                    dir.display()
-                );
-            }
+        if dir.exists() {
+            continue;
+        }
+        // info, not warn: sendmail mode must not mail cron's owner about a
+        // mailbox that this message is not for.
+        if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            log::info!(
+                "sandbox: cannot make Maildir {}: {e}; mail for it fails until a restart",
+                dir.display()
+            );
         }
     }
     // The host name in Maildir file names comes from /proc, read once.

@@ -480,10 +480,7 @@ fn sendmail_cannot_write_through_a_maildir_swapped_after_the_sandbox() {
         thread::sleep(Duration::from_millis(5));
     }
     thread::sleep(Duration::from_millis(300));
-    assert!(
-        maildir.join("new").is_dir(),
-        "the Maildir is made before the sandbox"
-    );
+    assert!(maildir.is_dir(), "the Maildir is made before the sandbox");
     fs::rename(&maildir, dir.path().join("Maildir.start")).unwrap();
     std::os::unix::fs::symlink(outside.path(), &maildir).unwrap();
     let mut stdin = child.stdin.take().unwrap();
