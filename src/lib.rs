@@ -9,7 +9,7 @@
 //! file and SASL), `watched` (files re-read when they change), `sendmail`
 //! (the sendmail command) and `submit` (its client for the local socket),
 //! `activation` (systemd), `slots` (limits across --inetd processes),
-//! `privilege` (dropping root), `logging`, `reply`, `date`.
+//! `privilege` (dropping root), `sandbox` (Landlock), `logging`, `reply`, `date`.
 
 pub mod activation;
 pub mod auth;
@@ -23,6 +23,7 @@ pub mod logging;
 pub mod maildir;
 pub mod privilege;
 pub mod reply;
+pub mod sandbox;
 pub mod sendmail;
 pub mod server;
 pub mod session;

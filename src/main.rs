@@ -11,7 +11,9 @@ use smtpbox::reply::Reply;
 use smtpbox::server::Shared;
 use smtpbox::session::Peer;
 use smtpbox::transport::Transport;
-use smtpbox::{activation, logging, maildir, privilege, sendmail, server, slots, transport};
+use smtpbox::{
+    activation, logging, maildir, privilege, sandbox, sendmail, server, slots, transport,
+};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
@@ -83,12 +85,15 @@ fn main() -> ExitCode {
                 let Some(_slots) = inetd_slots(&shared.config, &mut stdio) else {
                     return ExitCode::SUCCESS;
                 };
+                sandbox::enter(&shared.config, &[]);
                 serve_inetd(&shared, stdio);
                 return ExitCode::SUCCESS;
             }
             match start_listening(&shared) {
                 Ok((listeners, local)) => {
                     activation::notify("READY=1\nSTATUS=accepting mail");
+                    // After the notify: its socket may be abstract.
+                    sandbox::enter(&shared.config, &[]);
                     server::run(shared, listeners, local);
                     ExitCode::SUCCESS
                 }

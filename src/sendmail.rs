@@ -611,15 +611,18 @@ fn deliver_directly<R: BufRead>(
 }
 
 /// Run as root (cron, smartd), deliver as the config's `user`, so that the
-/// Maildir files belong to the same account as the server's.
+/// Maildir files belong to the same account as the server's; then the
+/// sandbox.
 fn become_config_user(config: &Config) -> Result<(), Failure> {
     match &config.user {
         Some(name) if privilege::is_root() => {
             let account = privilege::lookup(name).map_err(|e| Exit::Config.with(e))?;
-            privilege::drop_to(&account).map_err(|e| Exit::TempFail.with(e))
+            privilege::drop_to(&account).map_err(|e| Exit::TempFail.with(e))?;
         }
-        _ => Ok(()),
+        _ => {}
     }
+    crate::sandbox::enter(config, &[]);
+    Ok(())
 }
 
 /// The config named by `-C`, else by `$SMTPBOX_CONFIG`, else the default.
