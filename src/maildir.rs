@@ -1328,8 +1328,9 @@ mod tests {
             move || {
                 let n = syncs.fetch_add(1, Ordering::SeqCst) + 1;
                 gate.started.send(u64::from(n)).unwrap();
-                lock(&gate.release).recv().unwrap();
-                Ok(())
+                // Bounded: a test that goes wrong fails instead of hanging.
+                let released = lock(&gate.release).recv_timeout(Duration::from_secs(10));
+                released.map_err(|_| io::Error::other("never released"))
             }
         };
         // Link 1, then its fsync starts and blocks.
@@ -1338,7 +1339,8 @@ mod tests {
             let (c, f) = (Arc::clone(&commit), fsync(&gate, &syncs));
             std::thread::spawn(move || c.wait(t1, f))
         };
-        assert_eq!(started.recv().unwrap(), 1);
+        let next_fsync = || started.recv_timeout(Duration::from_secs(10)).ok();
+        assert_eq!(next_fsync(), Some(1));
         // Links 2 and 3 return while fsync 1 runs.
         let done = Arc::new(AtomicU32::new(0));
         let later: Vec<_> = (0..2)
@@ -1357,7 +1359,7 @@ mod tests {
         first.join().unwrap().unwrap();
         // Fsync 1 is over, but it began before links 2 and 3: they are
         // still waiting, for one fsync that starts now and covers both.
-        assert_eq!(started.recv().unwrap(), 2);
+        assert_eq!(next_fsync(), Some(2), "links 2 and 3 rode on fsync 1");
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(done.load(Ordering::SeqCst), 0, "rode on an earlier fsync");
         release.send(()).unwrap();
