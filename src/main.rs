@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use smtpbox::config::{self, Config, Invocation};
 use smtpbox::server::Shared;
-use smtpbox::session::Peer;
+use smtpbox::session::{LocalCaller, Peer};
 use smtpbox::{activation, logging, maildir, privilege, sendmail, server, transport};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
@@ -167,13 +167,22 @@ fn check(config: &Config) -> Result<(), String> {
 /// One session on stdin/stdout (inetd, systemd Accept=yes).
 fn serve_inetd(shared: &Shared) {
     let stdio = transport::Stdio::new();
-    let (remote, local) = stdio.addresses();
+    let peer = match stdio.unix_peer_uid() {
+        Some(uid) => Peer::local_caller(LocalCaller {
+            uid,
+            user: privilege::login_name(uid),
+        }),
+        None => {
+            let (remote, local) = stdio.addresses();
+            Peer::network(remote, local)
+        }
+    };
     let mode = shared
         .config
         .listen
         .first()
         .map_or(config::Mode::Smtp, |l| l.mode);
-    shared.serve(Box::new(stdio), Peer::network(remote, local), mode);
+    shared.serve(Box::new(stdio), peer, mode);
 }
 
 /// Removes files a crash left in the Maildirs' tmp/ (older than 36 hours).

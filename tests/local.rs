@@ -562,6 +562,50 @@ fn socket_activation_fd_named_local_is_the_local_socket() {
     );
 }
 
+/// systemd's Accept=yes on the local socket: `--inetd` with the Unix
+/// connection on stdin and stdout names the caller by SO_PEERCRED too.
+#[test]
+fn inetd_on_a_unix_socket_names_the_caller() {
+    let dir = TempDir::new("local-inetd");
+    let d = dir.path().display();
+    let conf = dir.path().join("smtpbox.conf");
+    fs::write(
+        &conf,
+        format!("hostname = mx.test\nmaildir = {d}/Maildir\n"),
+    )
+    .unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let stdin = std::os::fd::OwnedFd::from(theirs.try_clone().unwrap());
+    let stdout = std::os::fd::OwnedFd::from(theirs);
+    let mut child = Guard::spawn(
+        smtpbox()
+            .arg("--inetd")
+            .arg("-c")
+            .arg(&conf)
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::null()),
+    );
+    ours.set_read_timeout(Some(upper(Duration::from_secs(5))))
+        .unwrap();
+    let mut client = BufReader::new(ours);
+    client
+        .get_mut()
+        .write_all(b"HELO box\r\nMAIL FROM:<>\r\nRCPT TO:<root>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let mut all = String::new();
+    let _ = client.read_to_string(&mut all);
+    assert!(all.contains("250 2.0.0 Ok: queued as "), "{all}");
+    child.exit_within(Duration::from_secs(5), "smtpbox --inetd");
+    let message = String::from_utf8(messages(&dir.path().join("Maildir"))[0].clone()).unwrap();
+    let uid = smtpbox::privilege::effective_uid();
+    let user = smtpbox::privilege::login_name(uid);
+    let expected =
+        format!("Received: from box (uid {uid} user {user}) by mx.test (smtpbox) with SMTP");
+    assert!(received(&message).starts_with(&expected), "{message}");
+}
+
 /// An IPv4 client on a dual-stack [::] listener is `[127.0.0.1]`, not
 /// `[::ffff:127.0.0.1]`, in Received and in the log (SPEC §6), and an
 /// address literal of that IPv4 address is local.
