@@ -519,12 +519,30 @@ struct Deadline {
 /// How long past the session deadline the last replies may take.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
+/// `at + wait`, or the latest instant that can be made when that
+/// overflows.
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait).unwrap_or_else(|| {
+        let mut step = wait;
+        let mut latest = at;
+        while !step.is_zero() {
+            match latest.checked_add(step) {
+                Some(t) => latest = t,
+                None => step /= 2,
+            }
+        }
+        latest
+    })
+}
+
 impl Deadline {
     fn new(inner: Box<dyn Transport>, limits: Limits) -> Deadline {
         Deadline {
             inner,
             timeout: limits.timeout,
-            deadline: Instant::now() + limits.session_timeout,
+            // Config bounds keep this far from overflow; Limits' fields are
+            // public, so a session must not panic on one anyway.
+            deadline: later(Instant::now(), limits.session_timeout),
             applied: None,
         }
     }
@@ -561,7 +579,7 @@ impl Read for Deadline {
 impl Write for Deadline {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            self.arm(self.deadline + LAST_WORDS)?;
+            self.arm(later(self.deadline, LAST_WORDS))?;
             match self.inner.write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other,
@@ -910,5 +928,15 @@ mod tests {
             out.ends_with("500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_deadline_past_the_clock_range_saturates() {
+        let now = Instant::now();
+        let latest = later(now, Duration::MAX);
+        assert!(latest > now + Duration::from_secs(86_400 * 365 * 100));
+        assert!(latest.checked_add(Duration::from_secs(1)).is_none());
+        assert_eq!(later(latest, LAST_WORDS), latest);
+        assert_eq!(later(now, LAST_WORDS), now + LAST_WORDS);
     }
 }

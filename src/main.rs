@@ -1,5 +1,6 @@
 //! The smtpbox binary: parses the command line and starts the chosen mode.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,8 +13,13 @@ use smtpbox::{activation, logging, maildir, privilege, sendmail, server, transpo
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
 
+/// sysexits.h EX_CONFIG: a certificate, key or users file that cannot be
+/// used at start-up (SPEC §8; the units do not restart on it).
+const EX_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    // OS strings: a path argument need not be UTF-8 (SPEC §2).
+    let argv: Vec<OsString> = std::env::args_os().collect();
     if let Some(args) = sendmail::sendmail_args(&argv) {
         // warn, not info: cron mails back whatever reaches stderr.
         logging::init("warn", true);
@@ -22,8 +28,7 @@ fn main() -> ExitCode {
             Ok(())
         });
     }
-    let args: Vec<String> = argv.into_iter().skip(1).collect();
-    let invocation = match config::from_args(&args) {
+    let invocation = match config::from_args(argv.get(1..).unwrap_or_default()) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("smtpbox: {e}");
@@ -42,7 +47,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Invocation::Check(config) => match check(&config) {
-            Ok(()) => {
+            Ok(notes) => {
+                for note in notes {
+                    println!("smtpbox: {note}");
+                }
                 println!("smtpbox: configuration OK");
                 ExitCode::SUCCESS
             }
@@ -52,11 +60,17 @@ fn main() -> ExitCode {
             }
         },
         Invocation::Run(config, options) => {
-            let shared = match Shared::new(config) {
+            // The files are looked at (type, size, readable) before they are
+            // parsed; either failing is a config error, logged with the file
+            // and the errno.
+            let loaded = config::check_files(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|()| Shared::new(config));
+            let shared = match loaded {
                 Ok(shared) => shared,
                 Err(e) => {
-                    eprintln!("smtpbox: {e}");
-                    return ExitCode::from(1);
+                    log::error!("{e}");
+                    return ExitCode::from(EX_CONFIG);
                 }
             };
             clean_stale_tmp(&shared.config);
@@ -154,14 +168,18 @@ fn start_listening(
 }
 
 /// `--check`: the configuration, the Maildirs, the certificate and key,
-/// and the users file.
-fn check(config: &Config) -> Result<(), String> {
-    config::check(config).map_err(|e| e.to_string())?;
+/// the users file and the `user` account, all without writing anything.
+/// Returns what the first delivery would create.
+fn check(config: &Config) -> Result<Vec<String>, String> {
+    let notes = config::check(config).map_err(|e| e.to_string())?;
+    if let Some(user) = &config.user {
+        privilege::lookup(user).map_err(|e| format!("`user = {user}`: {e}"))?;
+    }
     if let Some(path) = &config.local_socket {
         server::check_local(path)?;
     }
     Shared::new(config.clone())?;
-    Ok(())
+    Ok(notes)
 }
 
 /// One session on stdin/stdout (inetd, systemd Accept=yes).

@@ -16,8 +16,10 @@
 //! read `-t` recipients, drop `Bcc:` and add a missing `From:`, `Date:` and
 //! `Message-ID:`; the body is streamed to the spool file or the socket.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,7 +41,10 @@ pub const CONFIG_ENV: &str = "SMTPBOX_CONFIG";
 /// `smtp_session` with the loaded config, which serves one SMTP session on
 /// stdin/stdout as `--inetd` does; then exits 0, or 78 (EX_CONFIG) with its
 /// error (a certificate or users file that cannot be loaded).
-pub fn main(args: &[String], smtp_session: impl FnOnce(Config) -> Result<(), String>) -> ExitCode {
+pub fn main<S: AsRef<OsStr>>(
+    args: &[S],
+    smtp_session: impl FnOnce(Config) -> Result<(), String>,
+) -> ExitCode {
     let stdin = io::stdin();
     match run(args, &mut stdin.lock(), smtp_session) {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,10 +59,14 @@ pub fn main(args: &[String], smtp_session: impl FnOnce(Config) -> Result<(), Str
 /// sendmail mode: the program was invoked as `sendmail`, `mailq` or
 /// `newaliases` (argv[0] basename; the last two as `-bp` and `-bi`, as
 /// sendmail does), or as `smtpbox sendmail …`.
-pub fn sendmail_args(argv: &[String]) -> Option<Vec<String>> {
-    let program = Path::new(argv.first()?).file_name()?;
-    let rest = || argv[1..].iter().cloned();
-    let named = |mode: &str| std::iter::once(mode.to_string()).chain(rest()).collect();
+pub fn sendmail_args<S: AsRef<OsStr>>(argv: &[S]) -> Option<Vec<OsString>> {
+    let program = Path::new(argv.first()?.as_ref()).file_name()?;
+    let rest = || argv[1..].iter().map(|a| a.as_ref().to_os_string());
+    let named = |mode: &str| {
+        std::iter::once(OsString::from(mode))
+            .chain(rest())
+            .collect()
+    };
     match program.to_str() {
         Some("sendmail") => return Some(rest().collect()),
         Some("mailq") => return Some(named("-bp")),
@@ -65,7 +74,12 @@ pub fn sendmail_args(argv: &[String]) -> Option<Vec<String>> {
         _ => {}
     }
     match argv.get(1) {
-        Some(mode) if mode == "sendmail" => Some(argv[2..].to_vec()),
+        Some(mode) if mode.as_ref() == "sendmail" => Some(
+            argv[2..]
+                .iter()
+                .map(|a| a.as_ref().to_os_string())
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -177,12 +191,26 @@ struct Options {
 const TAKES_VALUE: &str = "ABCFLNORVXbdfhopr";
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Options, String> {
+    fn parse<S: AsRef<OsStr>>(args: &[S]) -> Result<Options, String> {
         let mut options = Options::default();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
+        let mut args = args.iter().map(AsRef::as_ref);
+        while let Some(raw) = args.next() {
+            // Only a -C path may be other than UTF-8 (SPEC §2).
+            let Some(arg) = raw.to_str() else {
+                match raw.as_bytes().strip_prefix(b"-C") {
+                    Some(path) if !path.is_empty() => {
+                        options.config = Some(PathBuf::from(OsStr::from_bytes(path)))
+                    }
+                    _ => return Err(not_utf8(raw)),
+                }
+                continue;
+            };
             if arg == "--" {
-                options.recipients.extend(args.cloned());
+                for rest in args.by_ref() {
+                    options
+                        .recipients
+                        .push(rest.to_str().ok_or_else(|| not_utf8(rest))?.into());
+                }
                 break;
             }
             if arg == "--help" {
@@ -190,7 +218,7 @@ impl Options {
                 continue;
             }
             let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) else {
-                options.recipients.push(arg.clone());
+                options.recipients.push(arg.to_string());
                 continue;
             };
             for (i, flag) in cluster.char_indices() {
@@ -205,7 +233,14 @@ impl Options {
                 }
                 let glued = &cluster[i + flag.len_utf8()..];
                 let value = match glued {
-                    "" => args.next().ok_or(format!("option -{flag} needs a value"))?,
+                    "" => {
+                        let next = args.next().ok_or(format!("option -{flag} needs a value"))?;
+                        if flag == 'C' {
+                            options.config = Some(PathBuf::from(next));
+                            break;
+                        }
+                        next.to_str().ok_or_else(|| not_utf8(next))?
+                    }
                     _ => glued,
                 };
                 options.option(flag, value.to_string())?;
@@ -249,6 +284,12 @@ impl Options {
     }
 }
 
+/// The error for an argument that is not UTF-8, quoting a short prefix.
+fn not_utf8(arg: &OsStr) -> String {
+    let shown: String = arg.to_string_lossy().chars().take(64).collect();
+    format!("argument `{shown}` is not UTF-8")
+}
+
 /// The user who runs sendmail (the real uid), for the sender and trace.
 struct Invoker {
     uid: u32,
@@ -264,8 +305,8 @@ impl Invoker {
 }
 
 /// The whole delivery; `stdin` is the message.
-fn run<R: BufRead>(
-    args: &[String],
+fn run<R: BufRead, S: AsRef<OsStr>>(
+    args: &[S],
     stdin: &mut R,
     smtp_session: impl FnOnce(Config) -> Result<(), String>,
 ) -> Result<(), Failure> {
@@ -1055,16 +1096,36 @@ mod tests {
     }
 
     #[test]
+    fn a_config_path_need_not_be_utf8() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        for args in [
+            vec![os(b"-C"), os(b"/etc/\xff.conf"), os(b"root")],
+            vec![os(b"-C/etc/\xff.conf"), os(b"root")],
+        ] {
+            let o = Options::parse(&args).unwrap();
+            assert_eq!(o.config, Some(PathBuf::from(os(b"/etc/\xff.conf"))));
+            assert_eq!(o.recipients, ["root"]);
+        }
+        let e = Options::parse(&[os(b"r\xffot")]).unwrap_err();
+        assert_eq!(e, "argument `r\u{fffd}ot` is not UTF-8");
+        let e = Options::parse(&[os(b"-f"), os(b"\xff")]).unwrap_err();
+        assert_eq!(e, "argument `\u{fffd}` is not UTF-8");
+    }
+
+    #[test]
     fn sendmail_args_by_name_or_word() {
+        let os = |a: &[&str]| Some(a.iter().map(OsString::from).collect::<Vec<_>>());
         let argv = strings(&["/usr/sbin/sendmail", "-t"]);
-        assert_eq!(sendmail_args(&argv), Some(strings(&["-t"])));
+        assert_eq!(sendmail_args(&argv), os(&["-t"]));
         let argv = strings(&["smtpbox", "sendmail", "root"]);
-        assert_eq!(sendmail_args(&argv), Some(strings(&["root"])));
+        assert_eq!(sendmail_args(&argv), os(&["root"]));
         assert_eq!(sendmail_args(&strings(&["smtpbox", "-c", "x"])), None);
         let argv = strings(&["/usr/bin/mailq", "-v"]);
-        assert_eq!(sendmail_args(&argv), Some(strings(&["-bp", "-v"])));
+        assert_eq!(sendmail_args(&argv), os(&["-bp", "-v"]));
         let argv = strings(&["newaliases"]);
-        assert_eq!(sendmail_args(&argv), Some(strings(&["-bi"])));
+        assert_eq!(sendmail_args(&argv), os(&["-bi"]));
     }
 
     /// Feeds `input` whole and byte by byte: (output, consumed, ended).

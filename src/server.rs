@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,13 @@ use crate::transport::{self, Transport};
 /// handshake; touched pages are all that count towards RSS.
 const SESSION_STACK: usize = 256 * 1024;
 
+/// The listen backlog when the kernel's limit cannot be read.
+const DEFAULT_BACKLOG: usize = 4096;
+
+extern "C" {
+    fn listen(fd: i32, backlog: i32) -> i32;
+}
+
 /// A bound listener, ready to accept.
 pub struct Bound {
     pub listener: TcpListener,
@@ -38,8 +46,9 @@ pub struct Bound {
 /// no IPv6 is skipped with a warning; any other failure is fatal.
 pub fn bind(config: &Config) -> Result<Vec<Bound>, String> {
     let mut bound = Vec::new();
+    let backlog = backlog(config);
     for listen in &config.listen {
-        match TcpListener::bind(listen.addr) {
+        match TcpListener::bind(listen.addr).and_then(|l| widen_backlog(l, backlog)) {
             Ok(listener) => bound.push(Bound {
                 listener,
                 listen: *listen,
@@ -54,6 +63,31 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, String> {
         return Err("no address to listen on".to_string());
     }
     Ok(bound)
+}
+
+/// SPEC §8: a backlog that absorbs bursts, so that a client over the limits
+/// is accepted and reads `421 4.3.2` instead of waiting in the queue (std
+/// listens with 128): the kernel's SOMAXCONN, at least 4096, and at least
+/// the configured connection limits. The kernel caps it at SOMAXCONN.
+fn backlog(config: &Config) -> i32 {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_BACKLOG);
+    let wanted = somaxconn
+        .max(DEFAULT_BACKLOG)
+        .max(config.max_connections)
+        .max(config.max_connections_per_ip);
+    i32::try_from(wanted).unwrap_or(i32::MAX)
+}
+
+/// listen(2) again on a listening socket: Linux then takes the new backlog.
+fn widen_backlog(listener: TcpListener, backlog: i32) -> io::Result<TcpListener> {
+    // SAFETY: the descriptor is owned by `listener`, alive for the call.
+    match unsafe { listen(listener.as_raw_fd(), backlog) } {
+        0 => Ok(listener),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// The local submission socket (SPEC §5), bound or passed by systemd.

@@ -1,16 +1,23 @@
 //! The SMTP session as a sans-IO state machine (RFC 5321 §4.1, §4.3).
 //!
-//! The session takes command lines and the summary of received content, and
-//! returns replies and the action the connection must take next (read DATA,
-//! read a BDAT chunk, start TLS, close). It does no I/O of its own except
-//! asking a [`QuotaProbe`] whether a Maildir is full, so the same core serves
-//! standalone, inetd and socket-activated connections, and its tests are
-//! plain byte slices.
+//! The session takes the framer's command lines and the summary of received
+//! content, and returns replies and the action the connection must take
+//! next (read DATA, read a BDAT chunk, start TLS, close). It does no I/O of
+//! its own except through its [`Services`]: asking a [`QuotaProbe`] whether
+//! a Maildir is full and an [`Authenticator`] whether a password is right,
+//! so the same core serves standalone, inetd and socket-activated
+//! connections, and its tests are plain byte slices.
+//!
+//! The states are the session's fields rather than one enum: `greeting`
+//! (None until HELO or EHLO), `tx` (the transaction, from MAIL on) and its
+//! recipients, `tx.chunking` (a BDAT message under way), `auth_exchange`
+//! (an AUTH challenge waiting for its answer).
 //!
 //! ```text
-//!   greeting ──► Fresh ──HELO/EHLO──► Greeted ──MAIL──► Mail ──RCPT──► Rcpt
-//!                  ▲                     ▲                               │
-//!                  │ STARTTLS            └──── RSET / end of message ◄───┘ DATA, BDAT
+//!   greeting ──► no greeting ──HELO/EHLO──► greeted ──MAIL──► tx ──RCPT──► tx + recipients
+//!                   ▲                          ▲                                 │
+//!                   │ STARTTLS                 └── RSET, HELO/EHLO, end of ◄─────┘ DATA, BDAT
+//!                   │ (RFC 3207: forget all)       message
 //! ```
 //!
 //! The transaction (sender, recipients) is a separate value, so RSET and the
@@ -368,10 +375,9 @@ impl Session {
             [one] => format!(" for <{}>", one.address),
             _ => String::new(),
         };
-        format!(
-            "Return-Path: <{}>\r\nReceived: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}\r\n",
-            tx.sender,
-            sanitize(helo),
+        let received = format!(
+            "Received: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}",
+            cut(sanitize(helo), MAX_TRACE_HELO),
             ip,
             self.config.hostname,
             self.protocol(),
@@ -379,7 +385,8 @@ impl Session {
             id,
             rcpt,
             date
-        )
+        );
+        format!("Return-Path: <{}>\r\n{}\r\n", tx.sender, fold(&received))
     }
 
     /// The content has been read: applies the content rules of SPEC §6.
@@ -869,6 +876,56 @@ impl Session {
 }
 
 /// A HELO name goes into a header: keep it printable and on one line.
+/// RFC 5322 2.1.1: a header line is at most 998 octets, CRLF excluded.
+const MAX_HEADER_LINE: usize = 998;
+
+/// Where a header that must be folded is folded (RFC 5322 2.1.1's SHOULD).
+const FOLD_AT: usize = 78;
+
+/// The HELO argument in the trace: as long as a domain may be (RFC 5321
+/// 4.5.3.1.2). Longer is cut here; the HELO itself is answered as sent.
+const MAX_TRACE_HELO: usize = 255;
+
+/// At most `max` octets of `text`, cut at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `header` (one unfolded line, no CRLF) as it is written: unchanged when
+/// it fits in 998 octets, otherwise folded (RFC 5322 2.2.3) before words so
+/// that lines stay near 78 octets; continuation lines start with the space
+/// they were folded at, so unfolding gives back `header` exactly. Every
+/// word of a Received header is bounded (HELO cut, hostname at most 253
+/// octets, a path at most 256), so every line ends within the limit.
+fn fold(header: &str) -> std::borrow::Cow<'_, str> {
+    if header.len() <= MAX_HEADER_LINE {
+        return header.into();
+    }
+    let mut out = String::with_capacity(header.len() + header.len() / FOLD_AT * 2);
+    let mut line = 0;
+    for (i, word) in header.split(' ').enumerate() {
+        if i > 0 {
+            // Never a line of white space alone: fold only before a word.
+            if line > 0 && !word.is_empty() && line + 1 + word.len() > FOLD_AT {
+                out.push_str("\r\n");
+                line = 0;
+            }
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out.into()
+}
+
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -1442,6 +1499,57 @@ mod tests {
             h,
             "Return-Path: <a@b>\r\nReceived: from client.example ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7 for <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n"
         );
+    }
+
+    #[test]
+    fn an_overlong_helo_is_cut_in_the_trace_and_still_answered() {
+        let mut s = session();
+        let helo = "a".repeat(2000);
+        let reply = s.command(format!("EHLO {helo}").as_bytes()).replies;
+        assert!(
+            reply[0].to_string().starts_with("250-mx.example"),
+            "{reply:?}"
+        );
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<root@example.com>");
+        let h = s.trace_headers("ID7", "Sat, 28 Nov 2026 20:14:17 +0000");
+        let want = format!(
+            "Received: from {} ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7 \
+             for <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n",
+            "a".repeat(255)
+        );
+        assert!(h.ends_with(&want), "{h}");
+    }
+
+    #[test]
+    fn a_header_over_998_octets_is_folded_at_spaces() {
+        let words: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+        let header = format!("Received: from {} ; date", words.join(" "));
+        let folded = fold(&header);
+        assert_eq!(
+            folded.replace("\r\n", ""),
+            header,
+            "unfolds to the original"
+        );
+        for line in folded.split("\r\n") {
+            assert!(line.len() <= FOLD_AT, "{line:?}");
+        }
+        let lines: Vec<&str> = folded.split("\r\n").collect();
+        assert!(lines.len() > 10 && lines[1..].iter().all(|l| l.starts_with(' ')));
+        // A long word stays whole, on a line of its own; double spaces never
+        // leave a line of white space alone.
+        let header = format!(
+            "Received: from {}  by x {}",
+            "h".repeat(900),
+            "y ".repeat(60)
+        );
+        let folded = fold(&header);
+        assert_eq!(folded.replace("\r\n", ""), header);
+        assert!(folded
+            .split("\r\n")
+            .all(|l| l.len() <= MAX_HEADER_LINE && !l.trim().is_empty()));
+        assert_eq!(fold("Received: short"), "Received: short");
+        assert_eq!(cut("é".repeat(200), 255), "é".repeat(127));
     }
 
     #[test]
