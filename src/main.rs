@@ -85,8 +85,8 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("smtpbox: {e}");
-                    ExitCode::from(1)
+                    eprintln!("smtpbox: {}", e.message);
+                    ExitCode::from(e.exit)
                 }
             }
         }
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
 /// `local_socket`); then drops root when `user` is set.
 fn start_listening(
     shared: &Shared,
-) -> Result<(Vec<server::Bound>, Option<server::LocalSocket>), String> {
+) -> Result<(Vec<server::Bound>, Option<server::LocalSocket>), StartError> {
     let config = &shared.config;
     let activated = activation::listen_fds()?;
     // Socket-activated: systemd's sockets only, even when it passed no TCP one.
@@ -118,7 +118,11 @@ fn start_listening(
             );
             Some(server::LocalSocket { listener, path })
         }
-        (None, Some(path)) => Some(server::bind_local(path)?),
+        // A local_socket path it cannot make is a config error (SPEC §3).
+        (None, Some(path)) => Some(server::bind_local(path).map_err(|message| StartError {
+            exit: EX_CONFIG,
+            message,
+        })?),
         (None, None) => None,
     };
     let listeners = if standalone {
@@ -135,7 +139,8 @@ fn start_listening(
                 return Err(format!(
                     "passed socket {:?} ({}) needs tls_cert and tls_key",
                     socket.name, socket.mode
-                ));
+                )
+                .into());
             }
             bound.push(server::Bound {
                 listener: socket.listener,
@@ -165,6 +170,18 @@ fn start_listening(
         None => {}
     }
     Ok((listeners, local))
+}
+
+/// Why the server did not start, and the exit status that tells it.
+struct StartError {
+    exit: u8,
+    message: String,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError { exit: 1, message }
+    }
 }
 
 /// `--check`: the configuration, the Maildirs, the certificate and key,

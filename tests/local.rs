@@ -434,7 +434,7 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     fs::write(dir.path().join("file.sock"), "keep").unwrap();
     write(&format!("{d}/file.sock"));
     let (code, err) = start_fails(&conf);
-    assert_ne!(code, 0);
+    assert_eq!(code, 78, "EX_CONFIG: {err}");
     assert!(err.contains("exists and is not a socket"), "{err}");
     assert_eq!(
         fs::read_to_string(dir.path().join("file.sock")).unwrap(),
@@ -449,14 +449,14 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     // A directory whose parent is missing cannot be made.
     write(&format!("{d}/no/such/smtpbox.sock"));
     let (code, err) = start_fails(&conf);
-    assert!(code != 0 && err.contains("is missing"), "{err}");
+    assert!(code == 78 && err.contains("is missing"), "{err}");
     // A directory others may write to.
     let open = dir.path().join("open");
     fs::create_dir(&open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
     write(&format!("{}/smtpbox.sock", open.display()));
     let (code, err) = start_fails(&conf);
-    assert!(code != 0 && err.contains("writable by others"), "{err}");
+    assert!(code == 78 && err.contains("writable by others"), "{err}");
     // A directory of another user (as root: chown it to nobody).
     if smtpbox::privilege::is_root() {
         let theirs = dir.path().join("theirs");
@@ -464,7 +464,7 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
         std::os::unix::fs::chown(&theirs, Some(nobody().uid), None).unwrap();
         write(&format!("{}/smtpbox.sock", theirs.display()));
         let (code, err) = start_fails(&conf);
-        assert!(code != 0 && err.contains("a directory of its own"), "{err}");
+        assert!(code == 78 && err.contains("a directory of its own"), "{err}");
     }
     // A stale socket is replaced, and served.
     let stale = dir.path().join("stale.sock");
@@ -477,7 +477,7 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     write(&stale.display().to_string());
     let (code, err) = start_fails(&conf);
     assert!(
-        code != 0 && err.contains("a running server answers there"),
+        code == 78 && err.contains("a running server answers there"),
         "{err}"
     );
 }
