@@ -9,7 +9,7 @@ use std::time::Duration;
 use smtpbox::config::{self, Config, Invocation};
 use smtpbox::reply::Reply;
 use smtpbox::server::Shared;
-use smtpbox::session::Peer;
+use smtpbox::session::{LocalCaller, Peer};
 use smtpbox::transport::Transport;
 use smtpbox::{
     activation, logging, maildir, privilege, sandbox, sendmail, server, slots, transport,
@@ -98,8 +98,8 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("smtpbox: {e}");
-                    ExitCode::from(1)
+                    eprintln!("smtpbox: {}", e.message);
+                    ExitCode::from(e.exit)
                 }
             }
         }
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
 /// `local_socket`); then drops root when `user` is set.
 fn start_listening(
     shared: &Shared,
-) -> Result<(Vec<server::Bound>, Option<server::LocalSocket>), String> {
+) -> Result<(Vec<server::Bound>, Option<server::LocalSocket>), StartError> {
     let config = &shared.config;
     let activated = activation::listen_fds()?;
     // Socket-activated: systemd's sockets only, even when it passed no TCP one.
@@ -131,7 +131,11 @@ fn start_listening(
             );
             Some(server::LocalSocket { listener, path })
         }
-        (None, Some(path)) => Some(server::bind_local(path)?),
+        // A local_socket path it cannot make is a config error (SPEC §3).
+        (None, Some(path)) => Some(server::bind_local(path).map_err(|message| StartError {
+            exit: EX_CONFIG,
+            message,
+        })?),
         (None, None) => None,
     };
     let listeners = if standalone {
@@ -148,7 +152,8 @@ fn start_listening(
                 return Err(format!(
                     "passed socket {:?} ({}) needs tls_cert and tls_key",
                     socket.name, socket.mode
-                ));
+                )
+                .into());
             }
             bound.push(server::Bound {
                 listener: socket.listener,
@@ -183,6 +188,18 @@ fn start_listening(
     Ok((listeners, local))
 }
 
+/// Why the server did not start, and the exit status that tells it.
+struct StartError {
+    exit: u8,
+    message: String,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError { exit: 1, message }
+    }
+}
+
 /// `--check`: the configuration, the Maildirs, the certificate and key,
 /// the users file and the `user` account, all without writing anything.
 /// Returns what the first delivery would create.
@@ -200,13 +217,22 @@ fn check(config: &Config) -> Result<Vec<String>, String> {
 
 /// One session on stdin/stdout (inetd, systemd Accept=yes).
 fn serve_inetd(shared: &Shared, stdio: transport::Stdio) {
-    let (remote, local) = stdio.addresses();
+    let peer = match stdio.unix_peer_uid() {
+        Some(uid) => Peer::local_caller(LocalCaller {
+            uid,
+            user: privilege::login_name(uid),
+        }),
+        None => {
+            let (remote, local) = stdio.addresses();
+            Peer::network(remote, local)
+        }
+    };
     let mode = shared
         .config
         .listen
         .first()
         .map_or(config::Mode::Smtp, |l| l.mode);
-    shared.serve(Box::new(stdio), Peer::network(remote, local), mode);
+    shared.serve(Box::new(stdio), peer, mode);
 }
 
 /// `--inetd` under systemd (Accept=yes): the connection limits across

@@ -434,7 +434,7 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     fs::write(dir.path().join("file.sock"), "keep").unwrap();
     write(&format!("{d}/file.sock"));
     let (code, err) = start_fails(&conf);
-    assert_ne!(code, 0);
+    assert_eq!(code, 78, "EX_CONFIG: {err}");
     assert!(err.contains("exists and is not a socket"), "{err}");
     assert_eq!(
         fs::read_to_string(dir.path().join("file.sock")).unwrap(),
@@ -449,14 +449,14 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     // A directory whose parent is missing cannot be made.
     write(&format!("{d}/no/such/smtpbox.sock"));
     let (code, err) = start_fails(&conf);
-    assert!(code != 0 && err.contains("is missing"), "{err}");
+    assert!(code == 78 && err.contains("is missing"), "{err}");
     // A directory others may write to.
     let open = dir.path().join("open");
     fs::create_dir(&open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
     write(&format!("{}/smtpbox.sock", open.display()));
     let (code, err) = start_fails(&conf);
-    assert!(code != 0 && err.contains("writable by others"), "{err}");
+    assert!(code == 78 && err.contains("writable by others"), "{err}");
     // A directory of another user (as root: chown it to nobody).
     if smtpbox::privilege::is_root() {
         let theirs = dir.path().join("theirs");
@@ -464,7 +464,10 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
         std::os::unix::fs::chown(&theirs, Some(nobody().uid), None).unwrap();
         write(&format!("{}/smtpbox.sock", theirs.display()));
         let (code, err) = start_fails(&conf);
-        assert!(code != 0 && err.contains("a directory of its own"), "{err}");
+        assert!(
+            code == 78 && err.contains("a directory of its own"),
+            "{err}"
+        );
     }
     // A stale socket is replaced, and served.
     let stale = dir.path().join("stale.sock");
@@ -477,7 +480,7 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     write(&stale.display().to_string());
     let (code, err) = start_fails(&conf);
     assert!(
-        code != 0 && err.contains("a running server answers there"),
+        code == 78 && err.contains("a running server answers there"),
         "{err}"
     );
 }
@@ -560,6 +563,50 @@ fn socket_activation_fd_named_local_is_the_local_socket() {
         !dir.path().join("unused.sock").exists(),
         "the passed socket, not a new one"
     );
+}
+
+/// systemd's Accept=yes on the local socket: `--inetd` with the Unix
+/// connection on stdin and stdout names the caller by SO_PEERCRED too.
+#[test]
+fn inetd_on_a_unix_socket_names_the_caller() {
+    let dir = TempDir::new("local-inetd");
+    let d = dir.path().display();
+    let conf = dir.path().join("smtpbox.conf");
+    fs::write(
+        &conf,
+        format!("hostname = mx.test\nmaildir = {d}/Maildir\n"),
+    )
+    .unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let stdin = std::os::fd::OwnedFd::from(theirs.try_clone().unwrap());
+    let stdout = std::os::fd::OwnedFd::from(theirs);
+    let mut child = Guard::spawn(
+        smtpbox()
+            .arg("--inetd")
+            .arg("-c")
+            .arg(&conf)
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::null()),
+    );
+    ours.set_read_timeout(Some(upper(Duration::from_secs(5))))
+        .unwrap();
+    let mut client = BufReader::new(ours);
+    client
+        .get_mut()
+        .write_all(b"HELO box\r\nMAIL FROM:<>\r\nRCPT TO:<root>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let mut all = String::new();
+    let _ = client.read_to_string(&mut all);
+    assert!(all.contains("250 2.0.0 Ok: queued as "), "{all}");
+    child.exit_within(Duration::from_secs(5), "smtpbox --inetd");
+    let message = String::from_utf8(messages(&dir.path().join("Maildir"))[0].clone()).unwrap();
+    let uid = smtpbox::privilege::effective_uid();
+    let user = smtpbox::privilege::login_name(uid);
+    let expected =
+        format!("Received: from box (uid {uid} user {user}) by mx.test (smtpbox) with SMTP");
+    assert!(received(&message).starts_with(&expected), "{message}");
 }
 
 /// An IPv4 client on a dual-stack [::] listener is `[127.0.0.1]`, not

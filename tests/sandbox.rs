@@ -220,7 +220,7 @@ fn traced(out: &Path, args: &[&str]) -> Command {
             "-e",
             "trace=prctl,landlock_create_ruleset,landlock_restrict_self,clone,clone3",
         ])
-        .arg(BIN)
+        .args(smtpbox_argv())
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped());
@@ -340,13 +340,13 @@ fn stdio_session(mut command: Command, between: impl FnOnce(), line: &str) -> (S
 }
 
 fn inetd(conf: &Path) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = smtpbox();
     command.arg("-c").arg(conf).arg("--inetd");
     command
 }
 
 fn sendmail_bs(conf: &Path) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = smtpbox();
     command.args(["sendmail", "-bs", "-C"]).arg(conf);
     command
 }
@@ -463,7 +463,7 @@ fn sendmail_cannot_write_through_a_maildir_swapped_after_the_sandbox() {
     }
     let conf = stdio_config(dir.path(), "");
     let maildir = dir.path().join("Maildir");
-    let mut child = Command::new(BIN)
+    let mut child = smtpbox()
         .args(["sendmail", "-C"])
         .arg(&conf)
         .arg("alice@example.com")
