@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -85,7 +85,9 @@ fn main() -> ExitCode {
                 let Some(_slots) = inetd_slots(&shared.config, &mut stdio) else {
                     return ExitCode::SUCCESS;
                 };
-                sandbox::enter(&shared.config, &[]);
+                // The slot files are removed when the session ends.
+                let slot_dir: Vec<PathBuf> = slots::runtime_directory().into_iter().collect();
+                sandbox::enter(&shared.config, &slot_dir);
                 serve_inetd(&shared, stdio);
                 return ExitCode::SUCCESS;
             }
@@ -93,7 +95,10 @@ fn main() -> ExitCode {
                 Ok((listeners, local)) => {
                     activation::notify("READY=1\nSTATUS=accepting mail");
                     // After the notify: its socket may be abstract.
-                    sandbox::enter(&shared.config, &[]);
+                    let socket_dir: Vec<PathBuf> = (shared.config.local_socket.iter())
+                        .filter_map(|p| p.parent().map(Path::to_path_buf))
+                        .collect();
+                    sandbox::enter(&shared.config, &socket_dir);
                     server::run(shared, listeners, local);
                     ExitCode::SUCCESS
                 }

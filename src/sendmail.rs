@@ -349,6 +349,9 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
         Submission::connect(path, config.timeout.min(SOCKET_TIMEOUT))
             .map_err(|e| format!("local socket {}: {e}", path.display()))
     });
+    // Then the account and the sandbox, before a byte of the message is
+    // read: a submission needs neither, a direct delivery both.
+    become_config_user(&config)?;
     let mut input = Input {
         source: stdin,
         lines: LineReader::new(options.ignore_dots),
@@ -560,15 +563,14 @@ fn message_id() -> String {
     }
 }
 
-/// Routes, spools and delivers into the Maildirs ourselves, as the
-/// config's `user` when run as root (SPEC §8).
+/// Routes, spools and delivers into the Maildirs ourselves (as the
+/// config's `user` when run as root: [`become_config_user`] came first).
 fn deliver_directly<R: BufRead>(
     config: &Config,
     message: &Message<'_>,
     recipients: &[Address],
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
-    become_config_user(config)?;
     let targets = route_all(config, recipients)?;
     let first = targets.first().ok_or(Exit::Usage.with("no recipients"))?;
     let mut spool = Spool::create(first).map_err(Failure::delivery)?;
