@@ -1807,7 +1807,11 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let text = include_str!("../etc/smtpbox.conf");
-        assert!(parse(text).unwrap().maildir.is_some());
+        let shipped = parse(text).unwrap();
+        assert!(shipped.maildir.is_some());
+        // SPEC §3: the shipped config and units agree on the local socket.
+        let socket = Path::new("/run/smtpbox/smtpbox.sock");
+        assert_eq!(shipped.local_socket.as_deref(), Some(socket));
         // Every setting shown commented out (`#key = value`) parses too,
         // and every key of SPEC §3 is shown.
         let uncomment = |l: &'static str| match l.strip_prefix('#') {
@@ -1818,7 +1822,7 @@ mod tests {
         assert!(parse(&all).unwrap().finish().is_ok());
         let keys = "hostname listen domain maildir mailbox alias tls_cert tls_key users \
                     max_message_size max_recipients max_connections max_connections_per_ip \
-                    timeout session_timeout max_errors maildir_quota bare_lf user";
+                    timeout session_timeout max_errors maildir_quota bare_lf user local_socket";
         for key in keys.split_whitespace() {
             assert!(
                 all.lines().any(|l| l.starts_with(&format!("{key} = "))),

@@ -4,12 +4,12 @@
 //! `framer` (bytes into command lines), `command` (parsing command lines),
 //! `session` (the sans-IO SMTP state machine), `data` (the DATA/BDAT byte
 //! automaton), `maildir` (durable delivery), `conn` (one connection's I/O),
-//! `server` (listeners and threads), `transport` (sockets and stdio), `tls`
-//! (rustls and the certificate pair), `auth` (the users file and SASL),
-//! `watched` (files re-read when they change), `sendmail` (the sendmail
-//! command) and `submit` (its client for the local socket), `activation`
-//! (systemd), `slots` (limits across --inetd processes), `privilege`
-//! (dropping root), `logging`, `reply`, `date`.
+//! `server` (listeners, the local socket and threads), `transport` (sockets
+//! and stdio), `tls` (rustls and the certificate pair), `auth` (the users
+//! file and SASL), `watched` (files re-read when they change), `sendmail`
+//! (the sendmail command) and `submit` (its client for the local socket),
+//! `activation` (systemd), `slots` (limits across --inetd processes),
+//! `privilege` (dropping root), `sandbox` (Landlock), `logging`, `reply`, `date`.
 
 pub mod activation;
 pub mod auth;
@@ -23,6 +23,7 @@ pub mod logging;
 pub mod maildir;
 pub mod privilege;
 pub mod reply;
+pub mod sandbox;
 pub mod sendmail;
 pub mod server;
 pub mod session;

@@ -2,16 +2,18 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use smtpbox::config::{self, Config, Invocation};
 use smtpbox::reply::Reply;
 use smtpbox::server::Shared;
-use smtpbox::session::Peer;
+use smtpbox::session::{LocalCaller, Peer};
 use smtpbox::transport::Transport;
-use smtpbox::{activation, logging, maildir, privilege, sendmail, server, slots, transport};
+use smtpbox::{
+    activation, logging, maildir, privilege, sandbox, sendmail, server, slots, transport,
+};
 
 /// Maildir convention: files in tmp/ this old are left over from a crash.
 const STALE_TMP: Duration = Duration::from_secs(36 * 3600);
@@ -83,18 +85,26 @@ fn main() -> ExitCode {
                 let Some(_slots) = inetd_slots(&shared.config, &mut stdio) else {
                     return ExitCode::SUCCESS;
                 };
+                // The slot files are removed when the session ends.
+                let slot_dir: Vec<PathBuf> = slots::runtime_directory().into_iter().collect();
+                sandbox::enter(&shared.config, &slot_dir);
                 serve_inetd(&shared, stdio);
                 return ExitCode::SUCCESS;
             }
             match start_listening(&shared) {
                 Ok((listeners, local)) => {
                     activation::notify("READY=1\nSTATUS=accepting mail");
+                    // After the notify: its socket may be abstract.
+                    let socket_dir: Vec<PathBuf> = (shared.config.local_socket.iter())
+                        .filter_map(|p| p.parent().map(Path::to_path_buf))
+                        .collect();
+                    sandbox::enter(&shared.config, &socket_dir);
                     server::run(shared, listeners, local);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("smtpbox: {e}");
-                    ExitCode::from(1)
+                    eprintln!("smtpbox: {}", e.message);
+                    ExitCode::from(e.exit)
                 }
             }
         }
@@ -106,7 +116,7 @@ fn main() -> ExitCode {
 /// `local_socket`); then drops root when `user` is set.
 fn start_listening(
     shared: &Shared,
-) -> Result<(Vec<server::Bound>, Option<server::LocalSocket>), String> {
+) -> Result<(Vec<server::Bound>, Option<server::LocalSocket>), StartError> {
     let config = &shared.config;
     let activated = activation::listen_fds()?;
     // Socket-activated: systemd's sockets only, even when it passed no TCP one.
@@ -126,7 +136,11 @@ fn start_listening(
             );
             Some(server::LocalSocket { listener, path })
         }
-        (None, Some(path)) => Some(server::bind_local(path)?),
+        // A local_socket path it cannot make is a config error (SPEC §3).
+        (None, Some(path)) => Some(server::bind_local(path).map_err(|message| StartError {
+            exit: EX_CONFIG,
+            message,
+        })?),
         (None, None) => None,
     };
     let listeners = if standalone {
@@ -143,7 +157,8 @@ fn start_listening(
                 return Err(format!(
                     "passed socket {:?} ({}) needs tls_cert and tls_key",
                     socket.name, socket.mode
-                ));
+                )
+                .into());
             }
             bound.push(server::Bound {
                 listener: socket.listener,
@@ -178,6 +193,18 @@ fn start_listening(
     Ok((listeners, local))
 }
 
+/// Why the server did not start, and the exit status that tells it.
+struct StartError {
+    exit: u8,
+    message: String,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError { exit: 1, message }
+    }
+}
+
 /// `--check`: the configuration, the Maildirs, the certificate and key,
 /// the users file and the `user` account, all without writing anything.
 /// Returns what the first delivery would create.
@@ -195,13 +222,22 @@ fn check(config: &Config) -> Result<Vec<String>, String> {
 
 /// One session on stdin/stdout (inetd, systemd Accept=yes).
 fn serve_inetd(shared: &Shared, stdio: transport::Stdio) {
-    let (remote, local) = stdio.addresses();
+    let peer = match stdio.unix_peer_uid() {
+        Some(uid) => Peer::local_caller(LocalCaller {
+            uid,
+            user: privilege::login_name(uid),
+        }),
+        None => {
+            let (remote, local) = stdio.addresses();
+            Peer::network(remote, local)
+        }
+    };
     let mode = shared
         .config
         .listen
         .first()
         .map_or(config::Mode::Smtp, |l| l.mode);
-    shared.serve(Box::new(stdio), Peer::network(remote, local), mode);
+    shared.serve(Box::new(stdio), peer, mode);
 }
 
 /// `--inetd` under systemd (Accept=yes): the connection limits across

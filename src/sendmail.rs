@@ -349,6 +349,9 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
         Submission::connect(path, config.timeout.min(SOCKET_TIMEOUT))
             .map_err(|e| format!("local socket {}: {e}", path.display()))
     });
+    // Then the account and the sandbox, before a byte of the message is
+    // read: a submission needs neither, a direct delivery both.
+    become_config_user(&config)?;
     let mut input = Input {
         source: stdin,
         lines: LineReader::new(options.ignore_dots),
@@ -452,6 +455,17 @@ fn receive<R: BufRead>(
         host: &config.hostname,
     };
     match server {
+        // The server would take only max_recipients of them (452 4.5.3),
+        // and a message goes to all its recipients or to none.
+        Some(Ok(server)) if recipients.len() > config.max_recipients => {
+            server.quit();
+            let cause = format!(
+                "local socket: {} recipients, over max_recipients ({})",
+                recipients.len(),
+                config.max_recipients
+            );
+            deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
+        }
         Some(Ok(server)) => submit(server, config, &message, &recipients, input),
         Some(Err(cause)) => {
             log::info!("{cause}: delivering directly");
@@ -549,15 +563,14 @@ fn message_id() -> String {
     }
 }
 
-/// Routes, spools and delivers into the Maildirs ourselves, as the
-/// config's `user` when run as root (SPEC §8).
+/// Routes, spools and delivers into the Maildirs ourselves (as the
+/// config's `user` when run as root: [`become_config_user`] came first).
 fn deliver_directly<R: BufRead>(
     config: &Config,
     message: &Message<'_>,
     recipients: &[Address],
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
-    become_config_user(config)?;
     let targets = route_all(config, recipients)?;
     let first = targets.first().ok_or(Exit::Usage.with("no recipients"))?;
     let mut spool = Spool::create(first).map_err(Failure::delivery)?;
@@ -600,15 +613,18 @@ fn deliver_directly<R: BufRead>(
 }
 
 /// Run as root (cron, smartd), deliver as the config's `user`, so that the
-/// Maildir files belong to the same account as the server's.
+/// Maildir files belong to the same account as the server's; then the
+/// sandbox.
 fn become_config_user(config: &Config) -> Result<(), Failure> {
     match &config.user {
         Some(name) if privilege::is_root() => {
             let account = privilege::lookup(name).map_err(|e| Exit::Config.with(e))?;
-            privilege::drop_to(&account).map_err(|e| Exit::TempFail.with(e))
+            privilege::drop_to(&account).map_err(|e| Exit::TempFail.with(e))?;
         }
-        _ => Ok(()),
+        _ => {}
     }
+    crate::sandbox::enter(config, &[]);
+    Ok(())
 }
 
 /// The config named by `-C`, else by `$SMTPBOX_CONFIG`, else the default.

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -378,8 +378,8 @@ struct Job {
 struct Workers {
     shared: Shared,
     /// Threads waiting for a job, each with the id that names it here.
-    idle: Mutex<Vec<(u64, SyncSender<Job>)>>,
-    next_id: AtomicU64,
+    idle: Mutex<Vec<(usize, SyncSender<Job>)>>,
+    next_id: AtomicUsize,
 }
 
 /// How long a finished session thread waits for another connection.
@@ -390,7 +390,7 @@ impl Workers {
         Arc::new(Workers {
             shared,
             idle: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(0),
+            next_id: AtomicUsize::new(0),
         })
     }
 
@@ -449,7 +449,7 @@ impl Workers {
     #[inline(never)]
     fn next_job(
         &self,
-        id: u64,
+        id: usize,
         channel: &mut Option<(SyncSender<Job>, Receiver<Job>)>,
     ) -> Option<Job> {
         let (sender, jobs) = channel.get_or_insert_with(|| sync_channel(1));

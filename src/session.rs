@@ -1,16 +1,23 @@
 //! The SMTP session as a sans-IO state machine (RFC 5321 §4.1, §4.3).
 //!
-//! The session takes command lines and the summary of received content, and
-//! returns replies and the action the connection must take next (read DATA,
-//! read a BDAT chunk, start TLS, close). It does no I/O of its own except
-//! asking a [`QuotaProbe`] whether a Maildir is full, so the same core serves
-//! standalone, inetd and socket-activated connections, and its tests are
-//! plain byte slices.
+//! The session takes the framer's command lines and the summary of received
+//! content, and returns replies and the action the connection must take
+//! next (read DATA, read a BDAT chunk, start TLS, close). It does no I/O of
+//! its own except through its [`Services`]: asking a [`QuotaProbe`] whether
+//! a Maildir is full and an [`Authenticator`] whether a password is right,
+//! so the same core serves standalone, inetd and socket-activated
+//! connections, and its tests are plain byte slices.
+//!
+//! The states are the session's fields rather than one enum: `greeting`
+//! (None until HELO or EHLO), `tx` (the transaction, from MAIL on) and its
+//! recipients, `tx.chunking` (a BDAT message under way), `auth_exchange`
+//! (an AUTH challenge waiting for its answer).
 //!
 //! ```text
-//!   greeting ──► Fresh ──HELO/EHLO──► Greeted ──MAIL──► Mail ──RCPT──► Rcpt
-//!                  ▲                     ▲                               │
-//!                  │ STARTTLS            └──── RSET / end of message ◄───┘ DATA, BDAT
+//!   greeting ──► no greeting ──HELO/EHLO──► greeted ──MAIL──► tx ──RCPT──► tx + recipients
+//!                   ▲                          ▲                                 │
+//!                   │ STARTTLS                 └── RSET, HELO/EHLO, end of ◄─────┘ DATA, BDAT
+//!                   │ (RFC 3207: forget all)       message
 //! ```
 //!
 //! The transaction (sender, recipients) is a separate value, so RSET and the
@@ -599,7 +606,7 @@ impl Session {
                         "Non-ASCII address requires SMTPUTF8",
                     ));
                 }
-                a.to_string()
+                a.to_wire()
             }
         };
         self.tx = Some(Transaction {
@@ -612,7 +619,12 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: Address) -> Step {
-        let box_ips = self.box_ips();
+        // Only an address literal needs them: no vector per RCPT otherwise.
+        let box_ips = if to.has_literal_domain() {
+            self.box_ips()
+        } else {
+            Vec::new()
+        };
         let Some(tx) = &mut self.tx else {
             return Step::reply(Reply::new(503, "5.5.1", "Need MAIL command first"));
         };
@@ -626,7 +638,7 @@ impl Session {
         if tx.recipients.len() >= self.config.max_recipients {
             return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
-        let address = to.to_string();
+        let address = to.to_wire();
         let reply = match self.config.route(&to, &box_ips) {
             Route::NotLocal => {
                 Reply::new(550, "5.7.1", format!("<{address}>: Relay access denied"))
@@ -754,7 +766,7 @@ impl Session {
         }
     }
 
-    fn challenge(&mut self, exchange: AuthExchange, prompt: &str) -> Step {
+    fn challenge(&mut self, exchange: AuthExchange, prompt: &'static str) -> Step {
         self.auth_exchange = Some(exchange);
         Step::reply(Reply::new(334, "", prompt))
     }

@@ -147,6 +147,16 @@ impl Stdio {
         ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(0) })
     }
 
+    /// The caller's uid when stdin is a Unix stream socket (the local
+    /// socket under systemd's Accept=yes): SO_PEERCRED, as on the listener.
+    pub fn unix_peer_uid(&self) -> Option<u32> {
+        // SAFETY: as in `socket`: never dropped, so fd 0 stays open.
+        let sock = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(0) });
+        // Fails on TCP sockets and pipes, where SO_PEERCRED means nothing.
+        sock.local_addr().ok()?;
+        peer_uid(&sock).ok()
+    }
+
     /// The client's address and ours when stdin is a socket.
     pub fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let sock = self.socket();

@@ -9,9 +9,7 @@ use common::*;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a run gave.
 struct Outcome {
@@ -20,35 +18,23 @@ struct Outcome {
     stderr: String,
 }
 
-/// Runs `program args` with stdin closed; fails the test when it has not
-/// ended after 10 s (a server started), killing it first.
+/// Runs `program args` (the binary or a link to it) with nothing on
+/// stdin; fails the test when it has not ended after 10 s (a server
+/// started), killing it first.
 fn run(program: &Path, args: &[&str], config: Option<&Path>) -> Outcome {
     let mut command = smtpbox_as(program);
     command
         .args(args)
         .env_remove("SMTPBOX_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("RUST_LOG");
     if let Some(path) = config {
         command.env("SMTPBOX_CONFIG", path);
     }
-    let mut child = command.spawn().expect("start");
-    let end = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{} {args:?} did not exit: it is serving", program.display());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let output = child.wait_with_output().expect("output");
+    let done = run_bounded(&mut command, b"", Duration::from_secs(10));
     Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: done.status.code().unwrap_or(-1),
+        stdout: done.stdout_text(),
+        stderr: done.stderr_text(),
     }
 }
 

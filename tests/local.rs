@@ -33,11 +33,12 @@ fn conf_path(server: &Server) -> PathBuf {
 
 /// Connects to the local socket, waiting for the server to make it.
 fn connect_local(path: &Path) -> BufReader<UnixStream> {
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + upper(Duration::from_secs(5));
     loop {
         match UnixStream::connect(path) {
             Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s.set_read_timeout(Some(upper(Duration::from_secs(5))))
+                    .unwrap();
                 return BufReader::new(s);
             }
             Err(e) if Instant::now() > end => panic!("{}: {e}", path.display()),
@@ -72,27 +73,14 @@ fn sendmail(conf: &Path, args: &[&str], input: &[u8], uid: Option<u32>) -> Outco
         .arg(conf)
         .args(args)
         .env_remove("SMTPBOX_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", "warn");
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
-    let mut child = command.spawn().expect("start sendmail");
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let end = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("sendmail did not exit");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let output = child.wait_with_output().unwrap();
+    let done = run_bounded(&mut command, input, Duration::from_secs(20));
     Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: done.status.code().unwrap_or(-1),
+        stderr: done.stderr_text(),
     }
 }
 
@@ -292,6 +280,37 @@ fn socket_replies_map_to_the_exit_statuses_of_direct_delivery() {
     );
 }
 
+/// The server takes at most max_recipients per message; a message for more
+/// is delivered directly, whole, rather than to some of them.
+#[test]
+fn more_recipients_than_the_server_takes_are_delivered_directly() {
+    let server = Server::start(&format!(
+        "{LOCAL}\nmax_recipients = 2\nmailbox = a {{dir}}/a\nmailbox = b {{dir}}/b\nmailbox = c {{dir}}/c"
+    ));
+    connect_local(&socket_path(&server));
+    let out = sendmail(
+        &conf_path(&server),
+        &["a", "b", "c"],
+        b"Subject: 3\n\nx\n",
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for user in ["a", "b", "c"] {
+        let maildir = server.dir.path().join(user);
+        let message = String::from_utf8(messages(&maildir)[0].clone()).unwrap();
+        assert!(
+            message.contains(" (smtpbox) via sendmail id "),
+            "{user}: {message}"
+        );
+    }
+    let out = sendmail(&conf_path(&server), &["a", "b"], b"Subject: 2\n\nx\n", None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        server.wait_log("client=local uid="),
+        "two go through the server"
+    );
+}
+
 #[test]
 fn without_a_server_sendmail_delivers_directly_and_without_either_exits_75() {
     let dir = TempDir::new("local-fallback");
@@ -381,40 +400,27 @@ fn connection_lost_mid_way_is_75_and_a_busy_greeting_falls_back() {
     let out = sendmail(&conf, &["root"], b"Subject: a\n\nb\n", None);
     assert_eq!(out.code, 75, "{}", out.stderr);
     assert!(out.stderr.contains("local socket"), "{}", out.stderr);
-    assert!(
-        !dir.path().join("Maildir").exists(),
-        "no direct delivery after DATA"
-    );
+    // The sandbox may have made the Maildir; nothing may be in it.
+    for sub in ["tmp", "new", "cur"] {
+        assert_eq!(
+            count(&dir.path().join("Maildir"), sub),
+            0,
+            "no direct delivery after DATA ({sub}/)"
+        );
+    }
     let out = sendmail(&conf, &["root"], b"Subject: a\n\nb\n", None);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(count(&dir.path().join("Maildir"), "new"), 1);
     fake.join().unwrap();
 }
 
-/// Starts the binary with `conf` and returns its exit status and stderr;
+/// Starts the server with `conf` and returns its exit status and stderr;
 /// fails the test if it is still running after 5 s.
 fn start_fails(conf: &Path) -> (i32, String) {
-    let mut child = smtpbox()
-        .arg("-c")
-        .arg(conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(5);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("started, though it should not have");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut command = smtpbox();
+    command.arg("-c").arg(conf);
+    let done = run_bounded(&mut command, b"", Duration::from_secs(5));
+    (done.status.code().unwrap_or(-1), done.stderr_text())
 }
 
 #[test]
@@ -432,31 +438,29 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     fs::write(dir.path().join("file.sock"), "keep").unwrap();
     write(&format!("{d}/file.sock"));
     let (code, err) = start_fails(&conf);
-    assert_ne!(code, 0);
+    assert_eq!(code, 78, "EX_CONFIG: {err}");
     assert!(err.contains("exists and is not a socket"), "{err}");
     assert_eq!(
         fs::read_to_string(dir.path().join("file.sock")).unwrap(),
         "keep"
     );
-    let check = smtpbox()
-        .arg("--check")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let check = output_bounded(
+        smtpbox().arg("--check").arg("-c").arg(&conf),
+        Duration::from_secs(5),
+    );
     assert_eq!(check.status.code(), Some(1), "--check finds it too");
     assert!(String::from_utf8_lossy(&check.stderr).contains("not a socket"));
     // A directory whose parent is missing cannot be made.
     write(&format!("{d}/no/such/smtpbox.sock"));
     let (code, err) = start_fails(&conf);
-    assert!(code != 0 && err.contains("is missing"), "{err}");
+    assert!(code == 78 && err.contains("is missing"), "{err}");
     // A directory others may write to.
     let open = dir.path().join("open");
     fs::create_dir(&open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
     write(&format!("{}/smtpbox.sock", open.display()));
     let (code, err) = start_fails(&conf);
-    assert!(code != 0 && err.contains("writable by others"), "{err}");
+    assert!(code == 78 && err.contains("writable by others"), "{err}");
     // A directory of another user (as root: chown it to nobody).
     if smtpbox::privilege::is_root() {
         let theirs = dir.path().join("theirs");
@@ -464,7 +468,10 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
         std::os::unix::fs::chown(&theirs, Some(nobody().uid), None).unwrap();
         write(&format!("{}/smtpbox.sock", theirs.display()));
         let (code, err) = start_fails(&conf);
-        assert!(code != 0 && err.contains("a directory of its own"), "{err}");
+        assert!(
+            code == 78 && err.contains("a directory of its own"),
+            "{err}"
+        );
     }
     // A stale socket is replaced, and served.
     let stale = dir.path().join("stale.sock");
@@ -477,7 +484,7 @@ fn a_socket_path_it_cannot_own_is_a_config_error_and_stale_sockets_go() {
     write(&stale.display().to_string());
     let (code, err) = start_fails(&conf);
     assert!(
-        code != 0 && err.contains("a running server answers there"),
+        code == 78 && err.contains("a running server answers there"),
         "{err}"
     );
 }
@@ -511,19 +518,22 @@ fn socket_activation_fd_named_local_is_the_local_socket() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = Command::new("systemd-socket-activate")
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--listen={}", socket.display()))
-        .arg("--fdname=smtp:local")
-        .args(smtpbox_argv())
+    let listen_tcp = format!("--listen=127.0.0.1:{port}");
+    let listen_local = format!("--listen={}", socket.display());
+    let mut child = Guard::spawn(
+        smtpbox_under(&[
+            "systemd-socket-activate",
+            &listen_tcp,
+            &listen_local,
+            "--fdname=smtp:local",
+        ])
         .arg("-c")
         .arg(&conf)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped()),
+    );
     // systemd-socket-activate starts smtpbox on the first connection.
     let mut client = connect_local(&socket);
     client
@@ -538,9 +548,14 @@ fn socket_activation_fd_named_local_is_the_local_socket() {
     // The TCP socket passed next to it serves too.
     let mut tcp = Client::connect(SocketAddr::from(([127, 0, 0, 1], port)));
     assert!(tcp.reply().starts_with("220 mx.test"));
-    let _ = child.kill();
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
+    kill_tree(&mut child.0);
+    let mut log = String::new();
+    let _ = child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log);
     assert!(all.contains("250 2.0.0 Ok: queued as "), "{all}\n{log}");
     let uid = smtpbox::privilege::effective_uid();
     assert!(log.contains(&format!("client=local uid={uid} ")), "{log}");
@@ -552,6 +567,50 @@ fn socket_activation_fd_named_local_is_the_local_socket() {
         !dir.path().join("unused.sock").exists(),
         "the passed socket, not a new one"
     );
+}
+
+/// systemd's Accept=yes on the local socket: `--inetd` with the Unix
+/// connection on stdin and stdout names the caller by SO_PEERCRED too.
+#[test]
+fn inetd_on_a_unix_socket_names_the_caller() {
+    let dir = TempDir::new("local-inetd");
+    let d = dir.path().display();
+    let conf = dir.path().join("smtpbox.conf");
+    fs::write(
+        &conf,
+        format!("hostname = mx.test\nmaildir = {d}/Maildir\n"),
+    )
+    .unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let stdin = std::os::fd::OwnedFd::from(theirs.try_clone().unwrap());
+    let stdout = std::os::fd::OwnedFd::from(theirs);
+    let mut child = Guard::spawn(
+        smtpbox()
+            .arg("--inetd")
+            .arg("-c")
+            .arg(&conf)
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::null()),
+    );
+    ours.set_read_timeout(Some(upper(Duration::from_secs(5))))
+        .unwrap();
+    let mut client = BufReader::new(ours);
+    client
+        .get_mut()
+        .write_all(b"HELO box\r\nMAIL FROM:<>\r\nRCPT TO:<root>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let mut all = String::new();
+    let _ = client.read_to_string(&mut all);
+    assert!(all.contains("250 2.0.0 Ok: queued as "), "{all}");
+    child.exit_within(Duration::from_secs(5), "smtpbox --inetd");
+    let message = String::from_utf8(messages(&dir.path().join("Maildir"))[0].clone()).unwrap();
+    let uid = smtpbox::privilege::effective_uid();
+    let user = smtpbox::privilege::login_name(uid);
+    let expected =
+        format!("Received: from box (uid {uid} user {user}) by mx.test (smtpbox) with SMTP");
+    assert!(received(&message).starts_with(&expected), "{message}");
 }
 
 /// An IPv4 client on a dual-stack [::] listener is `[127.0.0.1]`, not
@@ -598,23 +657,38 @@ fn ipv4_client_on_a_dual_stack_socket_is_written_as_ipv4() {
 fn host_name_is_right_with_proc_sys_hidden() {
     let node = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let node = node.trim();
-    let script = format!(
-        "mount -t tmpfs none /proc/sys && test ! -e /proc/sys/kernel/hostname && \
-         printf 'QUIT\\r\\n' | exec {} --inetd -m /nonexistent",
-        smtpbox_shell_words()
-    );
-    let Ok(out) = Command::new("unshare")
-        .args(["--mount", "--", "sh", "-c", &script])
-        .env("RUST_LOG", "off")
-        .output()
+    let Ok(status) = Command::new("unshare")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .status()
     else {
         eprintln!("skipping: no unshare");
         return;
     };
-    if !out.status.success() && !smtpbox::privilege::is_root() {
+    assert!(status.success());
+    if !smtpbox::privilege::is_root() {
         eprintln!("skipping: unshare --mount needs root");
         return;
     }
+    // A config of our own, without `hostname`: never the host's.
+    let dir = TempDir::new("local-uname");
+    let conf = dir.path().join("smtpbox.conf");
+    fs::write(
+        &conf,
+        format!("maildir = {}/Maildir\n", dir.path().display()),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs none /proc/sys && test ! -e /proc/sys/kernel/hostname && \
+         exec {} --inetd -c '{}'",
+        smtpbox_shell_words(),
+        conf.display()
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--", "sh", "-c", &script])
+        .env("RUST_LOG", "off");
+    let out = run_bounded(&mut command, b"QUIT\r\n", Duration::from_secs(10));
     let banner = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
