@@ -184,22 +184,22 @@ fn standalone_under_strace_restricts_itself_before_any_thread() {
     )
     .unwrap();
     let trace = dir.path().join("strace.out");
-    let mut child = traced(&trace, &["-c", conf.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start strace");
-    let addr = listening_addr(&mut child);
+    let mut traced = Traced(
+        traced(&trace, &["-c", conf.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strace"),
+    );
+    let addr = listening_addr(&mut traced.0);
     let mut client = Client::connect(addr);
     client.hello();
     let reply = client.deliver("a@b.org", &["alice@example.com"], "Subject: s\r\n\r\nhi");
     assert!(reply.starts_with("250 2.0.0"), "{reply}");
     client.expect("QUIT", "221");
+    drop(traced);
     let text = fs::read_to_string(&trace).unwrap();
-    let server_pid = restricted_pid(&text);
-    let _ = Command::new("kill").arg(server_pid.to_string()).status();
-    let _ = child.wait();
-    let text = fs::read_to_string(&trace).unwrap();
+    restricted_pid(&text);
     let restrict = text.find("landlock_restrict_self(").unwrap();
     let first_thread = text.find("clone").unwrap_or(text.len());
     assert!(
@@ -207,6 +207,26 @@ fn standalone_under_strace_restricts_itself_before_any_thread() {
         "a thread before the sandbox:\n{text}"
     );
     assert_stored_with_host(&maildir);
+}
+
+/// strace running a server: on drop (a failed assertion too) the server
+/// is stopped, by the pid strace started, then strace is reaped.
+struct Traced(Child);
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        for child in children.unwrap_or_default().split_whitespace() {
+            let _ = Command::new("kill").arg(child).status();
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < end {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Starts `smtpbox ARGS` under `strace -f`, writing the sandbox's system
