@@ -99,34 +99,52 @@ pub fn enter(config: &Config, socket_dirs: &[PathBuf]) -> Outcome {
     }
 }
 
-// <linux/prctl.h>, <linux/landlock.h>, <errno.h>
+// <linux/prctl.h>, <linux/landlock.h>
 const PR_SET_NO_NEW_PRIVS: c_int = 38;
 const LANDLOCK_CREATE_RULESET_VERSION: c_long = 1 << 0;
 const LANDLOCK_RULE_PATH_BENEATH: c_long = 1;
-const ENOSYS: i32 = 38;
-const EOPNOTSUPP: i32 = 95;
 
-/// The system call numbers: one table for every architecture since 5.1,
-/// which MIPS offsets by its ABI's base (o32 4000, n64 5000, n32 6000).
+/// What differs between the architectures smtpbox is built for: the system
+/// call numbers are one table everywhere since Linux 5.1, which MIPS offsets
+/// by its ABI's base (o32 4000, n64 5000, n32 6000), and MIPS numbers errno
+/// its own way. ENOSYS: Landlock not built in; EOPNOTSUPP: off at boot.
 #[cfg(not(any(
     target_arch = "mips",
     target_arch = "mips32r6",
     target_arch = "mips64",
     target_arch = "mips64r6"
 )))]
-const SYSCALL_BASE: c_long = 0;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 0;
+    pub const ENOSYS: i32 = 38;
+    pub const EOPNOTSUPP: i32 = 95;
+}
 #[cfg(any(target_arch = "mips", target_arch = "mips32r6"))]
-const SYSCALL_BASE: c_long = 4000;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 4000;
+    pub const ENOSYS: i32 = 89;
+    pub const EOPNOTSUPP: i32 = 122;
+}
 #[cfg(all(
     any(target_arch = "mips64", target_arch = "mips64r6"),
     target_pointer_width = "64"
 ))]
-const SYSCALL_BASE: c_long = 5000;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 5000;
+    pub const ENOSYS: i32 = 89;
+    pub const EOPNOTSUPP: i32 = 122;
+}
 #[cfg(all(
     any(target_arch = "mips64", target_arch = "mips64r6"),
     target_pointer_width = "32"
 ))]
-const SYSCALL_BASE: c_long = 6000;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 6000;
+    pub const ENOSYS: i32 = 89;
+    pub const EOPNOTSUPP: i32 = 122;
+}
+use arch::{ENOSYS, EOPNOTSUPP, SYSCALL_BASE};
+
 const SYS_LANDLOCK_CREATE_RULESET: c_long = SYSCALL_BASE + 444;
 const SYS_LANDLOCK_ADD_RULE: c_long = SYSCALL_BASE + 445;
 const SYS_LANDLOCK_RESTRICT_SELF: c_long = SYSCALL_BASE + 446;
