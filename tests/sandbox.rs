@@ -4,7 +4,8 @@
 //! starts; a users file, certificate or Maildir swapped at run time for a
 //! symlink to a place outside the allowed directories is not opened
 //! (EACCES), while a swap inside them, as ACME clients and `passwd`-style
-//! tools do, keeps working.
+//! tools do, keeps working. With Landlock missing or failing (errors
+//! injected by strace) it logs one line and serves as before.
 //!
 //! On a kernel without Landlock these tests skip with a message, except
 //! under `CI=1`, where they fail: CI runs on a kernel that has it.
@@ -570,4 +571,71 @@ fn acme_renewal_through_symlinks_is_read_and_a_link_outside_is_not() {
         .find(|l| l.contains("keeping the previous"))
         .unwrap();
     assert!(refusal.contains("Permission denied"), "{refusal}");
+}
+
+/// Without Landlock (ENOSYS, injected by strace) smtpbox says so once at
+/// info and serves as before; an unexpected error (EINVAL from
+/// landlock_restrict_self, or a refused rule) is a warning, and it serves
+/// too, unconfined.
+#[test]
+fn without_landlock_or_on_an_error_it_says_so_and_serves() {
+    if !strace() {
+        return;
+    }
+    let cases = [
+        (
+            "landlock_create_ruleset:error=ENOSYS",
+            "INFO",
+            "the kernel has no Landlock",
+        ),
+        (
+            "landlock_create_ruleset:error=EPERM",
+            "INFO",
+            "Landlock is filtered out",
+        ),
+        (
+            "landlock_restrict_self:error=EINVAL",
+            "WARN",
+            "Invalid argument",
+        ),
+        (
+            "landlock_add_rule:error=EBADF",
+            "WARN",
+            "Bad file descriptor",
+        ),
+    ];
+    for (inject, level, reason) in cases {
+        let dir = TempDir::new("sandbox-inject");
+        let conf = stdio_config(dir.path(), "");
+        let mut command = Command::new("strace");
+        command
+            .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+            .arg(format!("inject={inject}"))
+            .arg(BIN)
+            .arg("-c")
+            .arg(&conf)
+            .arg("--inetd")
+            .env("RUST_LOG", "info");
+        let input = "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<alice@example.com>\r\n\
+                     DATA\r\nSubject: s\r\n\r\nhi\r\n.\r\nQUIT\r\n";
+        let out = feed(command, input.as_bytes());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.contains("250 2.0.0 Ok: queued"),
+            "{inject}: {stdout}\n{log}"
+        );
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("sandbox:")).collect();
+        assert_eq!(lines.len(), 1, "{inject}: {log}");
+        assert!(
+            lines[0].starts_with(&format!("[{level}")),
+            "{inject}: {log}"
+        );
+        assert!(lines[0].contains(reason), "{inject}: {log}");
+        assert!(
+            lines[0].ends_with("not restricted") || lines[0].ends_with("not restricted here"),
+            "{inject}: {log}"
+        );
+        assert_eq!(count(&dir.path().join("Maildir"), "new"), 1, "{inject}");
+    }
 }
