@@ -607,14 +607,14 @@ fn without_landlock_or_on_an_error_it_says_so_and_serves() {
     for (inject, level, reason) in cases {
         let dir = TempDir::new("sandbox-inject");
         let conf = stdio_config(dir.path(), "");
+        // The same command as `inetd`, run by strace.
+        let server = inetd(&conf);
         let mut command = Command::new("strace");
         command
             .args(["-f", "-qq", "-o", "/dev/null", "-e"])
             .arg(format!("inject={inject}"))
-            .arg(BIN)
-            .arg("-c")
-            .arg(&conf)
-            .arg("--inetd")
+            .arg(server.get_program())
+            .args(server.get_args())
             .env("RUST_LOG", "info");
         let input = "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<alice@example.com>\r\n\
                      DATA\r\nSubject: s\r\n\r\nhi\r\n.\r\nQUIT\r\n";
