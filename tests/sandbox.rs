@@ -4,7 +4,8 @@
 //! starts; a users file, certificate or Maildir swapped at run time for a
 //! symlink to a place outside the allowed directories is not opened
 //! (EACCES), while a swap inside them, as ACME clients and `passwd`-style
-//! tools do, keeps working.
+//! tools do, keeps working. With Landlock missing or failing (errors
+//! injected by strace) it logs one line and serves as before.
 //!
 //! On a kernel without Landlock these tests skip with a message, except
 //! under `CI=1`, where they fail: CI runs on a kernel that has it.
@@ -184,22 +185,22 @@ fn standalone_under_strace_restricts_itself_before_any_thread() {
     )
     .unwrap();
     let trace = dir.path().join("strace.out");
-    let mut child = traced(&trace, &["-c", conf.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start strace");
-    let addr = listening_addr(&mut child);
+    let mut traced = Traced(
+        traced(&trace, &["-c", conf.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strace"),
+    );
+    let addr = listening_addr(&mut traced.0);
     let mut client = Client::connect(addr);
     client.hello();
     let reply = client.deliver("a@b.org", &["alice@example.com"], "Subject: s\r\n\r\nhi");
     assert!(reply.starts_with("250 2.0.0"), "{reply}");
     client.expect("QUIT", "221");
+    drop(traced);
     let text = fs::read_to_string(&trace).unwrap();
-    let server_pid = restricted_pid(&text);
-    let _ = Command::new("kill").arg(server_pid.to_string()).status();
-    let _ = child.wait();
-    let text = fs::read_to_string(&trace).unwrap();
+    restricted_pid(&text);
     let restrict = text.find("landlock_restrict_self(").unwrap();
     let first_thread = text.find("clone").unwrap_or(text.len());
     assert!(
@@ -207,6 +208,26 @@ fn standalone_under_strace_restricts_itself_before_any_thread() {
         "a thread before the sandbox:\n{text}"
     );
     assert_stored_with_host(&maildir);
+}
+
+/// strace running a server: on drop (a failed assertion too) the server
+/// is stopped, by the pid strace started, then strace is reaped.
+struct Traced(Child);
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        for child in children.unwrap_or_default().split_whitespace() {
+            let _ = Command::new("kill").arg(child).status();
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < end {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Starts `smtpbox ARGS` under `strace -f`, writing the sandbox's system
@@ -550,4 +571,71 @@ fn acme_renewal_through_symlinks_is_read_and_a_link_outside_is_not() {
         .find(|l| l.contains("cert.pem: cannot read"))
         .unwrap();
     assert!(refusal.contains("Permission denied"), "{refusal}");
+}
+
+/// Without Landlock (ENOSYS, injected by strace) smtpbox says so once at
+/// info and serves as before; an unexpected error (EINVAL from
+/// landlock_restrict_self, or a refused rule) is a warning, and it serves
+/// too, unconfined.
+#[test]
+fn without_landlock_or_on_an_error_it_says_so_and_serves() {
+    if !strace() {
+        return;
+    }
+    let cases = [
+        (
+            "landlock_create_ruleset:error=ENOSYS",
+            "INFO",
+            "the kernel has no Landlock",
+        ),
+        (
+            "landlock_create_ruleset:error=EPERM",
+            "INFO",
+            "Landlock is filtered out",
+        ),
+        (
+            "landlock_restrict_self:error=EINVAL",
+            "WARN",
+            "Invalid argument",
+        ),
+        (
+            "landlock_add_rule:error=EBADF",
+            "WARN",
+            "Bad file descriptor",
+        ),
+    ];
+    for (inject, level, reason) in cases {
+        let dir = TempDir::new("sandbox-inject");
+        let conf = stdio_config(dir.path(), "");
+        // The same command as `inetd`, run by strace.
+        let server = inetd(&conf);
+        let mut command = Command::new("strace");
+        command
+            .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+            .arg(format!("inject={inject}"))
+            .arg(server.get_program())
+            .args(server.get_args())
+            .env("RUST_LOG", "info");
+        let input = "EHLO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<alice@example.com>\r\n\
+                     DATA\r\nSubject: s\r\n\r\nhi\r\n.\r\nQUIT\r\n";
+        let out = feed(command, input.as_bytes());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.contains("250 2.0.0 Ok: queued"),
+            "{inject}: {stdout}\n{log}"
+        );
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("sandbox:")).collect();
+        assert_eq!(lines.len(), 1, "{inject}: {log}");
+        assert!(
+            lines[0].starts_with(&format!("[{level}")),
+            "{inject}: {log}"
+        );
+        assert!(lines[0].contains(reason), "{inject}: {log}");
+        assert!(
+            lines[0].ends_with("not restricted") || lines[0].ends_with("not restricted here"),
+            "{inject}: {log}"
+        );
+        assert_eq!(count(&dir.path().join("Maildir"), "new"), 1, "{inject}");
+    }
 }
