@@ -314,7 +314,7 @@ fn prepare(config: &Config) {
             );
         }
     }
-    // The host name in Maildir file names comes from /proc, read once.
+    // The host name in Maildir file names is read once, before.
     let _ = maildir::unique_base();
 }
 
