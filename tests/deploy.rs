@@ -532,9 +532,7 @@ fn connect_retry(port: u16, proc: &Proc) -> Client {
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(stream) => {
-                stream
-                    .set_read_timeout(Some(upper(Duration::from_secs(10))))
-                    .unwrap();
+                bound_io(&stream, Duration::from_secs(10));
                 return Client {
                     reader: BufReader::new(stream),
                 };
@@ -553,9 +551,7 @@ fn spawn_on_socket(cmd: &mut Command) -> (Guard, TcpStream) {
     let (conn, _) = listener.accept().expect("accept");
     let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().expect("dup")));
     let child = Guard::spawn(cmd.stdin(fd(&conn)).stdout(fd(&conn)).stderr(fd(&conn)));
-    client
-        .set_read_timeout(Some(upper(Duration::from_secs(10))))
-        .unwrap();
+    bound_io(&client, Duration::from_secs(10));
     (child, client)
 }
 

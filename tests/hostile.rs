@@ -236,7 +236,7 @@ fn tls_greeting(addr: SocketAddr, cert: &Path) -> String {
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(Arc::new(config), name).expect("client");
     let sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    bound_io(&sock, Duration::from_secs(5));
     let mut tls = StreamOwned::new(conn, sock);
     let mut greeting = Vec::new();
     let mut byte = [0u8; 1];

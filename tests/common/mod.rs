@@ -596,20 +596,29 @@ pub struct Client {
     pub reader: BufReader<TcpStream>,
 }
 
+/// Read and write timeouts of `bound` (scaled by [`upper`]) on `stream`:
+/// a server that stops reading or replying fails the test, never hangs it.
+pub fn bound_io(stream: &TcpStream, bound: Duration) {
+    let bound = Some(upper(bound));
+    stream.set_read_timeout(bound).expect("read timeout");
+    stream.set_write_timeout(bound).expect("write timeout");
+}
+
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(upper(Duration::from_secs(10))))
-            .unwrap();
+        bound_io(&stream, Duration::from_secs(10));
         Client {
             reader: BufReader::new(stream),
         }
     }
 
-    /// Writes raw bytes in one write.
+    /// Writes raw bytes in one write; a write the server does not take
+    /// within the write timeout fails the test.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).expect("send");
+        if let Err(e) = self.reader.get_mut().write_all(bytes) {
+            panic!("send of {} bytes: {e}", bytes.len());
+        }
     }
 
     /// Reads one whole reply (all its lines); empty string when the
