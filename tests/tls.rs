@@ -116,7 +116,7 @@ type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// A plain connection; reads and writes never wait more than 5 s.
 fn connect(addr: SocketAddr) -> Smtp<TcpStream> {
-    let sock = TcpStream::connect(addr).expect("connect");
+    let sock = connect_bounded(addr);
     bound_io(&sock, Duration::from_secs(5));
     Smtp {
         reader: BufReader::new(sock),

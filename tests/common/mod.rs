@@ -596,6 +596,14 @@ pub struct Client {
     pub reader: BufReader<TcpStream>,
 }
 
+/// A connection to `addr` within 5 s (scaled): a server whose listen
+/// queue is full and never drained would leave connect(2) retrying its
+/// SYN for two minutes.
+pub fn connect_bounded(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect_timeout(&addr, upper(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
 /// Read and write timeouts of `bound` (scaled by [`upper`]) on `stream`:
 /// a server that stops reading or replying fails the test, never hangs it.
 pub fn bound_io(stream: &TcpStream, bound: Duration) {
@@ -606,7 +614,7 @@ pub fn bound_io(stream: &TcpStream, bound: Duration) {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        let stream = connect_bounded(addr);
         bound_io(&stream, Duration::from_secs(10));
         Client {
             reader: BufReader::new(stream),
