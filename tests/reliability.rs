@@ -188,7 +188,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|client| thread::spawn(move || crash_client(addr, round, client)))
             .collect();
-        thread::sleep(Duration::from_millis(rng.range(20, 200)));
+        // Traffic time before the kill, longer for a slower (emulated) run.
+        thread::sleep(upper(Duration::from_millis(rng.range(20, 200))));
         drop(server); // SIGKILL, then wait
         for client in clients {
             acknowledged.extend(client.join().expect("client thread"));
@@ -719,7 +720,7 @@ fn client_that_never_reads_cannot_make_the_server_buffer() {
     let rss0 = proc_status(pid, "VmRSS");
     // 2 MB of pipelined NOOPs, never reading a reply.
     let mut sock = c.reader.get_ref().try_clone().unwrap();
-    sock.set_write_timeout(Some(Duration::from_secs(15)))
+    sock.set_write_timeout(Some(upper(Duration::from_secs(15))))
         .unwrap();
     let writer = thread::spawn(move || {
         let block = b"NOOP\r\n".repeat(64 * 1024 / 6);
@@ -733,7 +734,7 @@ fn client_that_never_reads_cannot_make_the_server_buffer() {
         sent
     });
     let gone = format!("disconnect from [127.0.0.1]:{port}: ");
-    let end = Instant::now() + Duration::from_secs(15);
+    let end = Instant::now() + upper(Duration::from_secs(15));
     let mut rss_peak = rss0;
     while !server.log().contains(&gone) && Instant::now() < end {
         rss_peak = rss_peak.max(proc_status(pid, "VmRSS"));
