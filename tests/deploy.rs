@@ -343,8 +343,7 @@ fn inetd_with_stderr_on_the_socket_sends_the_client_only_replies() {
 
 #[test]
 fn privilege_drop_to_nobody_after_binding() {
-    if !smtpbox::privilege::is_root() {
-        eprintln!("skipping: not root, no privileges to drop");
+    if !root_or_skip("no privileges to drop") {
         return;
     }
     let passwd = fs::read_to_string("/etc/passwd").expect("/etc/passwd");

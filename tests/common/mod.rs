@@ -153,6 +153,18 @@ pub fn assert_took(what: &str, elapsed: Duration, at_least: Duration, limit: Dur
     );
 }
 
+/// Whether this test runs as root. Not root: under CI (`CI` set, as
+/// `.ci/run` does) the test fails saying why it needs root; elsewhere it is
+/// skipped with a note on stderr.
+pub fn root_or_skip(why: &str) -> bool {
+    if smtpbox::privilege::is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI: not root: {why}");
+    eprintln!("skipping: not root: {why}");
+    false
+}
+
 /// The config file the binary reads when it is run without `-c`.
 pub const HOST_CONFIG: &str = "/etc/smtpbox/smtpbox.conf";
 
