@@ -721,18 +721,26 @@ impl Client {
         String::from_utf8_lossy(&seen).into_owned()
     }
 
-    /// True when the server has closed the connection (EOF within 5 s).
+    /// True when the server has closed the connection (EOF or a reset
+    /// within 5 s), whatever it sent before; what it sent is on stderr
+    /// when it did not close.
     pub fn closed(&mut self) -> bool {
         self.reader
             .get_ref()
             .set_read_timeout(Some(upper(Duration::from_secs(5))))
             .unwrap();
+        let mut seen = Vec::new();
         let mut buf = [0u8; 256];
         loop {
             match self.reader.read(&mut buf) {
                 Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e) => {
+                    let seen = String::from_utf8_lossy(&seen);
+                    eprintln!("connection not closed ({e}); received {seen:?}");
+                    return false;
+                }
             }
         }
     }
