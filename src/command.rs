@@ -5,6 +5,7 @@
 //! `parse` takes one command line without its line ending and returns a
 //! `Command` or the exact error `Reply` the client gets.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::reply::Reply;
@@ -115,12 +116,17 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         Some(i) => (&line[..i], line[i + 1..].trim_ascii()),
         None => (line, &line[line.len()..]),
     };
-    // RFC 5321 §2.4: verbs are case-insensitive.
-    let verb = match std::str::from_utf8(verb) {
-        Ok(v) if v.is_ascii() => v.to_ascii_uppercase(),
-        _ => return Err(unrecognized()),
+    // RFC 5321 §2.4: verbs are case-insensitive. Upper-cased on the stack
+    // (no allocation per command): no verb is longer than eight bytes, and
+    // a non-ASCII byte matches none.
+    let mut upper = [0u8; 8];
+    let Some(upper) = upper.get_mut(..verb.len()) else {
+        return Err(unrecognized());
     };
-    match verb.as_str() {
+    upper.copy_from_slice(verb);
+    upper.make_ascii_uppercase();
+    let verb = std::str::from_utf8(upper).unwrap_or("");
+    match verb {
         "HELO" => hello_arg(args, "Syntax: HELO hostname").map(Command::Helo),
         "EHLO" => hello_arg(args, "Syntax: EHLO hostname").map(Command::Ehlo),
         "MAIL" => parse_mail(args),
@@ -154,6 +160,28 @@ impl Address {
             Some(Domain::Literal(_)) | None => true,
         };
         self.local.is_ascii() && domain_ascii
+    }
+}
+
+impl Address {
+    /// The [`Display`](std::fmt::Display) form in one allocation (the
+    /// default `to_string` grows its buffer piece by piece; MAIL and RCPT
+    /// make one per command).
+    pub fn to_wire(&self) -> String {
+        let domain = match &self.domain {
+            None => 0,
+            Some(Domain::Name(name)) => 1 + name.len(),
+            Some(Domain::Literal(_)) => 48, // "@[IPv6:" + 39 + "]"
+        };
+        // Room for quoting a short local part; a long quoted one grows.
+        let mut out = String::with_capacity(self.local.len() + 8 + domain);
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{self}"));
+        out
+    }
+
+    /// True for an address literal domain (`user@[192.0.2.1]`).
+    pub fn has_literal_domain(&self) -> bool {
+        matches!(self.domain, Some(Domain::Literal(_)))
     }
 }
 
@@ -201,7 +229,7 @@ enum PathError {
 }
 
 impl PathError {
-    fn reply(self, role: Role, usage: &str) -> Reply {
+    fn reply(self, role: Role, usage: &'static str) -> Reply {
         let (status, noun) = match role {
             Role::Sender => ("5.1.7", "sender"),
             Role::Recipient => ("5.1.3", "recipient"),
@@ -216,7 +244,7 @@ impl PathError {
     }
 }
 
-fn syntax(text: impl Into<String>) -> Reply {
+fn syntax(text: impl Into<Cow<'static, str>>) -> Reply {
     Reply::new(501, "5.5.4", text)
 }
 
@@ -229,7 +257,7 @@ fn words(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     s.split(|&b| b == b' ').filter(|w| !w.is_empty())
 }
 
-fn no_args(args: &[u8], command: Command, usage: &str) -> Result<Command, Reply> {
+fn no_args(args: &[u8], command: Command, usage: &'static str) -> Result<Command, Reply> {
     if args.is_empty() {
         Ok(command)
     } else {
@@ -239,7 +267,7 @@ fn no_args(args: &[u8], command: Command, usage: &str) -> Result<Command, Reply>
 
 /// HELO/EHLO argument: any one printable word (RFC 5321 §4.1.1.1 asks for a
 /// domain or address literal; real clients send worse, and we only log it).
-fn hello_arg(args: &[u8], usage: &str) -> Result<String, Reply> {
+fn hello_arg(args: &[u8], usage: &'static str) -> Result<String, Reply> {
     let word = std::str::from_utf8(args).map_err(|_| syntax(usage))?;
     if word.is_empty() || word.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(syntax(usage));
@@ -657,7 +685,10 @@ mod tests {
 
     /// The reply text to an error line.
     fn text(line: &str) -> String {
-        parse(line.as_bytes()).map_or_else(|r| r.lines.join("\n"), |c| format!("{c:?}"))
+        parse(line.as_bytes()).map_or_else(
+            |r| r.lines().collect::<Vec<_>>().join("\n"),
+            |c| format!("{c:?}"),
+        )
     }
 
     fn addr(local: &str, domain: &str) -> Address {

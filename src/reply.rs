@@ -1,35 +1,49 @@
 //! SMTP replies: one type, built in one place, so no reply after the
 //! greeting can miss its enhanced status code (RFC 2034, RFC 3463).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One SMTP reply: a three-digit code, an enhanced status code (empty only
 /// for the greeting, RFC 2034 §3), and one or more lines of text.
+///
+/// A one-line reply with a constant text allocates nothing (musl's
+/// allocator is slow, and most replies are "250 2.1.0 Ok").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     pub status: &'static str,
-    pub lines: Vec<String>,
+    first: Cow<'static, str>,
+    /// The lines after the first (multi-line replies only).
+    more: Vec<String>,
 }
 
 impl Reply {
     /// A one-line reply with an enhanced status code.
-    pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Reply {
+    pub fn new(code: u16, status: &'static str, text: impl Into<Cow<'static, str>>) -> Reply {
         Reply {
             code,
             status,
-            lines: vec![text.into()],
+            first: text.into(),
+            more: Vec::new(),
         }
     }
 
     /// A multi-line reply (EHLO, HELP). The enhanced code goes on every line;
     /// pass [`EHLO`] as the status for an EHLO reply, whose lines stay bare.
     pub fn multi(code: u16, status: &'static str, lines: Vec<String>) -> Reply {
+        let mut lines = lines.into_iter();
         Reply {
             code,
             status,
-            lines,
+            first: lines.next().unwrap_or_default().into(),
+            more: lines.collect(),
         }
+    }
+
+    /// The text lines, first to last.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&*self.first).chain(self.more.iter().map(String::as_str))
     }
 
     /// True for 4xx and 5xx replies.
@@ -39,11 +53,15 @@ impl Reply {
 
     /// Appends the reply in wire form (CRLF line endings) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let last = self.lines.len().saturating_sub(1);
-        for (i, line) in self.lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            out.extend_from_slice(self.code.to_string().as_bytes());
-            out.push(sep as u8);
+        // Codes are three digits (RFC 5321 §4.2); clamped, so any u16 gives
+        // three bytes without formatting.
+        let code = self.code.min(999);
+        let digits = [code / 100, code / 10 % 10, code % 10].map(|d| b'0' + d as u8);
+        let last = self.more.len();
+        for (i, line) in self.lines().enumerate() {
+            let sep = if i == last { b' ' } else { b'-' };
+            out.extend_from_slice(&digits);
+            out.push(sep);
             if !self.status.is_empty() && self.status != EHLO {
                 out.extend_from_slice(self.status.as_bytes());
                 out.push(b' ');

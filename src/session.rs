@@ -1,16 +1,23 @@
 //! The SMTP session as a sans-IO state machine (RFC 5321 §4.1, §4.3).
 //!
-//! The session takes command lines and the summary of received content, and
-//! returns replies and the action the connection must take next (read DATA,
-//! read a BDAT chunk, start TLS, close). It does no I/O of its own except
-//! asking a [`QuotaProbe`] whether a Maildir is full, so the same core serves
-//! standalone, inetd and socket-activated connections, and its tests are
-//! plain byte slices.
+//! The session takes the framer's command lines and the summary of received
+//! content, and returns replies and the action the connection must take
+//! next (read DATA, read a BDAT chunk, start TLS, close). It does no I/O of
+//! its own except through its [`Services`]: asking a [`QuotaProbe`] whether
+//! a Maildir is full and an [`Authenticator`] whether a password is right,
+//! so the same core serves standalone, inetd and socket-activated
+//! connections, and its tests are plain byte slices.
+//!
+//! The states are the session's fields rather than one enum: `greeting`
+//! (None until HELO or EHLO), `tx` (the transaction, from MAIL on) and its
+//! recipients, `tx.chunking` (a BDAT message under way), `auth_exchange`
+//! (an AUTH challenge waiting for its answer).
 //!
 //! ```text
-//!   greeting ──► Fresh ──HELO/EHLO──► Greeted ──MAIL──► Mail ──RCPT──► Rcpt
-//!                  ▲                     ▲                               │
-//!                  │ STARTTLS            └──── RSET / end of message ◄───┘ DATA, BDAT
+//!   greeting ──► no greeting ──HELO/EHLO──► greeted ──MAIL──► tx ──RCPT──► tx + recipients
+//!                   ▲                          ▲                                 │
+//!                   │ STARTTLS                 └── RSET, HELO/EHLO, end of ◄─────┘ DATA, BDAT
+//!                   │ (RFC 3207: forget all)       message
 //! ```
 //!
 //! The transaction (sender, recipients) is a separate value, so RSET and the
@@ -24,6 +31,7 @@ use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
 use crate::config::{Config, Mode, Route};
 use crate::data::BareLf;
+use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
 use crate::reply::{Reply, EHLO};
 
@@ -47,7 +55,9 @@ impl QuotaProbe for MaildirQuota {
 
 /// Checks AUTH credentials against the users file (SPEC §3 `users`).
 pub trait Authenticator: Send + Sync {
-    fn verify(&self, user: &str, password: &[u8]) -> bool;
+    /// Whether `password` is `user`'s; an error (naming the file and the
+    /// reason, for the log) when the users cannot be read now.
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String>;
 }
 
 /// What a session may ask of the world outside it.
@@ -61,39 +71,80 @@ pub struct Services {
 }
 
 impl Authenticator for auth::UsersFile {
-    fn verify(&self, user: &str, password: &[u8]) -> bool {
-        match self.current() {
-            Ok(users) => users.verify(user, password),
-            Err(e) => {
-                log::error!("users file: {e}");
-                false
-            }
-        }
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+        Ok(self.current()?.verify(user, password))
     }
 }
 
 /// Who is on the other end, and on which address they reached us.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Peer {
-    /// The client's address; None when unknown (inetd over a pipe).
+    /// The client's address; None when unknown (inetd over a pipe) and on
+    /// the local socket.
     pub remote: Option<SocketAddr>,
     /// Our address on this connection, for address literals (`root@[IP]`).
     pub local: Option<SocketAddr>,
+    /// The caller on the local submission socket; None on the network.
+    pub caller: Option<LocalCaller>,
+}
+
+/// A caller on the local submission socket (SPEC §5): the uid the kernel
+/// reported (SO_PEERCRED), never one the client claims, and its login name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalCaller {
+    pub uid: u32,
+    /// From /etc/passwd; the uid in decimal when it has no entry there.
+    pub user: String,
 }
 
 impl Peer {
-    /// Loopback clients (and local pipes) are trusted for pipelining rules
-    /// and may AUTH without TLS.
-    pub fn is_loopback(&self) -> bool {
-        self.remote
-            .is_none_or(|a| a.ip().is_loopback() || is_mapped_loopback(a.ip()))
+    /// A network client. An IPv4 client reached through an IPv6 socket
+    /// (`::ffff:a.b.c.d`) is kept as the IPv4 address, so that logs, the
+    /// Received header and address literals see one form (SPEC §6).
+    pub fn network(remote: Option<SocketAddr>, local: Option<SocketAddr>) -> Peer {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        Peer {
+            remote: remote.map(canonical),
+            local: local.map(canonical),
+            caller: None,
+        }
     }
 
-    /// `[IP]:PORT` for logs, `unknown` when there is no address.
+    /// A caller on the local submission socket.
+    pub fn local_caller(caller: LocalCaller) -> Peer {
+        Peer {
+            remote: None,
+            local: None,
+            caller: Some(caller),
+        }
+    }
+
+    /// Loopback clients, local pipes and local-socket callers are trusted
+    /// for pipelining rules and may AUTH without TLS.
+    pub fn is_loopback(&self) -> bool {
+        self.caller.is_some()
+            || self
+                .remote
+                .is_none_or(|a| a.ip().is_loopback() || is_mapped_loopback(a.ip()))
+    }
+
+    /// `[IP]:PORT` for logs (`local uid=N user=NAME` on the local socket),
+    /// `unknown` when there is no address.
     pub fn describe(&self) -> String {
-        match self.remote {
-            Some(a) => format!("[{}]:{}", a.ip(), a.port()),
-            None => "unknown".to_string(),
+        match (&self.caller, self.remote) {
+            (Some(c), _) => format!("local uid={} user={}", c.uid, c.user),
+            (None, Some(a)) => format!("[{}]:{}", a.ip(), a.port()),
+            (None, None) => "unknown".to_string(),
+        }
+    }
+
+    /// The comment after HELO in the Received header: `[IP]`, or
+    /// `uid UID user NAME` on the local socket (SPEC §6).
+    pub fn trace_comment(&self) -> String {
+        match (&self.caller, self.remote) {
+            (Some(c), _) => format!("uid {} user {}", c.uid, c.user),
+            (None, Some(a)) => format!("[{}]", a.ip()),
+            (None, None) => "[unknown]".to_string(),
         }
     }
 }
@@ -247,12 +298,21 @@ impl Session {
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8]) -> Step {
+        self.framed(Frame::Line(Line::new(line, true)))
+    }
+
+    /// Handles what the [`crate::framer`] made of the client's next bytes:
+    /// a command line (or the answer to an AUTH challenge), or a line that
+    /// was too long.
+    pub fn framed(&mut self, frame: Frame<'_>) -> Step {
+        let line = match frame {
+            Frame::TooLong => return self.line_too_long(),
+            Frame::Line(line) => line,
+        };
         let step = match self.auth_exchange.take() {
-            Some(exchange) => self.auth_response(exchange, line),
-            None if line.contains(&0) => {
-                Step::reply(Reply::new(500, "5.5.2", "NUL byte in command"))
-            }
-            None => match command::parse(line) {
+            Some(exchange) => self.auth_response(exchange, line.text),
+            None if line.nul => Step::reply(Reply::new(500, "5.5.2", "NUL byte in command")),
+            None => match command::parse(line.text) {
                 Ok(command) => self.dispatch(command),
                 Err(reply) => Step::reply(reply),
             },
@@ -306,10 +366,7 @@ impl Session {
             .greeting
             .as_ref()
             .map_or("unknown", |g| g.name.as_str());
-        let ip = match self.peer.remote {
-            Some(a) => format!("[{}]", a.ip()),
-            None => "[unknown]".to_string(),
-        };
+        let ip = self.peer.trace_comment();
         let tls = match &self.tls {
             Some(t) => format!(" ({t})"),
             None => String::new(),
@@ -318,10 +375,9 @@ impl Session {
             [one] => format!(" for <{}>", one.address),
             _ => String::new(),
         };
-        format!(
-            "Return-Path: <{}>\r\nReceived: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}\r\n",
-            tx.sender,
-            sanitize(helo),
+        let received = format!(
+            "Received: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}",
+            cut(sanitize(helo), MAX_TRACE_HELO),
             ip,
             self.config.hostname,
             self.protocol(),
@@ -329,7 +385,8 @@ impl Session {
             id,
             rcpt,
             date
-        )
+        );
+        format!("Return-Path: <{}>\r\n{}\r\n", tx.sender, fold(&received))
     }
 
     /// The content has been read: applies the content rules of SPEC §6.
@@ -549,7 +606,7 @@ impl Session {
                         "Non-ASCII address requires SMTPUTF8",
                     ));
                 }
-                a.to_string()
+                a.to_wire()
             }
         };
         self.tx = Some(Transaction {
@@ -562,7 +619,12 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: Address) -> Step {
-        let box_ips = self.box_ips();
+        // Only an address literal needs them: no vector per RCPT otherwise.
+        let box_ips = if to.has_literal_domain() {
+            self.box_ips()
+        } else {
+            Vec::new()
+        };
         let Some(tx) = &mut self.tx else {
             return Step::reply(Reply::new(503, "5.5.1", "Need MAIL command first"));
         };
@@ -576,7 +638,7 @@ impl Session {
         if tx.recipients.len() >= self.config.max_recipients {
             return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
-        let address = to.to_string();
+        let address = to.to_wire();
         let reply = match self.config.route(&to, &box_ips) {
             Route::NotLocal => {
                 Reply::new(550, "5.7.1", format!("<{address}>: Relay access denied"))
@@ -704,7 +766,7 @@ impl Session {
         }
     }
 
-    fn challenge(&mut self, exchange: AuthExchange, prompt: &str) -> Step {
+    fn challenge(&mut self, exchange: AuthExchange, prompt: &'static str) -> Step {
         self.auth_exchange = Some(exchange);
         Step::reply(Reply::new(334, "", prompt))
     }
@@ -742,11 +804,23 @@ impl Session {
     }
 
     fn auth_check(&mut self, user: &str, password: &[u8]) -> Step {
-        let ok = self
-            .services
-            .users
-            .as_ref()
-            .is_some_and(|users| users.verify(user, password));
+        let verdict = match &self.services.users {
+            Some(users) => users.verify(user, password),
+            None => Ok(false),
+        };
+        let ok = match verdict {
+            Ok(ok) => ok,
+            // RFC 4954 §6: the server cannot check now; the client may try
+            // again later, and this attempt is no failure of its own.
+            Err(reason) => {
+                log::error!(
+                    "AUTH for {:?} unavailable (454 4.7.0) client={}: {reason}",
+                    user,
+                    self.peer.describe()
+                );
+                return Step::reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            }
+        };
         if ok {
             log::info!("AUTH as {} client={}", user, self.peer.describe());
             self.auth_user = Some(user.to_string());
@@ -807,6 +881,56 @@ impl Session {
 }
 
 /// A HELO name goes into a header: keep it printable and on one line.
+/// RFC 5322 2.1.1: a header line is at most 998 octets, CRLF excluded.
+const MAX_HEADER_LINE: usize = 998;
+
+/// Where a header that must be folded is folded (RFC 5322 2.1.1's SHOULD).
+const FOLD_AT: usize = 78;
+
+/// The HELO argument in the trace: as long as a domain may be (RFC 5321
+/// 4.5.3.1.2). Longer is cut here; the HELO itself is answered as sent.
+const MAX_TRACE_HELO: usize = 255;
+
+/// At most `max` octets of `text`, cut at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `header` (one unfolded line, no CRLF) as it is written: unchanged when
+/// it fits in 998 octets, otherwise folded (RFC 5322 2.2.3) before words so
+/// that lines stay near 78 octets; continuation lines start with the space
+/// they were folded at, so unfolding gives back `header` exactly. Every
+/// word of a Received header is bounded (HELO cut, hostname at most 253
+/// octets, a path at most 256), so every line ends within the limit.
+fn fold(header: &str) -> std::borrow::Cow<'_, str> {
+    if header.len() <= MAX_HEADER_LINE {
+        return header.into();
+    }
+    let mut out = String::with_capacity(header.len() + header.len() / FOLD_AT * 2);
+    let mut line = 0;
+    for (i, word) in header.split(' ').enumerate() {
+        if i > 0 {
+            // Never a line of white space alone: fold only before a word.
+            if line > 0 && !word.is_empty() && line + 1 + word.len() > FOLD_AT {
+                out.push_str("\r\n");
+                line = 0;
+            }
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out.into()
+}
+
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -870,10 +994,10 @@ mod tests {
         quota: Arc<dyn QuotaProbe>,
         mode: Mode,
     ) -> Session {
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("127.0.0.1:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("127.0.0.1:25".parse().unwrap()),
+        );
         let services = Services {
             quota,
             users: None,
@@ -885,16 +1009,24 @@ mod tests {
     /// One user, alice, with password "secret".
     struct Alice;
     impl Authenticator for Alice {
-        fn verify(&self, user: &str, password: &[u8]) -> bool {
-            user == "alice" && password == b"secret"
+        fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+            Ok(user == "alice" && password == b"secret")
+        }
+    }
+
+    /// A users file that cannot be read.
+    struct Unreadable;
+    impl Authenticator for Unreadable {
+        fn verify(&self, _: &str, _: &[u8]) -> Result<bool, String> {
+            Err("/etc/smtpbox/users: cannot read: not a regular file".into())
         }
     }
 
     fn auth_session(remote: &str, mode: Mode, tls: bool) -> Session {
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("192.0.2.25:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("192.0.2.25:25".parse().unwrap()),
+        );
         let services = Services {
             quota: Arc::new(NeverFull),
             users: Some(Arc::new(Alice)),
@@ -966,6 +1098,30 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_users_file_is_454_and_no_failure() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        s.services.users = Some(Arc::new(Unreadable));
+        one(&mut s, "EHLO c");
+        let good = format!("AUTH PLAIN {}", b64(b"\0alice\0secret"));
+        for _ in 0..MAX_AUTH_FAILURES + 1 {
+            let step = s.command(good.as_bytes());
+            let codes: Vec<String> = step.replies.iter().map(|r| r.to_string()).collect();
+            assert_eq!(codes, ["454 4.7.0 Temporary authentication failure"]);
+            assert_eq!(step.action, Action::Continue);
+        }
+        // LOGIN reaches the same check after its two challenges.
+        assert_eq!(one(&mut s, "AUTH LOGIN"), "334 ");
+        assert_eq!(one(&mut s, &b64(b"alice")), "334 ");
+        assert_eq!(one(&mut s, &b64(b"secret")), "454 4.7.0");
+        // The file is back: the attempts before did not count.
+        s.services.users = Some(Arc::new(Alice));
+        let bad = format!("AUTH PLAIN {}", b64(b"\0alice\0bad"));
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &good), "235 2.7.0");
+    }
+
+    #[test]
     fn three_auth_failures_close_the_session() {
         let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
         one(&mut s, "EHLO c");
@@ -991,7 +1147,7 @@ mod tests {
             "{ehlo}"
         );
         assert_eq!(one(&mut s, "AUTH PLAIN"), "538 5.7.11");
-        s.tls_started("TLSv1.3 TLS13_AES_128_GCM_SHA256".to_string());
+        s.tls_started("TLSv1.3 TLS_AES_128_GCM_SHA256".to_string());
         let ehlo = s.command(b"EHLO c").replies[0].to_string();
         assert!(
             !ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"),
@@ -1006,7 +1162,7 @@ mod tests {
         one(&mut s, "RCPT TO:<root@example.com>");
         let trace = s.trace_headers("ID", "date");
         assert!(
-            trace.contains(" with ESMTPSA (TLSv1.3 TLS13_AES_128_GCM_SHA256) id ID "),
+            trace.contains(" with ESMTPSA (TLSv1.3 TLS_AES_128_GCM_SHA256) id ID "),
             "{trace}"
         );
     }
@@ -1351,6 +1507,57 @@ mod tests {
     }
 
     #[test]
+    fn an_overlong_helo_is_cut_in_the_trace_and_still_answered() {
+        let mut s = session();
+        let helo = "a".repeat(2000);
+        let reply = s.command(format!("EHLO {helo}").as_bytes()).replies;
+        assert!(
+            reply[0].to_string().starts_with("250-mx.example"),
+            "{reply:?}"
+        );
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<root@example.com>");
+        let h = s.trace_headers("ID7", "Sat, 28 Nov 2026 20:14:17 +0000");
+        let want = format!(
+            "Received: from {} ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7 \
+             for <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n",
+            "a".repeat(255)
+        );
+        assert!(h.ends_with(&want), "{h}");
+    }
+
+    #[test]
+    fn a_header_over_998_octets_is_folded_at_spaces() {
+        let words: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+        let header = format!("Received: from {} ; date", words.join(" "));
+        let folded = fold(&header);
+        assert_eq!(
+            folded.replace("\r\n", ""),
+            header,
+            "unfolds to the original"
+        );
+        for line in folded.split("\r\n") {
+            assert!(line.len() <= FOLD_AT, "{line:?}");
+        }
+        let lines: Vec<&str> = folded.split("\r\n").collect();
+        assert!(lines.len() > 10 && lines[1..].iter().all(|l| l.starts_with(' ')));
+        // A long word stays whole, on a line of its own; double spaces never
+        // leave a line of white space alone.
+        let header = format!(
+            "Received: from {}  by x {}",
+            "h".repeat(900),
+            "y ".repeat(60)
+        );
+        let folded = fold(&header);
+        assert_eq!(folded.replace("\r\n", ""), header);
+        assert!(folded
+            .split("\r\n")
+            .all(|l| l.len() <= MAX_HEADER_LINE && !l.trim().is_empty()));
+        assert_eq!(fold("Received: short"), "Received: short");
+        assert_eq!(cut("é".repeat(200), 255), "é".repeat(127));
+    }
+
+    #[test]
     fn submission_requires_tls_and_auth() {
         let mut s = session_with(
             config(),
@@ -1374,5 +1581,63 @@ mod tests {
     fn starttls_without_certificate() {
         let mut s = session();
         assert_eq!(one(&mut s, "STARTTLS"), "502 5.5.1");
+    }
+
+    fn session_for(peer: Peer) -> Session {
+        let services = Services {
+            quota: Arc::new(NeverFull),
+            users: Some(Arc::new(Alice)),
+            tls: false,
+        };
+        Session::new(Arc::new(config()), services, peer, Mode::Smtp)
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_written_as_ipv4() {
+        let peer = Peer::network(
+            Some("[::ffff:192.0.2.7]:4000".parse().unwrap()),
+            Some("[::ffff:192.0.2.25]:25".parse().unwrap()),
+        );
+        assert_eq!(peer.describe(), "[192.0.2.7]:4000");
+        assert!(!peer.is_loopback());
+        let mut s = session_for(peer);
+        one(&mut s, "EHLO client.example");
+        one(&mut s, "MAIL FROM:<a@b>");
+        // The address literal matches the connection's own IPv4 address.
+        assert_eq!(one(&mut s, "RCPT TO:<root@[192.0.2.25]>"), "250 2.1.5");
+        let h = s.trace_headers("ID", "date");
+        assert!(
+            h.contains("Received: from client.example ([192.0.2.7]) by"),
+            "{h}"
+        );
+        let mapped = Peer::network(Some("[::ffff:127.0.0.1]:1".parse().unwrap()), None);
+        assert!(mapped.is_loopback());
+        let v6 = Peer::network(Some("[2001:db8::1]:25".parse().unwrap()), None);
+        assert_eq!(v6.describe(), "[2001:db8::1]:25");
+    }
+
+    #[test]
+    fn local_caller_is_trusted_named_by_uid_and_never_relays() {
+        let caller = LocalCaller {
+            uid: 1000,
+            user: "joe".to_string(),
+        };
+        let peer = Peer::local_caller(caller);
+        assert_eq!(peer.describe(), "local uid=1000 user=joe");
+        assert!(peer.is_loopback());
+        let mut s = session_for(peer);
+        let ehlo = s.command(b"EHLO box").replies[0].to_string();
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN"),
+            "AUTH without TLS: {ehlo}"
+        );
+        assert_eq!(one(&mut s, "MAIL FROM:<joe@mx.example>"), "250 2.1.0");
+        assert_eq!(one(&mut s, "RCPT TO:<x@elsewhere.example>"), "550 5.7.1");
+        assert_eq!(one(&mut s, "RCPT TO:<root@example.com>"), "250 2.1.5");
+        let h = s.trace_headers("ID", "date");
+        assert!(
+            h.contains("Received: from box (uid 1000 user joe) by mx.example (smtpbox) with ESMTP"),
+            "{h}"
+        );
     }
 }

@@ -734,6 +734,8 @@ fn client_that_never_reads_cannot_make_the_server_buffer() {
         sent
     });
     let gone = format!("disconnect from [127.0.0.1]:{port}: ");
+    // Waits, not limits: the server works through every NOOP it has read
+    // (about 15 s under qemu-user) before its writes block.
     let end = Instant::now() + upper(Duration::from_secs(15));
     let mut rss_peak = rss0;
     while !server.log().contains(&gone) && Instant::now() < end {

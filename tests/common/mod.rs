@@ -802,6 +802,15 @@ impl XorShift {
         XorShift(seed)
     }
 
+    /// A generator with a fixed seed (unless `SMTPBOX_SEED` is set): the
+    /// same run every time.
+    pub fn fixed(test: &str, seed: u64) -> XorShift {
+        if std::env::var_os("SMTPBOX_SEED").is_some() {
+            return XorShift::seeded(test);
+        }
+        XorShift(seed | 1)
+    }
+
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
