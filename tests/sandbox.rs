@@ -314,7 +314,12 @@ fn stdio_session(mut command: Command, between: impl FnOnce(), line: &str) -> (S
     reply();
     drop(stdin);
     let end = finish_bounded(child, Duration::from_secs(10));
-    assert!(end.status.success(), "{:?}: {}", end.status, end.stderr_text());
+    assert!(
+        end.status.success(),
+        "{:?}: {}",
+        end.status,
+        end.stderr_text()
+    );
     (answer, end.stderr_text())
 }
 

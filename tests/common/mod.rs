@@ -368,8 +368,20 @@ pub fn finish_bounded(child: Child, bound: Duration) -> Finished {
         });
         rx
     };
-    let stdout = drain(guard.0.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(guard.0.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = drain(
+        guard
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        guard
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let Some(status) = guard.wait_for(end.saturating_duration_since(Instant::now())) else {
         kill_tree(&mut guard.0);
         let text = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
