@@ -13,9 +13,9 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -251,22 +251,15 @@ fn traced(out: &Path, args: &[&str]) -> Command {
 /// Reads the server's log until "listening on ADDR"; the rest of the log
 /// is drained in the background.
 fn listening_addr(child: &mut Child) -> std::net::SocketAddr {
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let end = Instant::now() + Duration::from_secs(20);
-    let mut line = String::new();
-    while Instant::now() < end {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
+    let mut lines = PipeLines::new(child.stderr.take().unwrap());
+    // Each line within 20 s; the rest of the log is drained by the reader.
+    while let Some(line) = lines.line(Duration::from_secs(20)) {
         if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-            return addr;
+            return rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     }
-    let _ = child.kill();
-    panic!("no listening line; last: {line}");
+    kill_tree(child);
+    panic!("the server ended without a listening line");
 }
 
 /// The pid whose `landlock_restrict_self` returned 0 (after
@@ -325,26 +318,8 @@ fn stdio_session(mut command: Command, between: impl FnOnce(), line: &str) -> (S
         .spawn()
         .expect("start smtpbox");
     let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut stderr = child.stderr.take().unwrap();
-    let log = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut l = String::new();
-            if stdout.read_line(&mut l).unwrap_or(0) == 0 {
-                return all;
-            }
-            all.push_str(&l);
-            if l.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    };
+    let mut stdout = PipeLines::new(child.stdout.take().unwrap());
+    let mut reply = || stdout.reply(Duration::from_secs(10));
     let greeting = reply();
     assert!(greeting.starts_with("220 "), "{greeting:?}");
     between();
@@ -355,9 +330,14 @@ fn stdio_session(mut command: Command, between: impl FnOnce(), line: &str) -> (S
     stdin.write_all(b"QUIT\r\n").unwrap();
     reply();
     drop(stdin);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    (answer, log.join().unwrap())
+    let end = finish_bounded(child, Duration::from_secs(10));
+    assert!(
+        end.status.success(),
+        "{:?}: {}",
+        end.status,
+        end.stderr_text()
+    );
+    (answer, end.stderr_text())
 }
 
 fn inetd(conf: &Path) -> Command {
@@ -428,20 +408,9 @@ fn inetd_and_sendmail_bs_under_strace_restrict_themselves() {
     }
 }
 
-/// Runs `command` with `input` on stdin to its end.
-fn feed(mut command: Command, input: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
-    out
+/// Runs `command` with `input` on stdin to its end (30 s at most).
+fn feed(mut command: Command, input: &[u8]) -> Finished {
+    run_bounded(&mut command, input, Duration::from_secs(30))
 }
 
 #[test]
@@ -494,21 +463,25 @@ fn sendmail_cannot_write_through_a_maildir_swapped_after_the_sandbox() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sendmail");
-    // no_new_privs comes just before Landlock, which comes before stdin is read.
-    let end = Instant::now() + Duration::from_secs(10);
-    while proc_status(child.id(), "NoNewPrivs") != 1 {
-        assert!(Instant::now() < end, "no_new_privs never set");
-        thread::sleep(Duration::from_millis(5));
+    // The sandbox is in force (logged once Landlock restricts) before
+    // stdin is read.
+    let mut log = PipeLines::new(child.stderr.take().unwrap());
+    while let Some(line) = log.line(Duration::from_secs(10)) {
+        if line.contains(IN_FORCE) {
+            break;
+        }
     }
-    thread::sleep(Duration::from_millis(300));
     assert!(maildir.is_dir(), "the Maildir is made before the sandbox");
     fs::rename(&maildir, dir.path().join("Maildir.start")).unwrap();
     std::os::unix::fs::symlink(outside.path(), &maildir).unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"Subject: cron\n\ndone\n").unwrap();
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = finish_bounded(child, Duration::from_secs(10));
+    let mut stderr = String::new();
+    while let Some(line) = log.line(Duration::from_secs(10)) {
+        stderr.push_str(&line);
+    }
     assert_eq!(out.status.code(), Some(75), "{stderr}");
     assert!(stderr.contains("Permission denied"), "{stderr}");
     for sub in ["tmp", "new", "cur"] {
@@ -551,15 +524,21 @@ fn acme_renewal_through_symlinks_is_read_and_a_link_outside_is_not() {
         client.expect("STARTTLS", "220 2.0.0");
     };
     starttls();
-    // The files are looked at once a second.
-    thread::sleep(Duration::from_millis(1100));
+    // The files are looked at once a second, at a connection: new ones
+    // until the look has come (polling, not a guess at the server's clock).
+    let poll = |needle: &str| {
+        let end = Instant::now() + upper(Duration::from_secs(1) + ROOM);
+        while !server.log().contains(needle) {
+            assert!(Instant::now() < end, "no {needle:?}:\n{}", server.log());
+            starttls();
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
     issue(&archive, 2);
-    starttls();
-    assert!(server.wait_log("TLS: reloaded"), "{}", server.log());
+    poll("TLS: reloaded");
     let outside = TempDir::new("sandbox-acme-outside");
-    thread::sleep(Duration::from_millis(1100));
     issue(outside.path(), 3);
-    starttls();
+    poll("cert.pem: cannot read: Permission denied");
     assert!(
         server.wait_log("cert.pem: cannot read: Permission denied"),
         "{}",
