@@ -901,8 +901,9 @@ fn parse_bare_lf(value: &str) -> Result<BareLf, String> {
 
 /// The node name from uname(2): unlike /proc/sys/kernel/hostname it is
 /// there under systemd's `ProcSubset=pid`, in chroots and without /proc.
-/// `localhost` when it is empty or not a usable name.
-fn system_hostname() -> String {
+/// `localhost` when it is empty or not a usable name. The one place the
+/// host name is read: config defaults and Maildir file names use it.
+pub fn system_hostname() -> String {
     hostname_from_nodename(&uname_nodename())
 }
 

@@ -349,14 +349,11 @@ fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// The system host name, escaped, read once.
+/// The system host name (uname(2), so right under `ProcSubset=pid`),
+/// escaped, read once.
 fn host() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let name = name.trim();
-        escape_host(if name.is_empty() { "localhost" } else { name })
-    })
+    HOST.get_or_init(|| escape_host(&crate::config::system_hostname()))
 }
 
 // ------------------------------------------------------------ internals

@@ -50,8 +50,8 @@ pub enum Outcome {
 ///
 /// On an unexpected error this logs a warning and runs unsandboxed rather
 /// than exiting: the sandbox is defence in depth, and refusing to start
-/// (say, under a container's seccomp filter that answers EPERM) would lose
-/// what cron hands to sendmail mode and stop mail that nothing else breaks.
+/// over a kernel or filter quirk would lose what cron hands to sendmail
+/// mode and stop mail that nothing else breaks.
 pub fn enter(config: &Config, socket_dirs: &[PathBuf]) -> Outcome {
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
     if unsafe {
@@ -72,6 +72,16 @@ pub fn enter(config: &Config, socket_dirs: &[PathBuf]) -> Outcome {
             log::info!("sandbox: the kernel has no Landlock ({e}); file access is not restricted");
             return Outcome::Unavailable;
         }
+        // Only a seccomp filter answers EPERM to the version query: systemd's
+        // SystemCallFilter=@system-service (as of v252, which leaves Landlock
+        // out) or a container's,
+        // whose sandbox applies instead.
+        Err(e) if e.raw_os_error() == Some(EPERM) => {
+            log::info!(
+                "sandbox: Landlock is filtered out ({e}); file access is not restricted here"
+            );
+            return Outcome::Unavailable;
+        }
         Err(e) => {
             log::warn!("sandbox: Landlock: {e}; file access is not restricted");
             return Outcome::Failed;
@@ -88,8 +98,8 @@ pub fn enter(config: &Config, socket_dirs: &[PathBuf]) -> Outcome {
     prepare(config);
     let rules = rules(config, socket_dirs);
     match restrict(abi, &rules) {
-        Ok(()) => {
-            log::info!("sandbox: Landlock ABI {abi} in force; {}", describe(&rules));
+        Ok(added) => {
+            log::info!("sandbox: Landlock ABI {abi} in force; {}", describe(&added));
             Outcome::Enforced(abi)
         }
         Err(e) => {
@@ -99,34 +109,56 @@ pub fn enter(config: &Config, socket_dirs: &[PathBuf]) -> Outcome {
     }
 }
 
-// <linux/prctl.h>, <linux/landlock.h>, <errno.h>
+// <linux/prctl.h>, <linux/landlock.h>
 const PR_SET_NO_NEW_PRIVS: c_int = 38;
 const LANDLOCK_CREATE_RULESET_VERSION: c_long = 1 << 0;
 const LANDLOCK_RULE_PATH_BENEATH: c_long = 1;
-const ENOSYS: i32 = 38;
-const EOPNOTSUPP: i32 = 95;
 
-/// The system call numbers: one table for every architecture since 5.1,
-/// which MIPS offsets by its ABI's base (o32 4000, n64 5000, n32 6000).
+/// What differs between the architectures smtpbox is built for: the system
+/// call numbers are one table everywhere since Linux 5.1, which MIPS offsets
+/// by its ABI's base (o32 4000, n64 5000, n32 6000), and MIPS numbers errno
+/// its own way. ENOSYS: Landlock not built in; EOPNOTSUPP: off at boot.
 #[cfg(not(any(
     target_arch = "mips",
     target_arch = "mips32r6",
     target_arch = "mips64",
     target_arch = "mips64r6"
 )))]
-const SYSCALL_BASE: c_long = 0;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 0;
+    pub const ENOSYS: i32 = 38;
+    pub const EOPNOTSUPP: i32 = 95;
+    pub const EPERM: i32 = 1;
+}
 #[cfg(any(target_arch = "mips", target_arch = "mips32r6"))]
-const SYSCALL_BASE: c_long = 4000;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 4000;
+    pub const ENOSYS: i32 = 89;
+    pub const EOPNOTSUPP: i32 = 122;
+    pub const EPERM: i32 = 1;
+}
 #[cfg(all(
     any(target_arch = "mips64", target_arch = "mips64r6"),
     target_pointer_width = "64"
 ))]
-const SYSCALL_BASE: c_long = 5000;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 5000;
+    pub const ENOSYS: i32 = 89;
+    pub const EOPNOTSUPP: i32 = 122;
+    pub const EPERM: i32 = 1;
+}
 #[cfg(all(
     any(target_arch = "mips64", target_arch = "mips64r6"),
     target_pointer_width = "32"
 ))]
-const SYSCALL_BASE: c_long = 6000;
+mod arch {
+    pub const SYSCALL_BASE: std::ffi::c_long = 6000;
+    pub const ENOSYS: i32 = 89;
+    pub const EOPNOTSUPP: i32 = 122;
+    pub const EPERM: i32 = 1;
+}
+use arch::{ENOSYS, EOPNOTSUPP, EPERM, SYSCALL_BASE};
+
 const SYS_LANDLOCK_CREATE_RULESET: c_long = SYSCALL_BASE + 444;
 const SYS_LANDLOCK_ADD_RULE: c_long = SYSCALL_BASE + 445;
 const SYS_LANDLOCK_RESTRICT_SELF: c_long = SYSCALL_BASE + 446;
@@ -282,7 +314,7 @@ fn prepare(config: &Config) {
             );
         }
     }
-    // The host name in Maildir file names comes from /proc, read once.
+    // The host name in Maildir file names is read once, before.
     let _ = maildir::unique_base();
 }
 
@@ -325,9 +357,11 @@ fn parent(file: &Path) -> PathBuf {
     }
 }
 
-/// Builds the ruleset and restricts this thread with it. A rule whose path
-/// cannot be opened is left out (what it would allow stays denied).
-fn restrict(abi: u32, rules: &[Rule]) -> io::Result<()> {
+/// Builds the ruleset and restricts this thread with it; returns the rules
+/// that are in force. A rule whose path cannot be opened is left out (what
+/// it would allow stays denied); one the kernel refuses abandons the whole
+/// sandbox, which would otherwise deny what the configuration needs.
+fn restrict(abi: u32, rules: &[Rule]) -> io::Result<Vec<&Rule>> {
     let attr = ruleset_attr(abi);
     // SAFETY: `attr` is a valid landlock_ruleset_attr for the duration of
     // the call, and its size is passed with it.
@@ -344,8 +378,18 @@ fn restrict(abi: u32, rules: &[Rule]) -> io::Result<()> {
     }
     // SAFETY: the kernel just returned this new descriptor; we own it.
     let ruleset = unsafe { OwnedFd::from_raw_fd(fd as c_int) };
+    let mut added = Vec::new();
     for rule in rules {
-        add_rule(&ruleset, rule, attr.handled_access_fs);
+        let file = match open_path(&rule.path) {
+            Ok(file) => file,
+            Err(e) => {
+                log::info!("sandbox: {}: {e}; not allowed", rule.path.display());
+                continue;
+            }
+        };
+        add_rule(&ruleset, &file, rule.access & attr.handled_access_fs)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", rule.path.display())))?;
+        added.push(rule);
     }
     // SAFETY: an owned, open ruleset descriptor and no flags.
     if unsafe {
@@ -358,20 +402,13 @@ fn restrict(abi: u32, rules: &[Rule]) -> io::Result<()> {
     {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(added)
 }
 
-fn add_rule(ruleset: &OwnedFd, rule: &Rule, handled: u64) {
-    let file = match open_path(&rule.path) {
-        Ok(file) => file,
-        Err(e) => {
-            log::info!("sandbox: {}: {e}; not allowed", rule.path.display());
-            return;
-        }
-    };
-    let is_dir = file.metadata().is_ok_and(|m| m.is_dir());
-    let mut access = rule.access & handled;
-    if !is_dir {
+/// Allows `access` beneath `file` (a directory), or on it (the rights that
+/// apply to a file).
+fn add_rule(ruleset: &OwnedFd, file: &File, mut access: u64) -> io::Result<()> {
+    if !file.metadata().is_ok_and(|m| m.is_dir()) {
         access &= right::ON_FILES;
     }
     let attr = PathBeneathAttr {
@@ -389,9 +426,9 @@ fn add_rule(ruleset: &OwnedFd, rule: &Rule, handled: u64) {
         )
     };
     if added != 0 {
-        let e = io::Error::last_os_error();
-        log::warn!("sandbox: {}: {e}; not allowed", rule.path.display());
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// `O_PATH`: a handle for the rule that needs no read permission on the
@@ -407,7 +444,7 @@ fn open_path(path: &Path) -> io::Result<File> {
 }
 
 /// The rules for the log line.
-fn describe(rules: &[Rule]) -> String {
+fn describe(rules: &[&Rule]) -> String {
     let list = |pick: fn(u64) -> bool| {
         rules
             .iter()

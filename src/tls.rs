@@ -289,11 +289,13 @@ mod tests {
         }
     }
 
-    /// Runs openssl in `dir`, so that file names are plain words.
+    /// Runs openssl in `dir`, so that file names are plain words; killed
+    /// by coreutils `timeout` (exit 124) when it takes over 30 s.
     fn openssl(dir: &TempDir, args: &str) {
-        let mut cmd = Command::new("openssl");
+        let mut cmd = Command::new("timeout");
         let out = cmd
             .current_dir(&dir.0)
+            .args(["30", "openssl"])
             .args(args.split_whitespace())
             .output()
             .unwrap();

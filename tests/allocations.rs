@@ -177,10 +177,26 @@ fn stored(maildir: &Path) -> usize {
     std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count())
 }
 
-fn temp() -> PathBuf {
+/// A directory under the temp dir, removed on drop (a failure included).
+struct Temp(PathBuf);
+
+impl std::ops::Deref for Temp {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp() -> Temp {
     let p = std::env::temp_dir().join(format!("smtpbox-allocations-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
-    p
+    Temp(p)
 }
 
 #[test]
@@ -218,5 +234,4 @@ fn hot_path_allocations_stay_pinned() {
         message <= 63.0,
         "a delivered message allocates {message:.1} times"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -223,12 +223,13 @@ fn check_reports_what_the_first_delivery_creates_and_creates_nothing() {
     let work = dir.path().join("a/b");
     fs::create_dir_all(&work).unwrap();
     fs::write(dir.path().join("rel.conf"), "maildir = ../../etc\n").unwrap();
-    let out = common::smtpbox()
-        .args(["--check", "-c"])
-        .arg(dir.path().join("rel.conf"))
-        .current_dir(&work)
-        .output()
-        .unwrap();
+    let out = common::output_bounded(
+        common::smtpbox()
+            .args(["--check", "-c"])
+            .arg(dir.path().join("rel.conf"))
+            .current_dir(&work),
+        Duration::from_secs(10),
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -350,8 +350,7 @@ fn inetd_with_stderr_on_the_socket_sends_the_client_only_replies() {
 
 #[test]
 fn privilege_drop_to_nobody_after_binding() {
-    if !smtpbox::privilege::is_root() {
-        eprintln!("skipping: not root, no privileges to drop");
+    if !root_or_skip("no privileges to drop") {
         return;
     }
     let passwd = fs::read_to_string("/etc/passwd").expect("/etc/passwd");
@@ -539,9 +538,7 @@ fn connect_retry(port: u16, proc: &Proc) -> Client {
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(stream) => {
-                stream
-                    .set_read_timeout(Some(upper(Duration::from_secs(10))))
-                    .unwrap();
+                bound_io(&stream, Duration::from_secs(10));
                 return Client {
                     reader: BufReader::new(stream),
                 };
@@ -560,9 +557,7 @@ fn spawn_on_socket(cmd: &mut Command) -> (Guard, TcpStream) {
     let (conn, _) = listener.accept().expect("accept");
     let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().expect("dup")));
     let child = Guard::spawn(cmd.stdin(fd(&conn)).stdout(fd(&conn)).stderr(fd(&conn)));
-    client
-        .set_read_timeout(Some(upper(Duration::from_secs(10))))
-        .unwrap();
+    bound_io(&client, Duration::from_secs(10));
     (child, client)
 }
 

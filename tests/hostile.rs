@@ -9,7 +9,7 @@ use common::*;
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -235,8 +235,8 @@ fn tls_greeting(addr: SocketAddr, cert: &Path) -> String {
         .with_no_client_auth();
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(Arc::new(config), name).expect("client");
-    let sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sock = connect_bounded(addr);
+    bound_io(&sock, Duration::from_secs(5));
     let mut tls = StreamOwned::new(conn, sock);
     let mut greeting = Vec::new();
     let mut byte = [0u8; 1];

@@ -688,7 +688,9 @@ fn host_name_is_right_with_proc_sys_hidden() {
     command
         .args(["--mount", "--", "sh", "-c", &script])
         .env("RUST_LOG", "off");
-    let out = run_bounded(&mut command, b"QUIT\r\n", Duration::from_secs(10));
+    // A message too: its file name in new/ carries the host name as well.
+    let session = b"HELO x\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<root>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n";
+    let out = run_bounded(&mut command, session, Duration::from_secs(10));
     let banner = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -700,4 +702,13 @@ fn host_name_is_right_with_proc_sys_hidden() {
         "{banner}"
     );
     assert_ne!(node, "localhost", "the test needs a real host name");
+    let names: Vec<String> = fs::read_dir(dir.path().join("Maildir/new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{banner}");
+    assert!(
+        names[0].contains(&format!(".{node},S=")),
+        "{names:?}: the Maildir file name has the host name"
+    );
 }

@@ -407,10 +407,10 @@ fn dotdot(path: &[u8]) -> bool {
 /// A certificate pair, a users file, a FIFO and a Maildir in `dir`.
 fn setup(dir: &Path) {
     make_cert(dir);
-    let hash = Command::new("openssl")
-        .args(["passwd", "-6", "-salt", "nopanic", "secret"])
-        .output()
-        .expect("openssl passwd");
+    let hash = common::output_bounded(
+        Command::new("openssl").args(["passwd", "-6", "-salt", "nopanic", "secret"]),
+        Duration::from_secs(30),
+    );
     let hash = String::from_utf8(hash.stdout).unwrap();
     fs::write(dir.join("users"), format!("alice:{}\n", hash.trim())).unwrap();
     assert!(Command::new("mkfifo")

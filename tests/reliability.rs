@@ -33,7 +33,7 @@ struct Link {
 
 impl Link {
     fn open(addr: SocketAddr) -> io::Result<Link> {
-        let sock = TcpStream::connect(addr)?;
+        let sock = TcpStream::connect_timeout(&addr, upper(Duration::from_secs(5)))?;
         sock.set_read_timeout(Some(Duration::from_secs(5)))?;
         sock.set_write_timeout(Some(Duration::from_secs(5)))?;
         Ok(Link {
@@ -188,7 +188,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|client| thread::spawn(move || crash_client(addr, round, client)))
             .collect();
-        thread::sleep(Duration::from_millis(rng.range(20, 200)));
+        // Traffic time before the kill, longer for a slower (emulated) run.
+        thread::sleep(upper(Duration::from_millis(rng.range(20, 200))));
         drop(server); // SIGKILL, then wait
         for client in clients {
             acknowledged.extend(client.join().expect("client thread"));
@@ -484,11 +485,14 @@ fn settle(pid: u32) -> (usize, usize) {
 /// Opens a connection and reads its first line, timing it.
 fn first_line(addr: SocketAddr) -> (String, Duration, BufReader<TcpStream>) {
     let start = Instant::now();
-    let sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sock = connect_bounded(addr);
+    bound_io(&sock, Duration::from_secs(5));
     let mut reader = BufReader::new(sock);
     let mut line = String::new();
-    let _ = reader.read_line(&mut line);
+    // A reply or a close, at once: a timeout means a hung server.
+    if let Err(e) = reader.read_line(&mut line) {
+        assert!(!is_timeout(&e), "no first line within the timeout: {e}");
+    }
     (line, start.elapsed(), reader)
 }
 
@@ -675,7 +679,7 @@ fn tls_server() -> (Server, TempDir) {
 fn slow_drip_tls_handshake_is_cut_off_by_session_timeout() {
     let (server, _keys) = tls_server();
     let start = Instant::now();
-    let sock = TcpStream::connect(server.listener("tls")).unwrap();
+    let sock = connect_bounded(server.listener("tls"));
     let closed = drip_handshake(sock, start);
     // Not at once, not at the 2 s read timeout (a byte every 0.5 s resets
     // it): at the 3 s session limit.

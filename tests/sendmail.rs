@@ -343,8 +343,7 @@ fn bare_lf_input_is_stored_as_crlf() {
 /// written as that user, so the server and the mail reader own the files.
 #[test]
 fn sendmail_as_root_delivers_as_the_config_user() {
-    if !smtpbox::privilege::is_root() {
-        eprintln!("skipping: not root");
+    if !root_or_skip("sendmail drops to the config's user only as root") {
         return;
     }
     let passwd = fs::read_to_string("/etc/passwd").unwrap();

@@ -114,10 +114,10 @@ struct Smtp<S: Read + Write> {
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-/// A plain connection; reads never wait more than 5 s.
+/// A plain connection; reads and writes never wait more than 5 s.
 fn connect(addr: SocketAddr) -> Smtp<TcpStream> {
-    let sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sock = connect_bounded(addr);
+    bound_io(&sock, Duration::from_secs(5));
     Smtp {
         reader: BufReader::new(sock),
     }
@@ -180,13 +180,18 @@ impl<S: Read + Write> Smtp<S> {
         sock.flush().expect("flush");
     }
 
-    /// One whole reply, all its lines; empty on EOF or error.
+    /// One whole reply, all its lines; empty when the server closed the
+    /// connection. A read timeout fails the test with what was seen.
     fn reply(&mut self) -> String {
         let mut all = String::new();
         loop {
             let mut line = String::new();
             match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return all,
+                Ok(0) => return all,
+                Err(e) if is_timeout(&e) => {
+                    panic!("no whole reply within the read timeout ({e}); got {all:?}{line:?}")
+                }
+                Err(_) => return all,
                 Ok(_) => {}
             }
             let last = line.as_bytes().get(3) != Some(&b'-');
@@ -872,9 +877,7 @@ fn starttls_works_in_inetd_mode() {
             .stderr(Stdio::null()),
     );
     drop(conn);
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    bound_io(&client, Duration::from_secs(5));
     let mut plain = Smtp {
         reader: BufReader::new(client),
     };
