@@ -470,12 +470,12 @@ pub fn config_parse(input: &[u8]) {
     for name in names {
         let local = name.rsplit_once('@').map_or(name, |(l, _)| l);
         for domain in config.domains.iter().map(String::as_str).chain([""]) {
-            let line = match domain {
-                "" => format!("RCPT TO:<{local}>"),
-                d => format!("RCPT TO:<{local}@{d}>"),
+            let text = match domain {
+                "" => local.to_string(),
+                d => format!("{local}@{d}"),
             };
-            if let Ok(Command::Rcpt { to, .. }) = command::parse(line.as_bytes()) {
-                let _ = config.route(&to, &[]);
+            if let Ok(to) = command::parse_address(&text) {
+                let _ = smtpbox::routing::route(&config, &to, None);
             }
         }
     }

@@ -151,6 +151,33 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     }
 }
 
+/// Why [`parse_address`] refused a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressError {
+    /// Not a mailbox by the RFC 5321 §4.1.2 grammar (with RFC 6531 UTF-8),
+    /// or empty.
+    Invalid,
+    /// Over an RFC 5321 §4.5.3.1 length limit.
+    TooLong,
+}
+
+/// Parses a mailbox as it stands between the angle brackets of a MAIL or
+/// RCPT path (`local@domain`, `"a b"@domain`, `root@[127.0.0.1]`, a bare
+/// local part), with the grammar and length limits of those commands. The
+/// empty text is [`AddressError::Invalid`]: what `<>` means is the caller's
+/// business. For addresses that do not arrive in a command line (sendmail's
+/// operands and header fields, alias names).
+pub fn parse_address(text: &str) -> Result<Address, AddressError> {
+    // RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included.
+    if text.len() > 254 {
+        return Err(AddressError::TooLong);
+    }
+    parse_mailbox(text.as_bytes()).map_err(|e| match e {
+        PathError::TooLong => AddressError::TooLong,
+        PathError::Syntax | PathError::Invalid => AddressError::Invalid,
+    })
+}
+
 impl Address {
     /// True when neither the local part nor the domain holds a non-ASCII
     /// character, i.e. the address needs no SMTPUTF8 (RFC 6531 §3.4).
@@ -177,11 +204,6 @@ impl Address {
         let mut out = String::with_capacity(self.local.len() + 8 + domain);
         let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{self}"));
         out
-    }
-
-    /// True for an address literal domain (`user@[192.0.2.1]`).
-    pub fn has_literal_domain(&self) -> bool {
-        matches!(self.domain, Some(Domain::Literal(_)))
     }
 }
 
@@ -918,6 +940,45 @@ mod tests {
         // A route domain over 255 octets.
         let d256 = "d".repeat(256);
         assert_eq!(err(format!("RCPT TO:<@{d256}:a@b>")), (501, "5.1.3"));
+    }
+
+    #[test]
+    fn parse_address_agrees_with_the_rcpt_path() {
+        let d = format!("{0}.{0}.{0}.{1}", "d".repeat(63), "d".repeat(60));
+        let cases = [
+            "a@b",
+            "ROOT",
+            "\"a b\"@c",
+            "\"a>b@c\"@x",
+            "root@[127.0.0.1]",
+            "x@[IPv6:::1]",
+            "@a,@b:u@c",
+            "用户@例子.广告",
+            "a@",
+            "a@b.",
+            "a b@c",
+            "a@b c",
+            "@a",
+            "a<b@c",
+        ];
+        let long = [
+            format!("a@{d}"),
+            format!("ab@{d}"),
+            format!("{}@x", "l".repeat(65)),
+        ];
+        for text in cases.iter().copied().chain(long.iter().map(String::as_str)) {
+            let want = match parse(format!("RCPT TO:<{text}>").as_bytes()) {
+                Ok(Command::Rcpt { to, .. }) => Ok(to),
+                Ok(other) => panic!("{text:?} gave {other:?}"),
+                Err(r) if r.code == 501 => Err(AddressError::TooLong),
+                Err(_) => Err(AddressError::Invalid),
+            };
+            assert_eq!(parse_address(text), want, "{text:?}");
+        }
+        // What only a command line could hold is not an address.
+        for text in ["", "a@b> NOTIFY=NEVER", "a@b>", "<a@b>", " a@b", "a@b "] {
+            assert_eq!(parse_address(text), Err(AddressError::Invalid), "{text:?}");
+        }
     }
 
     #[test]

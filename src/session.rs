@@ -29,11 +29,12 @@ use std::sync::Arc;
 
 use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
-use crate::config::{Config, Mode, Route};
+use crate::config::{Config, Mode};
 use crate::data::BareLf;
 use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
 use crate::reply::{Reply, EHLO};
+use crate::routing::{self, Route};
 
 /// Received headers beyond this mean a mail loop (RFC 5321 §6.3).
 pub const MAX_RECEIVED: usize = 100;
@@ -619,12 +620,6 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: Address) -> Step {
-        // Only an address literal needs them: no vector per RCPT otherwise.
-        let box_ips = if to.has_literal_domain() {
-            self.box_ips()
-        } else {
-            Vec::new()
-        };
         let Some(tx) = &mut self.tx else {
             return Step::reply(Reply::new(503, "5.5.1", "Need MAIL command first"));
         };
@@ -639,7 +634,7 @@ impl Session {
             return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
         let address = to.to_wire();
-        let reply = match self.config.route(&to, &box_ips) {
+        let reply = match routing::route(&self.config, &to, self.peer.local.map(|a| a.ip())) {
             Route::NotLocal => {
                 Reply::new(550, "5.7.1", format!("<{address}>: Relay access denied"))
             }
@@ -658,13 +653,6 @@ impl Session {
             }
         };
         Step::reply(reply)
-    }
-
-    /// Addresses a literal recipient domain may name to be local.
-    fn box_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self.config.listen.iter().map(|l| l.addr.ip()).collect();
-        ips.extend(self.peer.local.map(|a| a.ip()));
-        ips
     }
 
     fn data(&mut self) -> Step {
