@@ -49,7 +49,7 @@ impl Status {
     /// parts at most three digits, or this panics (at compile time in a
     /// `const`, which is where every status here is made):
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0080
     /// const PROVISIONAL: smtpbox::reply::Status = smtpbox::reply::Status::new(3, 0, 0);
     /// let _ = PROVISIONAL;
     /// ```
