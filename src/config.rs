@@ -1,6 +1,6 @@
 //! Configuration: the command line (getopts, SPEC §2), the config file
-//! (`key = value`, SPEC §3), their merge (options win), defaults, recipient
-//! routing (SPEC §4) and `--check`.
+//! (`key = value`, SPEC §3), their merge (options win), defaults and
+//! `--check`. Routing decisions on the parsed settings are `routing.rs`'s.
 //!
 //! Settings are parsed once, here, into typed values; the rest of smtpbox
 //! never sees a setting as a string.
@@ -15,8 +15,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::command::{Address, Domain};
 use crate::data::BareLf;
+use crate::routing::{alias_cycle, normalize_domain, strip_detail};
 
 /// The config file read when `-c` is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smtpbox/smtpbox.conf";
@@ -119,17 +119,6 @@ pub struct Config {
     pub user: Option<String>,
     /// The local submission socket (SPEC §3, §5); None: no such socket.
     pub local_socket: Option<PathBuf>,
-}
-
-/// Where a recipient's mail goes (SPEC §4).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// A local recipient, delivered to this Maildir.
-    Mailbox(PathBuf),
-    /// A local recipient without a mailbox: `550 5.1.1`.
-    NoMailbox,
-    /// Not one of ours: `550 5.7.1` relay denied.
-    NotLocal,
 }
 
 /// A configuration problem; its message names the file and line at fault
@@ -242,43 +231,6 @@ impl Config {
         let mut config = Config::unset();
         parse_text(text, origin, &mut config)?;
         config.finish()
-    }
-
-    /// Routes one recipient (SPEC §4). `box_ips` are this box's addresses
-    /// for address literals: the connection's local IP and the listen IPs.
-    ///
-    /// Aliases are followed first, then `mailbox` entries, then the default
-    /// `maildir`. An entry naming a full address wins over one naming only
-    /// the local part. An alias TARGET is always looked up locally, even when
-    /// it names another domain: smtpbox never relays.
-    pub fn route(&self, addr: &Address, box_ips: &[IpAddr]) -> Route {
-        let mut key = match &addr.domain {
-            // RFC 5321 4.5.1: `postmaster` (and any bare local part) is ours.
-            None => Key::new(&addr.local, None),
-            Some(Domain::Name(name)) => {
-                let name = normalize_domain(name);
-                if !self.domains.iter().any(|d| normalize_domain(d) == name) {
-                    return Route::NotLocal;
-                }
-                Key::new(&addr.local, Some(&name))
-            }
-            Some(Domain::Literal(ip)) if is_box_ip(*ip, box_ips) => Key::new(&addr.local, None),
-            Some(Domain::Literal(_)) => return Route::NotLocal,
-        };
-        // Bounded: loading rejects alias loops, but the fields are public.
-        for _ in 0..self.aliases.len() {
-            let Some(i) = find(&self.aliases, &key) else {
-                break;
-            };
-            key = Key::from_name(&self.aliases[i].1);
-        }
-        match find(&self.mailboxes, &key) {
-            Some(i) => Route::Mailbox(self.mailboxes[i].1.clone()),
-            None => self
-                .maildir
-                .clone()
-                .map_or(Route::NoMailbox, Route::Mailbox),
-        }
     }
 
     /// Built-in defaults (SPEC §3); empty hostname, listen and domains mean
@@ -713,11 +665,6 @@ fn parse_domain(value: &str) -> Result<String, String> {
     Ok(domain)
 }
 
-/// Lowercased, one trailing dot dropped (`Example.ORG.` is `example.org`).
-fn normalize_domain(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_lowercase()
-}
-
 /// A host or user name: one word.
 fn parse_word(value: &str) -> Result<String, String> {
     if value.is_empty() || value.contains(char::is_whitespace) {
@@ -861,7 +808,7 @@ fn parse_entry_name(name: &str) -> Result<String, String> {
 }
 
 /// A local part or `local@domain` as `mailbox` and `alias` name them,
-/// lowercased like the lookups in [`Config::route`].
+/// lowercased like the lookups in [`crate::routing::route`].
 fn parse_recipient_name(name: &str) -> Result<String, String> {
     match name.rsplit_once('@') {
         None => Ok(name.to_lowercase()),
@@ -940,78 +887,6 @@ fn hostname_from_nodename(node: &[u8]) -> String {
         }
         _ => "localhost".to_string(),
     }
-}
-
-// ---- Routing (SPEC §4) ----
-
-/// A recipient reduced to what `alias` and `mailbox` entries are matched
-/// against: the lowercased local part without `+detail`, and with it
-/// `local@domain` when the domain is a name.
-struct Key {
-    local: String,
-    full: Option<String>,
-}
-
-impl Key {
-    fn new(local: &str, domain: Option<&str>) -> Key {
-        let local = strip_detail(&local.to_lowercase()).to_string();
-        let full = domain.map(|d| format!("{local}@{d}"));
-        Key { local, full }
-    }
-
-    /// An alias TARGET, as stored by [`parse_recipient_name`].
-    fn from_name(name: &str) -> Key {
-        match name.rsplit_once('@') {
-            Some((local, domain)) => Key::new(local, Some(domain)),
-            None => Key::new(name, None),
-        }
-    }
-}
-
-/// `root+disk` is looked up as `root`; a local part that starts with `+`
-/// has no base to strip to and is kept whole.
-fn strip_detail(local: &str) -> &str {
-    match local.find('+') {
-        Some(i) if i > 0 => &local[..i],
-        _ => local,
-    }
-}
-
-/// The entry for `key`: one naming the full address wins over one naming
-/// the local part alone.
-fn find<T>(entries: &[(String, T)], key: &Key) -> Option<usize> {
-    let by_full = key
-        .full
-        .as_ref()
-        .and_then(|full| entries.iter().position(|(name, _)| name == full));
-    by_full.or_else(|| entries.iter().position(|(name, _)| *name == key.local))
-}
-
-/// Is `ip` an address of this box: loopback, or one the caller knows.
-fn is_box_ip(ip: IpAddr, box_ips: &[IpAddr]) -> bool {
-    let ip = ip.to_canonical();
-    ip.is_loopback() || box_ips.iter().any(|b| b.to_canonical() == ip)
-}
-
-/// Follows each alias chain; one that comes back to its start is a loop
-/// (SPEC §4). Returns the first such alias in file order and the loop.
-fn alias_cycle(aliases: &[(String, String)]) -> Option<(usize, Vec<&str>)> {
-    for start in 0..aliases.len() {
-        let mut chain = vec![aliases[start].0.as_str()];
-        let mut current = start;
-        // A chain longer than the alias count has repeated an alias.
-        for _ in 0..aliases.len() {
-            let Some(next) = find(aliases, &Key::from_name(&aliases[current].1)) else {
-                break;
-            };
-            chain.push(aliases[next].0.as_str());
-            if next == start {
-                return Some((start, chain));
-            }
-            current = next;
-        }
-    }
-    None
 }
 
 // ---- Check ----
@@ -1175,21 +1050,6 @@ mod tests {
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// `local@domain`, `local@[ip]` or a bare `local`.
-    fn addr(text: &str) -> Address {
-        let (local, domain) = match text.rsplit_once('@') {
-            None => (text, None),
-            Some((local, d)) => match d.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-                Some(ip) => (local, Some(Domain::Literal(ip.parse().unwrap()))),
-                None => (local, Some(Domain::Name(d.to_string()))),
-            },
-        };
-        Address {
-            local: local.to_string(),
-            domain,
         }
     }
 
@@ -1456,71 +1316,6 @@ mod tests {
         assert_eq!(e, "t.conf:2: alias loop: a@h.example -> b -> a@h.example");
         // Chains without a loop are fine, and `a` does not match `a@x`.
         assert!(parse("alias = a b\nalias = b c\nalias = c@x a\n").is_ok());
-    }
-
-    #[test]
-    fn routing() {
-        let c = load(
-            "domain = example.org\ndomain = box.lan\nmaildir = /m/all\n\
-             mailbox = alice /m/alice\nmailbox = alice@box.lan /m/alice-lan\n\
-             mailbox = ops@example.org /m/ops\nmailbox = other /m/other\n\
-             alias = root admin\nalias = admin alice\nalias = abuse@example.org ops@example.org\n\
-             alias = bounce other@elsewhere.example\n",
-        );
-        let mine: IpAddr = "192.0.2.7".parse().unwrap();
-        let route = |a: &str| match c.route(&addr(a), &[mine]) {
-            Route::Mailbox(path) => path.display().to_string(),
-            other => format!("{other:?}"),
-        };
-        let cases = [
-            // Domains: case-insensitive, one trailing dot ignored.
-            ("alice@EXAMPLE.org", "/m/alice"),
-            ("alice@example.org.", "/m/alice"),
-            ("alice@example.org..", "NotLocal"),
-            ("alice@example.com", "NotLocal"),
-            ("alice@localhost", "NotLocal"),
-            // Local part case-insensitive; +detail stripped; "+x" kept whole.
-            ("ALICE+disk@example.org", "/m/alice"),
-            ("+alice", "/m/all"),
-            // Full-address entries win over local-part entries.
-            ("Alice@box.lan", "/m/alice-lan"),
-            ("ops@example.org", "/m/ops"),
-            ("ops@box.lan", "/m/all"),
-            // Aliases, chained, by local part and by address.
-            ("root+cron", "/m/alice"),
-            ("abuse@example.org", "/m/ops"),
-            ("abuse@box.lan", "/m/all"),
-            // A target in another domain is still looked up locally.
-            ("bounce", "/m/other"),
-            // Bare local parts and postmaster go to the default maildir.
-            ("postmaster", "/m/all"),
-            ("nobody@example.org", "/m/all"),
-            // Address literals of the box: loopback and the given IPs.
-            ("alice@[127.0.0.1]", "/m/alice"),
-            ("x@[::1]", "/m/all"),
-            ("x@[192.0.2.7]", "/m/all"),
-            ("x@[::ffff:192.0.2.7]", "/m/all"),
-            ("x@[198.51.100.1]", "NotLocal"),
-        ];
-        for (rcpt, want) in cases {
-            assert_eq!(route(rcpt), want, "{rcpt}");
-        }
-    }
-
-    #[test]
-    fn routing_without_default_maildir() {
-        let mut c =
-            load("domain = example.org\nmailbox = alice /m/alice\nalias = postmaster alice\n");
-        assert_eq!(c.route(&addr("bob@example.org"), &[]), Route::NoMailbox);
-        assert_eq!(
-            c.route(&addr("Postmaster"), &[]),
-            Route::Mailbox("/m/alice".into())
-        );
-        c.aliases.clear();
-        assert_eq!(c.route(&addr("postmaster"), &[]), Route::NoMailbox);
-        // A loop slipped in through the public fields cannot spin forever.
-        c.aliases = vec![("a".into(), "b".into()), ("b".into(), "a".into())];
-        assert_eq!(c.route(&addr("a"), &[]), Route::NoMailbox);
     }
 
     #[test]

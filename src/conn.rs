@@ -195,11 +195,7 @@ impl Connection {
 
     fn reject_unsynchronized(&mut self, what: &str) {
         log::warn!("{} {} (554 5.5.0)", self.session.peer().describe(), what);
-        self.send(&Reply::new(
-            554,
-            "5.5.0",
-            "Protocol error: wait for the server's reply",
-        ));
+        self.send(&Reply::unsynchronized());
         let _ = self.input.get_mut().flush();
     }
 

@@ -215,11 +215,9 @@ impl DeliveryError {
     /// The SMTP reply for this failure (SPEC §7).
     pub fn reply(&self) -> Reply {
         match self {
-            DeliveryError::Quota { .. } => Reply::new(452, "4.2.2", "Mailbox full"),
-            DeliveryError::NoSpace { .. } => {
-                Reply::new(452, "4.3.1", "Insufficient system storage")
-            }
-            DeliveryError::Io { .. } => Reply::new(451, "4.3.0", "Local error in processing"),
+            DeliveryError::Quota { .. } => Reply::mailbox_full(),
+            DeliveryError::NoSpace { .. } => Reply::no_storage(),
+            DeliveryError::Io { .. } => Reply::local_error(),
         }
     }
 }
@@ -1106,7 +1104,7 @@ mod tests {
         let spool = spool_with(&a, &[b'x'; 50]);
         let err = deliver(spool, &[&a, &b], 120).unwrap_err();
         assert!(err.to_string().contains("(100 + 50 > 120 bytes)"), "{err}");
-        assert_eq!(err.reply(), Reply::new(452, "4.2.2", "Mailbox full"));
+        assert_eq!(err.reply(), Reply::mailbox_full());
         assert!(names(&a.join("new")).is_empty());
         assert!(names(&a.join("tmp")).is_empty());
         assert!(names(&b.join("new")).is_empty());
@@ -1145,7 +1143,7 @@ mod tests {
     }
 
     fn local_error() -> Reply {
-        Reply::new(451, "4.3.0", "Local error in processing")
+        Reply::local_error()
     }
 
     /// Both ways of spooling: unnamed (O_TMPFILE) and the named fallback.
@@ -1408,16 +1406,13 @@ mod tests {
     fn errors_map_to_replies() {
         let error =
             |errno| DeliveryError::io(Path::new("/m/new/x"), io::Error::from_raw_os_error(errno));
-        let full = Reply::new(452, "4.3.1", "Insufficient system storage");
+        let full = Reply::no_storage();
         assert_eq!(error(ENOSPC).reply(), full);
         assert_eq!(error(EDQUOT).reply(), full);
         let wrapped = io::Error::other(io::Error::from_raw_os_error(ENOSPC));
         assert_eq!(DeliveryError::io(Path::new("x"), wrapped).reply(), full);
         let eio = error(5);
-        assert_eq!(
-            eio.reply(),
-            Reply::new(451, "4.3.0", "Local error in processing")
-        );
+        assert_eq!(eio.reply(), Reply::local_error());
         let text = eio.to_string();
         assert!(
             text.starts_with("/m/new/x: ") && text.contains("os error 5"),

@@ -268,7 +268,7 @@ fn inetd_slots(config: &Config, stdio: &mut transport::Stdio) -> Option<Option<s
                 remote.port()
             );
             let mut out = Vec::new();
-            Reply::new(421, "4.3.2", "Too many connections, try again later").write_to(&mut out);
+            Reply::too_busy().write_to(&mut out);
             let _ = stdio.set_timeout(Duration::from_secs(1));
             let _ = stdio.write_all(&out);
             None

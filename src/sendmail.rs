@@ -18,17 +18,17 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::command::{self, Address, Command, Domain, ReversePath};
-use crate::config::{Config, Route, DEFAULT_CONFIG_PATH};
+use crate::command::{self, Address, Domain, ReversePath};
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::data::ContentSink;
 use crate::maildir::{self, DeliveryError, Spool};
 use crate::privilege;
+use crate::routing::{self, Route};
 use crate::session::MAX_RECEIVED;
 use crate::submit::{self, Submission};
 
@@ -651,10 +651,9 @@ fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
 fn check_aliases(config: &Config) -> Result<String, Failure> {
     let mut broken = Vec::new();
     for (name, target) in &config.aliases {
-        let line = format!("RCPT TO:<{name}>");
-        let routed = match command::parse(line.as_bytes()) {
-            Ok(Command::Rcpt { to, .. }) => config.route(&to, &[]),
-            _ => Route::NoMailbox,
+        let routed = match command::parse_address(name) {
+            Ok(to) => routing::route(config, &to, None),
+            Err(_) => Route::NoMailbox,
         };
         if !matches!(routed, Route::Mailbox(_)) {
             broken.push(format!("alias {name} -> {target}: no mailbox"));
@@ -680,14 +679,13 @@ fn envelope_sender(flag: Option<&str>, user: &str, host: &str) -> Result<Reverse
         .strip_prefix('<')
         .and_then(|t| t.strip_suffix('>'))
         .unwrap_or(text);
-    let line = format!("MAIL FROM:<{bare}>");
-    match command::parse(line.as_bytes()) {
-        Ok(Command::Mail {
-            from: ReversePath::Address(a),
-            ..
-        }) if a.domain.is_none() => Ok(ReversePath::Address(qualified(&a.local, host))),
-        Ok(Command::Mail { from, .. }) => Ok(from),
-        _ => Err(Exit::Usage.with(format!("-f {text}: invalid sender address"))),
+    if bare.is_empty() {
+        return Ok(ReversePath::Null);
+    }
+    match command::parse_address(bare) {
+        Ok(a) if a.domain.is_none() => Ok(ReversePath::Address(qualified(&a.local, host))),
+        Ok(a) => Ok(ReversePath::Address(a)),
+        Err(_) => Err(Exit::Usage.with(format!("-f {text}: invalid sender address"))),
     }
 }
 
@@ -717,8 +715,7 @@ fn recipients(options: &Options, fields: &[&[u8]]) -> Result<Vec<Address>, Failu
     }
     let mut addresses: Vec<Address> = Vec::new();
     for text in texts {
-        let line = format!("RCPT TO:<{text}>");
-        let Ok(Command::Rcpt { to, .. }) = command::parse(line.as_bytes()) else {
+        let Ok(to) = command::parse_address(&text) else {
             return Err(Exit::DataErr.with(format!("<{text}>: invalid address")));
         };
         if !addresses.contains(&to) {
@@ -733,13 +730,12 @@ fn recipients(options: &Options, fields: &[&[u8]]) -> Result<Vec<Address>, Failu
 
 /// Every recipient's Maildir, or EX_NOUSER naming each one that has none.
 fn route_all(config: &Config, recipients: &[Address]) -> Result<Vec<PathBuf>, Failure> {
-    // Address literals (`root@[127.0.0.1]`): loopback and the listen addresses.
-    let mut box_ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
-    box_ips.extend(config.listen.iter().map(|l| l.addr.ip()));
     let mut targets = Vec::new();
     let mut unknown = Vec::new();
     for rcpt in recipients {
-        match config.route(rcpt, &box_ips) {
+        // No connection: an address literal is local when it names loopback or
+        // a listen address.
+        match routing::route(config, rcpt, None) {
             Route::Mailbox(path) => targets.push(path),
             Route::NoMailbox => unknown.push(format!("<{rcpt}>: user unknown")),
             Route::NotLocal => unknown.push(format!("<{rcpt}>: not local (smtpbox never relays)")),

@@ -492,7 +492,7 @@ pub fn limits(config: &Config) -> Limits {
 fn refuse(mut stream: impl Transport) {
     let _ = stream.set_timeout(Duration::from_secs(1));
     let mut out = Vec::new();
-    Reply::new(421, "4.3.2", "Too many connections, try again later").write_to(&mut out);
+    Reply::too_busy().write_to(&mut out);
     let _ = stream.write_all(&out);
 }
 
