@@ -277,7 +277,7 @@ impl Session {
     }
 
     /// A command line over the 2048-byte limit was skipped.
-    pub fn line_too_long(&mut self) -> Step {
+    fn line_too_long(&mut self) -> Step {
         self.auth_exchange = None;
         self.error(Reply::new(500, "5.5.2", "Line too long"))
     }
