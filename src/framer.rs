@@ -284,4 +284,44 @@ mod tests {
         let (got, _) = frames(&input, MAX_LINE + 1);
         assert_eq!(got, [line(&input[..MAX_LINE], true)]);
     }
+
+    /// Random streams over {a, CR, LF, NUL} with long runs, cut at random:
+    /// the frames are those of splitting at each LF (what the fuzz target
+    /// checks at length; this runs under plain `cargo test`).
+    #[test]
+    fn random_streams_agree_with_splitting_at_lf() {
+        let mut state: u32 = 0x9e37_79b9;
+        let mut next = move |n: u32| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state % n) as usize
+        };
+        for _ in 0..300 {
+            let mut input = Vec::new();
+            while input.len() < 6000 {
+                let byte = [b'a', b'\r', b'\n', 0][next(4)];
+                let run = if next(8) == 0 { 1 + next(2100) } else { 1 };
+                input.extend(std::iter::repeat_n(byte, run));
+            }
+            let mut want: Vec<Got> = Vec::new();
+            let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+            let tail = parts.pop().unwrap_or_default();
+            for part in parts {
+                let (text, crlf) = match part.strip_suffix(b"\r") {
+                    Some(text) => (text, true),
+                    None => (part, false),
+                };
+                want.push(if text.len() > MAX_LINE {
+                    TooLong
+                } else {
+                    line(text, crlf)
+                });
+            }
+            let piece = 1 + next(3000);
+            let (got, mid) = frames(&input, piece);
+            assert_eq!(got, want, "pieces of {piece}");
+            assert_eq!(mid, !tail.is_empty());
+        }
+    }
 }

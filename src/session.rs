@@ -325,7 +325,7 @@ impl Session {
     }
 
     /// A command line over the 2048-byte limit was skipped.
-    pub fn line_too_long(&mut self) -> Step {
+    fn line_too_long(&mut self) -> Step {
         self.auth_exchange = None;
         self.error(Reply::line_too_long())
     }
