@@ -823,6 +823,17 @@ fn warn_stale(dir: &Path, prefix: &str) {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
+            // An interrupted run may have left its Postfix peer running.
+            let postfix = entry.path().join("postfix/conf");
+            if postfix.is_dir() {
+                let _ = Command::new("postfix")
+                    .arg("-c")
+                    .arg(&postfix)
+                    .arg("stop")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
             eprintln!(
                 "bench: {} is left from an interrupted run: remove it, and on ext4 \
                  without a journal wait 5 minutes before benchmarking",
