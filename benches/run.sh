@@ -1,10 +1,11 @@
 #!/bin/sh
 # Runs the throughput benchmark (issue #5) with its load tools in place.
 # As root on Debian/Ubuntu, installs Postfix (for its smtp-source and
-# smtp-sink test programs) and strace when missing; a Postfix installed
-# here is stopped and disabled again, since only the two test programs are
-# used. A Postfix that was already installed is left alone. Without the
-# tools the benchmark falls back to its own client and says so.
+# smtp-sink test programs, and for the peer row, which runs a private
+# Postfix instance of its own under target/ and stops it) and strace when
+# missing; the system's Postfix daemon installed here is stopped and
+# disabled again. A Postfix that was already installed is left alone.
+# Without the tools the benchmark falls back to its own client and says so.
 set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -30,8 +30,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::reply::Reply;
@@ -414,13 +415,16 @@ fn open_new(maildir: &Path, path: &Path) -> io::Result<((u64, u64), Arc<Dir>)> {
         return Err(io::ErrorKind::NotADirectory.into());
     }
     let key = (meta.dev(), meta.ino());
-    if let Some(dir) = lock(open_dirs()).get(&key) {
-        return Ok((key, Arc::clone(dir)));
+    let cached = open_dirs().read().map(|dirs| dirs.get(&key).cloned());
+    if let Ok(Some(dir)) = cached {
+        return Ok((key, dir));
     }
     let fd = open_dir(path)?;
     let meta = fd.metadata()?;
     let key = (meta.dev(), meta.ino());
-    let mut dirs = lock(open_dirs());
+    let mut dirs = open_dirs()
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Directories that went away keep an entry (and a descriptor) each;
     // drop the idle ones now and then so they cannot pile up.
     if dirs.len() >= 256 {
@@ -436,7 +440,9 @@ fn open_new(maildir: &Path, path: &Path) -> io::Result<((u64, u64), Arc<Dir>)> {
 }
 
 /// Open `new/` directories by (device, inode).
-type OpenDirs = Mutex<HashMap<(u64, u64), Arc<Dir>>>;
+/// A read lock for the lookup of every message: concurrent deliveries do
+/// not contend (no futex call); only a newly opened directory writes.
+type OpenDirs = RwLock<HashMap<(u64, u64), Arc<Dir>>>;
 
 fn open_dirs() -> &'static OpenDirs {
     static DIRS: OnceLock<OpenDirs> = OnceLock::new();
@@ -502,11 +508,9 @@ fn copy_into(src: &TmpFile, spool: &Spool, target: &Target<'_>, name: &CStr) -> 
 /// Makes every link in `made` durable: an fsync of each `new/` that
 /// started after the link returned.
 fn commit(made: &[(Arc<Dir>, PathBuf)]) -> Result<(), DeliveryError> {
-    // Tickets after every link: each is taken after its own link returned.
-    let tickets: Vec<u64> = made.iter().map(|(dir, _)| dir.commit.ticket()).collect();
-    for ((dir, dest), ticket) in made.iter().zip(tickets) {
+    for (dir, dest) in made {
         dir.commit
-            .wait(ticket, || dir.fd.sync_all())
+            .durable(|| dir.fd.sync_all())
             .map_err(|e| DeliveryError::io(dest.parent().unwrap_or(dest), e))?;
     }
     Ok(())
@@ -519,10 +523,14 @@ fn commit(made: &[(Arc<Dir>, PathBuf)]) -> Result<(), DeliveryError> {
 /// caller whose ticket is newer than the running fsync's start waits for
 /// that one to end and then has a fresh fsync run (by itself or by another
 /// waiter), so a link never rides on an fsync that began before it.
+///
+/// Waiters park on their own slot rather than on a shared condition
+/// variable: the fsync's runner wakes exactly the callers it covered (one
+/// futex wake each, and they return without taking the lock again) and one
+/// of the others to run the next fsync; the rest sleep on.
 #[derive(Default)]
 struct GroupCommit {
     state: Mutex<CommitState>,
-    ended: Condvar,
 }
 
 #[derive(Default)]
@@ -538,10 +546,35 @@ struct CommitState {
     failed: u64,
     /// That failure, for the waiters it covered.
     error: Option<(io::ErrorKind, Option<i32>)>,
+    /// Callers waiting for the running fsync to end: ticket and slot.
+    waiters: Vec<(u64, Arc<Slot>)>,
 }
 
+/// Where a waiter sleeps: `WAITING` until the fsync runner sets `DURABLE`
+/// (return at once) or `LOOK` (take the lock and look: run the next fsync,
+/// or the covering fsync failed).
+struct Slot {
+    state: AtomicU8,
+    thread: Thread,
+}
+
+const WAITING: u8 = 0;
+const DURABLE: u8 = 1;
+const LOOK: u8 = 2;
+
 impl GroupCommit {
+    /// Counts a link that has returned and waits until it is durable (as
+    /// [`GroupCommit::ticket`] then [`GroupCommit::wait`], with one lock).
+    /// Call after every link into the directory has returned.
+    fn durable(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.linked += 1;
+        let ticket = state.linked;
+        self.wait_locked(state, ticket, sync)
+    }
+
     /// Counts a link that has returned; call right after `linkat`.
+    #[cfg(test)]
     fn ticket(&self) -> u64 {
         let mut state = lock(&self.state);
         state.linked += 1;
@@ -550,9 +583,18 @@ impl GroupCommit {
 
     /// Returns once the link with `ticket` is durable, running `sync` (an
     /// fsync of the directory) when no running fsync covers it.
+    #[cfg(test)]
     fn wait(&self, ticket: u64, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        self.wait_locked(lock(&self.state), ticket, sync)
+    }
+
+    fn wait_locked<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, CommitState>,
+        ticket: u64,
+        sync: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut sync = Some(sync);
-        let mut state = lock(&self.state);
         loop {
             if state.durable >= ticket {
                 return Ok(());
@@ -567,14 +609,26 @@ impl GroupCommit {
                 });
             }
             if state.running.is_some() {
-                state = self
-                    .ended
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let slot = Arc::new(Slot {
+                    state: AtomicU8::new(WAITING),
+                    thread: std::thread::current(),
+                });
+                state.waiters.push((ticket, Arc::clone(&slot)));
+                drop(state);
+                let woken = loop {
+                    match slot.state.load(Ordering::Acquire) {
+                        WAITING => std::thread::park(),
+                        woken => break woken,
+                    }
+                };
+                if woken == DURABLE {
+                    return Ok(());
+                }
+                state = lock(&self.state);
                 continue;
             }
             let Some(run) = sync.take() else {
-                // Unreachable: a caller that ran its fsync is covered by it.
+                // Unreachable: a caller that ran its fsync returned.
                 return Err(io::Error::other("directory fsync not run"));
             };
             let start = state.linked;
@@ -583,6 +637,7 @@ impl GroupCommit {
             let result = run();
             state = lock(&self.state);
             state.running = None;
+            let ok = result.is_ok();
             match &result {
                 Ok(()) => state.durable = state.durable.max(start),
                 Err(e) => {
@@ -590,7 +645,29 @@ impl GroupCommit {
                     state.error = Some((e.kind(), e.raw_os_error()));
                 }
             }
-            self.ended.notify_all();
+            // Wake the covered waiters, and one other to run the next fsync
+            // (it covers the rest, whose links all returned before it).
+            let mut wake = Vec::new();
+            let mut next = None;
+            state.waiters.retain(|(t, slot)| {
+                if *t <= start {
+                    wake.push((Arc::clone(slot), if ok { DURABLE } else { LOOK }));
+                    false
+                } else if next.is_none() {
+                    next = Some(Arc::clone(slot));
+                    false
+                } else {
+                    true
+                }
+            });
+            wake.extend(next.map(|slot| (slot, LOOK)));
+            drop(state);
+            for (slot, verdict) in wake {
+                slot.state.store(verdict, Ordering::Release);
+                slot.thread.unpark();
+            }
+            // This caller's own ticket is covered: start >= ticket.
+            return result;
         }
     }
 }
@@ -727,12 +804,12 @@ fn symlink_refused() -> io::Error {
 /// A clearer error for a Maildir subdirectory that could not be opened
 /// because it is a symlink.
 fn refused(path: &Path, err: io::Error) -> io::Error {
-    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    match err.kind() {
-        io::ErrorKind::NotADirectory if is_link => symlink_refused(),
-        _ if err.raw_os_error() == Some(ELOOP) && is_link => symlink_refused(),
-        _ => err,
+    let maybe_link =
+        err.kind() == io::ErrorKind::NotADirectory || err.raw_os_error() == Some(ELOOP);
+    if maybe_link && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return symlink_refused();
     }
+    err
 }
 
 fn same_inode(a: &Metadata, b: &Metadata) -> bool {

@@ -91,18 +91,28 @@ impl Traced {
             }
         });
         let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = strace.kill();
+            // Dropped: the server (if any) and strace are killed.
+            let unused = SocketAddr::from(([127, 0, 0, 1], 0));
+            drop(Traced {
+                strace,
+                addr: unused,
+            });
             panic!("smtpbox under strace did not start");
         };
         Traced { strace, addr }
     }
 
+    /// The server's PID: strace's child.
+    fn tracee(&self) -> Option<String> {
+        let id = self.strace.id();
+        let children = fs::read_to_string(format!("/proc/{id}/task/{id}/children")).ok()?;
+        children.split_whitespace().next().map(str::to_string)
+    }
+
     /// Stops the server (strace then exits) and waits for the trace.
     fn stop(mut self) {
-        let id = self.strace.id();
-        let children = fs::read_to_string(format!("/proc/{id}/task/{id}/children"));
-        for pid in children.unwrap_or_default().split_whitespace() {
-            let _ = Command::new("kill").args(["-TERM", pid]).status();
+        if let Some(pid) = self.tracee() {
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
         }
         for _ in 0..200 {
             if matches!(self.strace.try_wait(), Ok(Some(_))) {
@@ -115,6 +125,10 @@ impl Traced {
 
 impl Drop for Traced {
     fn drop(&mut self) {
+        // Killing strace alone would leave the server running, detached.
+        if let Some(pid) = self.tracee() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
         let _ = self.strace.kill();
         let _ = self.strace.wait();
     }

@@ -405,3 +405,217 @@ pub fn shell(program: &str, args: &[&str]) -> String {
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
 }
+
+// ------------------------------------------------------------- CPU
+
+/// Clock ticks per second of /proc's utime and stime (`getconf CLK_TCK`,
+/// 100 on Linux unless the kernel says otherwise).
+pub fn clock_ticks() -> f64 {
+    shell("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0)
+}
+
+/// CPU time used by process `pid` so far (user + system, every thread, no
+/// children) in microseconds, from /proc/PID/stat.
+pub fn cpu_us(pid: u32) -> Res<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Res<f64> { Ok(fields.get(i).ok_or("short stat")?.parse::<f64>()?) };
+    Ok((tick(11)? + tick(12)?) * 1e6 / clock_ticks())
+}
+
+// ---------------------------------------------------- traced server
+
+/// smtpbox started under `strace -f -c` (from its first system call, so
+/// that no blocked call is interrupted by an attach); `finish` stops it and
+/// returns the counts by system call name.
+pub struct TracedServer {
+    strace: Guard,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    out: PathBuf,
+}
+
+impl TracedServer {
+    pub fn start(strace: &Path, bin: &Path, dir: &Path, filter: &[&str]) -> Res<TracedServer> {
+        fs::create_dir_all(dir)?;
+        let dir = TempDir(dir.to_path_buf());
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let conf = format!(
+            "listen = {addr}\nhostname = mx.bench\ndomain = example.com\nmaildir = {}/Maildir\n\
+             max_connections = 2000\nmax_connections_per_ip = 2000\ntimeout = 60\n",
+            dir.0.display()
+        );
+        fs::write(dir.0.join("smtpbox.conf"), conf)?;
+        let out = dir.0.join("strace.txt");
+        let mut cmd = Command::new(strace);
+        cmd.args(["-f", "-c", "-qq"])
+            .args(filter)
+            .arg("-o")
+            .arg(&out);
+        cmd.arg(bin)
+            .arg("-c")
+            .arg(dir.0.join("smtpbox.conf"))
+            .env_remove("RUST_LOG");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let server = TracedServer {
+            strace: Guard(cmd.spawn()?),
+            addr,
+            dir,
+            out,
+        };
+        wait_port(addr)?;
+        Ok(server)
+    }
+
+    /// The traced server's own PID (strace's child).
+    fn tracee(&self) -> Option<String> {
+        let id = self.strace.0.id();
+        let children = fs::read_to_string(format!("/proc/{id}/task/{id}/children")).ok()?;
+        children.split_whitespace().next().map(str::to_string)
+    }
+
+    /// Stops the server; strace then writes its table: calls by name.
+    pub fn finish(mut self) -> Res<std::collections::HashMap<String, u64>> {
+        if let Some(pid) = self.tracee() {
+            Command::new("kill").args(["-TERM", &pid]).status()?;
+        }
+        let end = Instant::now() + Duration::from_secs(20);
+        while self.strace.0.try_wait()?.is_none() {
+            if Instant::now() > end {
+                return Err("strace did not exit".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let text = fs::read_to_string(&self.out)?;
+        let mut calls = std::collections::HashMap::new();
+        for line in text.lines() {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let name = cols.last().copied().unwrap_or("");
+            // "% time seconds usecs/call calls [errors] syscall"
+            if let Some(n) = cols.get(3).and_then(|n| n.parse::<u64>().ok()) {
+                if name != "total" {
+                    calls.insert(name.to_string(), n);
+                }
+            }
+        }
+        Ok(calls)
+    }
+}
+
+impl Drop for TracedServer {
+    fn drop(&mut self) {
+        // Killing strace alone would leave the server running, detached.
+        if let Some(pid) = self.tracee() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+}
+
+// ------------------------------------------------------------ Postfix
+
+/// A private Postfix instance (its own config, queue and data directories
+/// under `dir`) listening on 127.0.0.1, delivering every recipient of
+/// example.com to one Maildir with virtual(8). Stopped on drop
+/// (`postfix -c DIR stop`), so no Postfix daemon outlives the benchmark.
+pub struct Postfix {
+    dir: PathBuf,
+    pub addr: SocketAddr,
+}
+
+impl Postfix {
+    /// None when Postfix is not installed or this is not root.
+    pub fn start(dir: &Path) -> Res<Option<Postfix>> {
+        if !is_root() || find_tool("postfix").is_none() {
+            return Ok(None);
+        }
+        let _ = fs::remove_dir_all(dir);
+        for sub in ["conf", "spool", "data", "mail"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let owner = |path: &Path, user: &str| -> Res<()> {
+            let status = Command::new("chown").arg(user).arg(path).status()?;
+            match status.success() {
+                true => Ok(()),
+                false => Err(format!("chown {user} {}", path.display()).into()),
+            }
+        };
+        owner(&dir.join("data"), "postfix")?;
+        owner(&dir.join("mail"), "nobody")?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let d = dir.display();
+        let main = format!(
+            "compatibility_level = 3.6\nqueue_directory = {d}/spool\ndata_directory = {d}/data\n\
+             myhostname = mx.bench\nmydestination =\ninet_interfaces = 127.0.0.1\n\
+             inet_protocols = ipv4\nmynetworks = 127.0.0.0/8\n\
+             virtual_mailbox_domains = example.com\nvirtual_mailbox_base = {d}/mail\n\
+             virtual_mailbox_maps = static:bench/\nvirtual_uid_maps = static:65534\n\
+             virtual_gid_maps = static:65534\nmaillog_file_prefixes = {d}\n\
+             maillog_file = {d}/maillog\ndefault_process_limit = 100\n"
+        );
+        fs::write(dir.join("conf/main.cf"), main)?;
+        let services = [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "local unix - n n - - local",
+            "virtual unix - n n - - virtual",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ];
+        let master = format!("{addr} inet n - n - - smtpd\n{}\n", services.join("\n"));
+        fs::write(dir.join("conf/master.cf"), master)?;
+        let postfix = Postfix {
+            dir: dir.to_path_buf(),
+            addr,
+        };
+        postfix.command("start")?;
+        wait_port(addr)?;
+        Ok(Some(postfix))
+    }
+
+    fn command(&self, what: &str) -> Res<()> {
+        let status = Command::new("postfix")
+            .arg("-c")
+            .arg(self.dir.join("conf"))
+            .arg(what)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        match status.success() {
+            true => Ok(()),
+            false => {
+                Err(format!("postfix {what} failed (see {}/maillog)", self.dir.display()).into())
+            }
+        }
+    }
+
+    /// Messages in the Maildir so far.
+    pub fn delivered(&self) -> usize {
+        fs::read_dir(self.dir.join("mail/bench/new")).map_or(0, |d| d.count())
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.command("stop");
+    }
+}
