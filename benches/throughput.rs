@@ -126,7 +126,12 @@ fn main() {
     }
     if wanted("6d") {
         eprintln!("bench: 6d-6j appliance builds (scripts/cross.sh) and musl's CPU");
-        add("6d", "appliance builds", appliance::rows(&b, &root));
+        add(
+            &mut rows,
+            "6d",
+            "appliance builds",
+            appliance::rows(&b, &root),
+        );
     }
     rows.sort_by_key(|r| r.id);
     report(&b, &rows);
