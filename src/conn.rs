@@ -1,21 +1,21 @@
 //! One connection: drives a [`Session`] over a [`Transport`].
 //!
 //! This is the I/O around the sans-IO session and the sans-IO [`Framer`]:
-//! reads and writes, timeouts, TLS, the synchronization checks, spooling and
-//! delivery of message content. Replies are queued and written in one go
+//! reads and writes, timeouts, TLS, spooling and delivery of message
+//! content, each when the session's [`Action`] says so; the protocol rules
+//! are all the session's. Replies are queued and written in one go
 //! when the input buffer runs dry, right before a read that would block
 //! (PIPELINING, RFC 2920), as qmail does.
 
 use std::io::{self, BufRead, Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::data::{self, ContentSink, DataEnd, DataReader};
-use crate::framer::{Frame, Framer};
-use crate::maildir::{self, Spool};
+use crate::framer::Framer;
+use crate::maildir::{self, DeliveryError, Spool};
 use crate::reply::Reply;
-use crate::session::{Action, ContentSummary, Session, Step};
+use crate::session::{Action, ContentRules, ContentSummary, Outcome, Session, Step};
 use crate::tls::{self, TlsFiles};
 use crate::transport::Transport;
 
@@ -63,9 +63,15 @@ pub fn serve(
     let reason = match conn.run() {
         Ok(reason) => reason,
         Err(e) if is_timeout(&e) => {
-            conn.send(&Session::timeout());
+            let step = conn.session.timed_out();
+            for reply in &step.replies {
+                conn.send(reply);
+            }
             let _ = conn.input.get_mut().flush();
-            "timeout (421 4.4.2)"
+            match step.action {
+                Action::Close(reason) => reason,
+                _ => "timeout",
+            }
         }
         Err(e) => {
             log::debug!("connection error from {peer}: {e}");
@@ -82,10 +88,21 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// A message being received in BDAT chunks, kept across commands.
-struct Chunked {
+/// The message being received: its spool file behind the content sink,
+/// kept across BDAT chunks, and the rules it is checked against.
+struct Message {
     sink: ContentSink<Spool>,
-    targets: Vec<PathBuf>,
+    rules: ContentRules,
+}
+
+/// What a handler leaves the session loop to do.
+enum Then {
+    /// Send these replies and act on this step.
+    Step(Step),
+    /// Read the next command.
+    ReadCommand,
+    /// The session is over, for this reason.
+    Closed(&'static str),
 }
 
 struct Connection {
@@ -94,10 +111,7 @@ struct Connection {
     limits: Limits,
     tls: Option<Arc<TlsFiles>>,
     framer: Framer,
-    /// The client has ended a command line with CRLF at least once; until
-    /// then a bare LF . LF may end DATA (SPEC §6, people typing into nc).
-    sent_crlf: bool,
-    chunked: Option<Chunked>,
+    message: Option<Message>,
 }
 
 impl Connection {
@@ -116,67 +130,56 @@ impl Connection {
             limits,
             tls,
             framer: Framer::new(),
-            sent_crlf: false,
-            chunked: None,
+            message: None,
         })
     }
 
+    /// Does what the session says until it says close or the client goes.
     #[inline(never)] // The stack budget at `serve`.
     fn run(&mut self) -> io::Result<&'static str> {
-        let loopback = self.session.peer().is_loopback();
         // RFC 8314: on an implicit-TLS port the handshake comes first.
         if self.session.implicit_tls() && !self.start_tls() {
             return Ok("TLS handshake failed");
         }
-        // RFC 5321 §4.3.1: a client must wait for the greeting.
-        if !loopback && self.input.get_mut().transport.input_pending() {
-            self.reject_unsynchronized("talked before the greeting");
-            return Ok("talked before greeting (554 5.5.0)");
-        }
-        let greeting = self.session.greeting();
-        self.send(&greeting);
+        let wire = self.input.get_mut();
+        let mut step = self.session.open(|| wire.transport.input_pending());
         loop {
-            self.input.resize(COMMAND_BUFFER);
-            let Some(step) = self.next_command()? else {
-                return Ok("client closed");
-            };
             for reply in &step.replies {
                 self.send(reply);
             }
-            if self.chunked.is_some() && !self.session.chunking() {
-                self.chunked = None; // RSET or an error dropped the transaction.
-            }
-            match step.action {
-                Action::Continue => {}
-                Action::Close => {
+            let then = match step.action {
+                Action::Continue => Then::ReadCommand,
+                Action::Close(reason) => {
                     self.input.get_mut().flush()?;
-                    return Ok("closed by server");
+                    Then::Closed(reason)
                 }
-                Action::StartTls => {
-                    if !self.start_tls() {
-                        return Ok("TLS handshake failed");
+                Action::StartTls => match self.start_tls() {
+                    true => Then::ReadCommand,
+                    false => Then::Closed("TLS handshake failed"),
+                },
+                Action::BeginMessage { rules, body: _ } => Then::Step(self.begin_message(rules)),
+                Action::ReadData { lf_session } => self.receive_data(lf_session)?,
+                Action::ReadChunk { size, last } => self.receive_chunk(size, last)?,
+                Action::DiscardChunk { size } => match self.discard_chunk(size)? {
+                    true => Then::ReadCommand,
+                    false => Then::Closed("client closed during BDAT"),
+                },
+                Action::AbortMessage => {
+                    self.abort_message();
+                    Then::ReadCommand
+                }
+            };
+            step = match then {
+                Then::Step(next) => next,
+                Then::Closed(reason) => return Ok(reason),
+                Then::ReadCommand => {
+                    self.input.resize(COMMAND_BUFFER);
+                    match self.next_command()? {
+                        Some(next) => next,
+                        None => return Ok("client closed"),
                     }
                 }
-                Action::ReceiveData => {
-                    if !loopback && !self.input.buffer().is_empty() {
-                        self.reject_unsynchronized("sent content before 354");
-                        return Ok("content before 354 (554 5.5.0)");
-                    }
-                    if !self.receive_data()? {
-                        return Ok("client closed during DATA");
-                    }
-                }
-                Action::ReceiveChunk { size, last } => {
-                    if !self.receive_chunk(size, last)? {
-                        return Ok("client closed during BDAT");
-                    }
-                }
-                Action::DiscardChunk { size } => {
-                    if !self.discard_chunk(size)? {
-                        return Ok("client closed during BDAT");
-                    }
-                }
-            }
+            };
         }
     }
 
@@ -193,20 +196,12 @@ impl Connection {
         reply.write_to(&mut self.input.get_mut().output);
     }
 
-    fn reject_unsynchronized(&mut self, what: &str) {
-        log::warn!("{} {} (554 5.5.0)", self.session.peer().describe(), what);
-        self.send(&Reply::new(
-            554,
-            "5.5.0",
-            "Protocol error: wait for the server's reply",
-        ));
-        let _ = self.input.get_mut().flush();
-    }
-
     /// Flushes the replies, throws away every byte the client sent before
     /// the handshake (CVE-2011-0411: injected commands must never run
-    /// under TLS), and handshakes. False when the handshake failed.
+    /// under TLS) and any message under way, and handshakes. False when
+    /// the handshake failed.
     fn start_tls(&mut self) -> bool {
+        self.abort_message();
         let peer = self.session.peer().describe();
         let Some(files) = self.tls.clone() else {
             log::warn!("client={peer}: TLS requested but no certificate is configured");
@@ -240,12 +235,8 @@ impl Connection {
                 return Ok(None);
             }
             let (used, frame) = self.framer.push(buf);
-            let step = frame.map(|frame| {
-                if let Frame::Line(line) = frame {
-                    self.sent_crlf |= line.crlf;
-                }
-                self.session.framed(frame)
-            });
+            let buffered_after = buf.len() > used;
+            let step = frame.map(|frame| self.session.framed(frame, buffered_after));
             self.input.consume(used);
             if step.is_some() {
                 self.input.get_mut().mid_line = false;
@@ -254,16 +245,26 @@ impl Connection {
         }
     }
 
-    /// Creates the spool file in the first recipient's Maildir and writes
-    /// the trace headers. On failure the reply has been queued.
-    fn open_spool(&mut self) -> Option<(ContentSink<Spool>, Vec<PathBuf>)> {
-        let targets: Vec<PathBuf> = self
-            .session
-            .targets()
-            .iter()
-            .map(|p| p.to_path_buf())
-            .collect();
-        let first = targets.first()?;
+    /// Opens the message: creates the spool file in the first target's
+    /// Maildir and writes the trace headers into it; the session learns
+    /// how that went.
+    fn begin_message(&mut self, rules: ContentRules) -> Step {
+        match self.open_spool(rules.max_size) {
+            Ok(sink) => {
+                self.message = Some(Message { sink, rules });
+                self.session.message_opened(Ok(()))
+            }
+            Err(e) => self.session.message_opened(Err(e)),
+        }
+    }
+
+    fn open_spool(&mut self, max_size: u64) -> Result<ContentSink<Spool>, DeliveryError> {
+        let Some(first) = self.session.targets().next() else {
+            return Err(DeliveryError::io(
+                std::path::Path::new("(no target)"),
+                io::ErrorKind::NotFound.into(),
+            ));
+        };
         let spool = Spool::create(first).and_then(|mut spool| {
             let trace = self
                 .session
@@ -273,65 +274,49 @@ impl Connection {
                 Err(e) => Err(spool.error(e)),
             }
         });
-        match spool {
-            Ok(spool) => Some((
-                ContentSink::new(spool, self.limits.max_message_size),
-                targets,
+        spool.map(|spool| ContentSink::new(spool, max_size))
+    }
+
+    /// Drops the message under way, its spool file with it.
+    fn abort_message(&mut self) {
+        if let Some(message) = self.message.take() {
+            maildir::discard(message.sink.into_inner());
+        }
+    }
+
+    /// DATA content, read to CRLF.CRLF, then checked and delivered.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
+    fn receive_data(&mut self, lf_session: bool) -> io::Result<Then> {
+        let Some(mut message) = self.message.take() else {
+            return Ok(Then::ReadCommand);
+        };
+        self.input.resize(CONTENT_BUFFER);
+        let mut reader = DataReader::new(message.rules.bare_lf, lf_session);
+        match data::read_data(&mut self.input, &mut reader, &mut message.sink)? {
+            DataEnd::Eof => Ok(Then::Closed("client closed during DATA")),
+            DataEnd::Complete => Ok(Then::Step(
+                self.finish_message(message, reader.bare_line_ending_seen()),
             )),
-            Err(e) => {
-                let reply = self.session.spool_failed(&e);
-                self.send(&reply);
-                None
-            }
         }
     }
 
-    /// DATA: spool, 354, read to CRLF.CRLF, check, deliver. Returns false
-    /// when the client went away before the end of the data.
+    /// One BDAT chunk of a message (RFC 3030).
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_data(&mut self) -> io::Result<bool> {
-        let Some((mut sink, targets)) = self.open_spool() else {
-            return Ok(true);
-        };
-        let go_ahead = self.session.data_go_ahead();
-        self.send(&go_ahead);
+    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<Then> {
         self.input.resize(CONTENT_BUFFER);
-        let mut reader = DataReader::new(self.session.bare_lf(), !self.sent_crlf);
-        match data::read_data(&mut self.input, &mut reader, &mut sink)? {
-            DataEnd::Eof => Ok(false),
-            DataEnd::Complete => {
-                self.finish_message(sink, &targets, reader.bare_line_ending_seen());
-                Ok(true)
-            }
-        }
-    }
-
-    /// One BDAT chunk of a message (RFC 3030). Returns false when the client
-    /// went away mid-chunk.
-    #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<bool> {
-        self.input.resize(CONTENT_BUFFER);
-        if self.chunked.is_none() {
-            match self.open_spool() {
-                Some((sink, targets)) => self.chunked = Some(Chunked { sink, targets }),
-                None => return self.discard_chunk(size),
-            }
-        }
-        let Some(chunked) = self.chunked.as_mut() else {
-            return Ok(true);
+        let Some(message) = self.message.as_mut() else {
+            return Ok(Then::ReadCommand);
         };
-        if data::read_bdat(&mut self.input, size, &mut chunked.sink)? == DataEnd::Eof {
-            return Ok(false);
+        if data::read_bdat(&mut self.input, size, &mut message.sink)? == DataEnd::Eof {
+            return Ok(Then::Closed("client closed during BDAT"));
         }
-        if last {
-            if let Some(Chunked { sink, targets }) = self.chunked.take() {
-                self.finish_message(sink, &targets, false);
-            }
-        } else {
-            let reply = self.session.chunk_received(size);
-            self.send(&reply);
+        if !last {
+            return Ok(Then::Step(self.session.chunk_done()));
         }
-        Ok(true)
+        match self.message.take() {
+            Some(message) => Ok(Then::Step(self.finish_message(message, false))),
+            None => Ok(Then::ReadCommand),
+        }
     }
 
     /// Reads a BDAT chunk whose command failed and throws it away, to stay
@@ -341,13 +326,9 @@ impl Connection {
         Ok(data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Complete)
     }
 
-    /// The content is complete: check it, deliver it, queue the final reply.
-    fn finish_message(
-        &mut self,
-        mut sink: ContentSink<Spool>,
-        targets: &[PathBuf],
-        bare_line_ending: bool,
-    ) {
+    /// The content is complete: check it, deliver it, tell the session.
+    fn finish_message(&mut self, message: Message, bare_line_ending: bool) -> Step {
+        let Message { mut sink, rules } = message;
         let summary = ContentSummary {
             size: sink.size(),
             oversized: sink.oversized(),
@@ -356,10 +337,9 @@ impl Connection {
         };
         let write_error = sink.take_error();
         let spool = sink.into_inner();
-        if let Err(reply) = self.session.end_of_data(&summary) {
+        if let Err(refusal) = rules.check(&summary) {
             maildir::discard(spool);
-            self.send(&reply);
-            return;
+            return self.session.message_done(Outcome::Refused(refusal));
         }
         let result = match write_error {
             Some(e) => {
@@ -368,12 +348,18 @@ impl Connection {
                 Err(error)
             }
             None => {
-                let paths: Vec<&std::path::Path> = targets.iter().map(|p| p.as_path()).collect();
+                let paths: Vec<&std::path::Path> = self.session.targets().collect();
                 maildir::deliver(spool, &paths, self.limits.maildir_quota)
             }
         };
-        let reply = self.session.delivered(summary.size, result);
-        self.send(&reply);
+        let outcome = match result {
+            Ok(id) => Outcome::Stored {
+                id,
+                size: summary.size,
+            },
+            Err(e) => Outcome::Failed(e),
+        };
+        self.session.message_done(outcome)
     }
 }
 
