@@ -685,7 +685,8 @@ pub fn session(input: &[u8]) {
     let max_errors = config.max_errors;
     let (auth_configured, tls_offered) = (services.users.is_some(), services.tls);
     let loopback = peer.is_loopback();
-    let mut session = Session::new(config, services, peer, mode);
+    let policy = config::Policy::new(&config, None, mode);
+    let mut session = Session::new(config, services, peer, &policy);
     let mut step = session.open(|| false);
     assert_eq!(step.replies.len(), 1);
     check_reply(&step.replies[0]);

@@ -11,6 +11,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Limits;
 use crate::data::{self, ContentSink, DataEnd, DataReader};
 use crate::framer::Framer;
 use crate::maildir::{self, DeliveryError, Spool};
@@ -29,16 +30,8 @@ const CONTENT_BUFFER: usize = 64 * 1024;
 /// Output kept between flushes; a larger one is given back.
 const OUTPUT_BUFFER: usize = 4096;
 
-/// Limits that apply to one connection.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub timeout: Duration,
-    pub session_timeout: Duration,
-    pub max_message_size: u64,
-    pub maildir_quota: u64,
-}
-
-/// Serves one session to its end. Never panics on peer input; I/O errors
+/// Serves one session to its end, under the limits of its listener's
+/// policy ([`Session::policy`]). Never panics on peer input; I/O errors
 /// end the session.
 /// `tls` is the certificate for STARTTLS and implicit TLS, when configured.
 ///
@@ -51,15 +44,10 @@ pub struct Limits {
 /// on the heap in calls of their own (a `Box::new` of a large value leaves
 /// its temporary in the caller's frame), the session loop (`run`) is a
 /// call of its own, and the content paths keep their frames out of it.
-pub fn serve(
-    transport: Box<dyn Transport>,
-    session: Box<Session>,
-    limits: Limits,
-    tls: Option<Arc<TlsFiles>>,
-) {
+pub fn serve(transport: Box<dyn Transport>, session: Box<Session>, tls: Option<Arc<TlsFiles>>) {
     let peer = session.peer().describe();
     log::info!("connect from {peer}");
-    let mut conn = Connection::boxed(transport, session, limits, tls);
+    let mut conn = Connection::boxed(transport, session, tls);
     let reason = match conn.run() {
         Ok(reason) => reason,
         Err(e) if is_timeout(&e) => {
@@ -108,7 +96,6 @@ enum Then {
 struct Connection {
     input: Input,
     session: Session,
-    limits: Limits,
     tls: Option<Arc<TlsFiles>>,
     framer: Framer,
     message: Option<Message>,
@@ -121,13 +108,11 @@ impl Connection {
     fn boxed(
         transport: Box<dyn Transport>,
         session: Box<Session>,
-        limits: Limits,
         tls: Option<Arc<TlsFiles>>,
     ) -> Box<Connection> {
         Box::new(Connection {
-            input: Input::new(Wire::new(transport, limits)),
+            input: Input::new(Wire::new(transport, &session.policy().limits)),
             session: *session,
-            limits,
             tls,
             framer: Framer::new(),
             message: None,
@@ -349,7 +334,8 @@ impl Connection {
             }
             None => {
                 let paths: Vec<&std::path::Path> = self.session.targets().collect();
-                maildir::deliver(spool, &paths, self.limits.maildir_quota)
+                let quota = self.session.policy().limits.maildir_quota;
+                maildir::deliver(spool, &paths, quota)
             }
         };
         let outcome = match result {
@@ -443,7 +429,7 @@ struct Wire {
 impl Wire {
     /// Wraps the raw transport in the session's [`Deadline`]: every byte
     /// read or written later, TLS handshakes included, obeys it.
-    fn new(transport: Box<dyn Transport>, limits: Limits) -> Wire {
+    fn new(transport: Box<dyn Transport>, limits: &Limits) -> Wire {
         Wire {
             transport: Box::new(Deadline::new(transport, limits)),
             output: Vec::new(),
@@ -522,7 +508,7 @@ fn later(at: Instant, wait: Duration) -> Instant {
 }
 
 impl Deadline {
-    fn new(inner: Box<dyn Transport>, limits: Limits) -> Deadline {
+    fn new(inner: Box<dyn Transport>, limits: &Limits) -> Deadline {
         Deadline {
             inner,
             timeout: limits.timeout,
@@ -622,7 +608,7 @@ impl Transport for Closed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, Invocation, Mode};
+    use crate::config::{self, Invocation, Mode, Policy};
     use crate::session::{MaildirQuota, Peer, Services};
     use std::io::Cursor;
     use std::sync::Mutex;
@@ -685,9 +671,11 @@ mod tests {
             timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(5),
             max_message_size: 0,
+            max_recipients: 1,
+            max_errors: 1,
             maildir_quota: 0,
         };
-        let mut input = Input::new(Wire::new(Box::new(fake), limits));
+        let mut input = Input::new(Wire::new(Box::new(fake), &limits));
         assert_eq!(input.fill_buf().unwrap().len(), COMMAND_BUFFER);
         input.consume(5);
         input.resize(CONTENT_BUFFER);
@@ -708,7 +696,7 @@ mod tests {
                 writes: Arc::default(),
                 pending: false,
             }),
-            limits,
+            &limits,
         ));
         input.resize(CONTENT_BUFFER);
         assert_eq!(input.fill_buf().unwrap().len(), 2000);
@@ -761,19 +749,15 @@ mod tests {
             users: None,
             tls: false,
         };
-        let session = Session::new(Arc::clone(&config), services, peer, Mode::Smtp);
+        let policy = Policy::new(&config, None, Mode::Smtp);
+        let session = Session::new(Arc::clone(&config), services, peer, &policy);
         let writes = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
             packets: packets.iter().map(|p| Cursor::new(p.to_vec())).collect(),
             writes: Arc::clone(&writes),
             pending,
         };
-        serve(
-            Box::new(fake),
-            Box::new(session),
-            crate::server::limits(&config),
-            None,
-        );
+        serve(Box::new(fake), Box::new(session), None);
         let out = writes
             .lock()
             .unwrap()

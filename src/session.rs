@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
-use crate::config::{Config, Mode, Route};
+use crate::config::{Config, Mode, Policy, Route};
 use crate::data::BareLf;
 use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
@@ -362,7 +362,8 @@ pub struct Session {
     config: Arc<Config>,
     services: Services,
     peer: Peer,
-    mode: Mode,
+    /// The listener's policy: its mode and the limits (SPEC §3).
+    policy: Policy,
     tls: Option<String>,
     auth_user: Option<String>,
     auth_exchange: Option<AuthExchange>,
@@ -377,13 +378,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a connection that arrived on a listener of `mode`.
-    pub fn new(config: Arc<Config>, services: Services, peer: Peer, mode: Mode) -> Session {
+    /// A session for a connection that arrived on a listener with `policy`.
+    pub fn new(config: Arc<Config>, services: Services, peer: Peer, policy: &Policy) -> Session {
         Session {
             config,
             services,
             peer,
-            mode,
+            policy: *policy,
             tls: None,
             auth_user: None,
             auth_exchange: None,
@@ -419,9 +420,14 @@ impl Session {
         &self.peer
     }
 
+    /// The policy of the listener this session came from.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// An implicit-TLS listener: handshake before [`Session::open`].
     pub fn implicit_tls(&self) -> bool {
-        self.mode == Mode::Tls
+        self.policy.mode == Mode::Tls
     }
 
     /// Handles one command line (without its line ending), as if it ended
@@ -616,7 +622,7 @@ impl Session {
     /// The content rules of a message of this session.
     fn content_rules(&self) -> ContentRules {
         ContentRules {
-            max_size: self.config.max_message_size,
+            max_size: self.policy.limits.max_message_size,
             bare_lf: self.config.bare_lf,
             max_received: MAX_RECEIVED,
         }
@@ -743,7 +749,7 @@ impl Session {
         let mut lines = vec![
             hostname,
             "PIPELINING".to_string(),
-            format!("SIZE {}", self.config.max_message_size),
+            format!("SIZE {}", self.policy.limits.max_message_size),
             "8BITMIME".to_string(),
             "SMTPUTF8".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
@@ -773,7 +779,7 @@ impl Session {
         }
         // SPEC §2: on submission, STARTTLS and AUTH before MAIL, from
         // loopback clients too.
-        if self.mode == Mode::Submission {
+        if self.policy.mode == Mode::Submission {
             if self.tls.is_none() {
                 return Step::reply(Reply::new(
                     530,
@@ -787,7 +793,7 @@ impl Session {
         }
         if params
             .size
-            .is_some_and(|s| s > self.config.max_message_size)
+            .is_some_and(|s| s > self.policy.limits.max_message_size)
         {
             return Step::reply(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
         }
@@ -831,7 +837,7 @@ impl Session {
                 "Non-ASCII address requires SMTPUTF8",
             ));
         }
-        if tx.recipients.len() >= self.config.max_recipients {
+        if tx.recipients.len() >= self.policy.limits.max_recipients {
             return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
         let address = to.to_wire();
@@ -844,7 +850,7 @@ impl Session {
                 if self
                     .services
                     .quota
-                    .is_full(&maildir, self.config.maildir_quota)
+                    .is_full(&maildir, self.policy.limits.maildir_quota)
                 {
                     Reply::new(452, "4.2.2", format!("<{address}>: Mailbox full"))
                 } else {
@@ -1078,7 +1084,7 @@ impl Session {
     /// session ends with 421 4.7.0, right after the reply to the last one.
     fn count_error(&mut self, mut step: Step) -> Step {
         self.errors += 1;
-        if self.errors >= self.config.max_errors {
+        if self.errors >= self.policy.limits.max_errors {
             step.replies.push(Reply::new(
                 421,
                 "4.7.0",
@@ -1213,7 +1219,8 @@ mod tests {
             users: None,
             tls: false,
         };
-        Session::new(Arc::new(config), services, peer, mode)
+        let policy = Policy::new(&config, None, mode);
+        Session::new(Arc::new(config), services, peer, &policy)
     }
 
     /// One user, alice, with password "secret".
@@ -1242,7 +1249,9 @@ mod tests {
             users: Some(Arc::new(Alice)),
             tls,
         };
-        Session::new(Arc::new(config()), services, peer, mode)
+        let config = config();
+        let policy = Policy::new(&config, None, mode);
+        Session::new(Arc::new(config), services, peer, &policy)
     }
 
     fn b64(s: &[u8]) -> String {
@@ -1510,6 +1519,32 @@ mod tests {
         one(&mut s, "MAIL FROM:<a@b>");
         assert_eq!(one(&mut s, "RCPT TO:<bob@example.com>"), "550 5.1.1");
         assert_eq!(one(&mut s, "RCPT TO:<alice@example.com>"), "250 2.1.5");
+    }
+
+    #[test]
+    fn limits_come_from_the_listeners_policy() {
+        let config = config();
+        let mut policy = Policy::new(&config, None, Mode::Smtp);
+        assert_eq!(policy.limits.max_message_size, config.max_message_size);
+        policy.limits.max_message_size = 500;
+        policy.limits.max_recipients = 1;
+        let peer = Peer::network(Some("127.0.0.1:4000".parse().unwrap()), None);
+        let services = Services {
+            quota: Arc::new(NeverFull),
+            users: None,
+            tls: false,
+        };
+        let mut s = Session::new(Arc::new(config), services, peer, &policy);
+        let ehlo = s.command(b"EHLO c").replies[0].to_string();
+        assert!(ehlo.contains("SIZE 500\r\n"), "{ehlo}");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b> SIZE=501"), "552 5.3.4");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b> SIZE=500"), "250 2.1.0");
+        assert_eq!(one(&mut s, "RCPT TO:<a@example.com>"), "250 2.1.5");
+        assert_eq!(one(&mut s, "RCPT TO:<b@example.com>"), "452 4.5.3");
+        let Action::BeginMessage { rules, .. } = s.command(b"DATA").action else {
+            panic!("DATA did not begin a message");
+        };
+        assert_eq!(rules.max_size, 500);
     }
 
     #[test]
@@ -1949,7 +1984,9 @@ mod tests {
             users: Some(Arc::new(Alice)),
             tls: false,
         };
-        Session::new(Arc::new(config()), services, peer, Mode::Smtp)
+        let config = config();
+        let policy = Policy::new(&config, None, Mode::Smtp);
+        Session::new(Arc::new(config), services, peer, &policy)
     }
 
     #[test]
