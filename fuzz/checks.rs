@@ -760,7 +760,8 @@ pub fn session(input: &[u8]) {
                 (tls, authenticated) = (true, false);
                 None
             }
-            Action::BeginMessage { rules, body: _ } => {
+            Action::BeginMessage { body: _ } => {
+                let rules = session.content_rules();
                 assert!(message.is_none(), "a message begun inside another");
                 check_trace(&session);
                 message = Some((ContentSink::new(io::sink(), rules.max_size), rules));

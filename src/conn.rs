@@ -50,17 +50,7 @@ pub fn serve(transport: Box<dyn Transport>, session: Box<Session>, tls: Option<A
     let mut conn = Connection::boxed(transport, session, tls);
     let reason = match conn.run() {
         Ok(reason) => reason,
-        Err(e) if is_timeout(&e) => {
-            let step = conn.session.timed_out();
-            for reply in &step.replies {
-                conn.send(reply);
-            }
-            let _ = conn.input.get_mut().flush();
-            match step.action {
-                Action::Close(reason) => reason,
-                _ => "timeout",
-            }
-        }
+        Err(e) if is_timeout(&e) => conn.timed_out(),
         Err(e) => {
             log::debug!("connection error from {peer}: {e}");
             "connection error"
@@ -85,8 +75,8 @@ struct Message {
 
 /// What a handler leaves the session loop to do.
 enum Then {
-    /// Send these replies and act on this step.
-    Step(Step),
+    /// Send the replies of the step it left and act on it.
+    Step,
     /// Read the next command.
     ReadCommand,
     /// The session is over, for this reason.
@@ -138,33 +128,73 @@ impl Connection {
                     self.input.get_mut().flush()?;
                     Then::Closed(reason)
                 }
-                Action::StartTls => match self.start_tls() {
-                    true => Then::ReadCommand,
-                    false => Then::Closed("TLS handshake failed"),
-                },
-                Action::BeginMessage { rules, body: _ } => Then::Step(self.begin_message(rules)),
-                Action::ReadData { lf_session } => self.receive_data(lf_session)?,
-                Action::ReadChunk { size, last } => self.receive_chunk(size, last)?,
-                Action::DiscardChunk { size } => match self.discard_chunk(size)? {
-                    true => Then::ReadCommand,
-                    false => Then::Closed("client closed during BDAT"),
-                },
-                Action::AbortMessage => {
-                    self.abort_message();
-                    Then::ReadCommand
-                }
+                // Everything else in a call of its own: the session loop's
+                // frame stays small (the stack budget at `serve`).
+                action => self.act(action, &mut step)?,
             };
-            step = match then {
-                Then::Step(next) => next,
+            match then {
+                Then::Step => {}
                 Then::Closed(reason) => return Ok(reason),
                 Then::ReadCommand => {
                     self.input.resize(COMMAND_BUFFER);
                     match self.next_command()? {
-                        Some(next) => next,
+                        Some(next) => step = next,
                         None => return Ok("client closed"),
                     }
                 }
-            };
+            }
+        }
+    }
+
+    /// Does what `action` says; a step the session answered with goes into
+    /// `step`.
+    #[inline(never)]
+    fn act(&mut self, action: Action, step: &mut Step) -> io::Result<Then> {
+        let next = match action {
+            Action::Continue => return Ok(Then::ReadCommand),
+            Action::Close(reason) => return Ok(Then::Closed(reason)),
+            Action::StartTls => {
+                return Ok(match self.start_tls() {
+                    true => Then::ReadCommand,
+                    false => Then::Closed("TLS handshake failed"),
+                })
+            }
+            Action::DiscardChunk { size } => {
+                return Ok(match self.discard_chunk(size)? {
+                    true => Then::ReadCommand,
+                    false => Then::Closed("client closed during BDAT"),
+                })
+            }
+            Action::AbortMessage => {
+                self.abort_message();
+                return Ok(Then::ReadCommand);
+            }
+            Action::BeginMessage { body: _ } => self.begin_message(),
+            Action::ReadData { lf_session } => match self.receive_data(lf_session)? {
+                Ok(next) => next,
+                Err(then) => return Ok(then),
+            },
+            Action::ReadChunk { size, last } => match self.receive_chunk(size, last)? {
+                Ok(next) => next,
+                Err(then) => return Ok(then),
+            },
+        };
+        *step = next;
+        Ok(Then::Step)
+    }
+
+    /// The session ran out of time: the session's last words, flushed.
+    #[cold]
+    #[inline(never)] // The stack budget at `serve`.
+    fn timed_out(&mut self) -> &'static str {
+        let step = self.session.timed_out();
+        for reply in &step.replies {
+            self.send(reply);
+        }
+        let _ = self.input.get_mut().flush();
+        match step.action {
+            Action::Close(reason) => reason,
+            _ => "timeout",
         }
     }
 
@@ -233,7 +263,9 @@ impl Connection {
     /// Opens the message: creates the spool file in the first target's
     /// Maildir and writes the trace headers into it; the session learns
     /// how that went.
-    fn begin_message(&mut self, rules: ContentRules) -> Step {
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
+    fn begin_message(&mut self) -> Step {
+        let rules = self.session.content_rules();
         match self.open_spool(rules.max_size) {
             Ok(sink) => {
                 self.message = Some(Message { sink, rules });
@@ -263,6 +295,7 @@ impl Connection {
     }
 
     /// Drops the message under way, its spool file with it.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn abort_message(&mut self) {
         if let Some(message) = self.message.take() {
             maildir::discard(message.sink.into_inner());
@@ -271,36 +304,36 @@ impl Connection {
 
     /// DATA content, read to CRLF.CRLF, then checked and delivered.
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_data(&mut self, lf_session: bool) -> io::Result<Then> {
+    fn receive_data(&mut self, lf_session: bool) -> io::Result<Result<Step, Then>> {
         let Some(mut message) = self.message.take() else {
-            return Ok(Then::ReadCommand);
+            return Ok(Err(Then::ReadCommand));
         };
         self.input.resize(CONTENT_BUFFER);
         let mut reader = DataReader::new(message.rules.bare_lf, lf_session);
         match data::read_data(&mut self.input, &mut reader, &mut message.sink)? {
-            DataEnd::Eof => Ok(Then::Closed("client closed during DATA")),
-            DataEnd::Complete => Ok(Then::Step(
-                self.finish_message(message, reader.bare_line_ending_seen()),
+            DataEnd::Eof => Ok(Err(Then::Closed("client closed during DATA"))),
+            DataEnd::Complete => Ok(Ok(
+                self.finish_message(message, reader.bare_line_ending_seen())
             )),
         }
     }
 
     /// One BDAT chunk of a message (RFC 3030).
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<Then> {
+    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<Result<Step, Then>> {
         self.input.resize(CONTENT_BUFFER);
         let Some(message) = self.message.as_mut() else {
-            return Ok(Then::ReadCommand);
+            return Ok(Err(Then::ReadCommand));
         };
         if data::read_bdat(&mut self.input, size, &mut message.sink)? == DataEnd::Eof {
-            return Ok(Then::Closed("client closed during BDAT"));
+            return Ok(Err(Then::Closed("client closed during BDAT")));
         }
         if !last {
-            return Ok(Then::Step(self.session.chunk_done()));
+            return Ok(Ok(self.session.chunk_done()));
         }
         match self.message.take() {
-            Some(message) => Ok(Then::Step(self.finish_message(message, false))),
-            None => Ok(Then::ReadCommand),
+            Some(message) => Ok(Ok(self.finish_message(message, false))),
+            None => Ok(Err(Then::ReadCommand)),
         }
     }
 

@@ -187,12 +187,11 @@ pub enum Action {
     StartTls,
     /// Open a message for the targets of [`Session::targets`], write
     /// [`Session::trace_headers`] into it, and report the result to
-    /// [`Session::message_opened`]. `rules` are checked when the content is
-    /// complete ([`ContentRules::check`]).
-    BeginMessage {
-        rules: ContentRules,
-        body: MessageBody,
-    },
+    /// [`Session::message_opened`]. [`Session::content_rules`] are checked
+    /// when the content is complete. (The rules are not carried here: a
+    /// small Action keeps every Step, and so the command path's stack,
+    /// small.)
+    BeginMessage { body: MessageBody },
     /// Read DATA content up to CRLF.CRLF into the open message, then report
     /// the outcome to [`Session::message_done`]. `lf_session`: the client
     /// has never ended a line with CRLF, so LF . LF ends the content too
@@ -457,7 +456,6 @@ impl Session {
         };
         if let Action::BeginMessage {
             body: MessageBody::Data { .. },
-            ..
         } = step.action
         {
             if buffered_after && !self.peer.is_loopback() {
@@ -619,8 +617,8 @@ impl Session {
         format!("Return-Path: <{}>\r\n{}\r\n", tx.sender, fold(&received))
     }
 
-    /// The content rules of a message of this session.
-    fn content_rules(&self) -> ContentRules {
+    /// The content rules of a message of this session (SPEC §6).
+    pub fn content_rules(&self) -> ContentRules {
         ContentRules {
             max_size: self.policy.limits.max_message_size,
             bare_lf: self.config.bare_lf,
@@ -629,6 +627,8 @@ impl Session {
     }
 
     /// A remote client broke the synchronization rule: 554 5.5.0, close.
+    #[cold]
+    #[inline(never)] // Off the stack of every command's path.
     fn unsynchronized(&self, what: &str, reason: &'static str) -> Step {
         log::warn!("{} {} (554 5.5.0)", self.peer.describe(), what);
         Step::close(
@@ -881,10 +881,7 @@ impl Session {
                     lf_session: !self.sent_crlf,
                 };
                 self.content = Content::Opening(body);
-                Step::act(Action::BeginMessage {
-                    rules: self.content_rules(),
-                    body,
-                })
+                Step::act(Action::BeginMessage { body })
             }
         }
     }
@@ -905,10 +902,7 @@ impl Session {
                 }
                 let body = MessageBody::Chunk { size, last };
                 self.content = Content::Opening(body);
-                Step::act(Action::BeginMessage {
-                    rules: self.content_rules(),
-                    body,
-                })
+                Step::act(Action::BeginMessage { body })
             }
         }
     }
@@ -1488,7 +1482,6 @@ mod tests {
             s.command(b"DATA").action,
             Action::BeginMessage {
                 body: MessageBody::Data { lf_session: false },
-                ..
             }
         ));
     }
@@ -1541,10 +1534,10 @@ mod tests {
         assert_eq!(one(&mut s, "MAIL FROM:<a@b> SIZE=500"), "250 2.1.0");
         assert_eq!(one(&mut s, "RCPT TO:<a@example.com>"), "250 2.1.5");
         assert_eq!(one(&mut s, "RCPT TO:<b@example.com>"), "452 4.5.3");
-        let Action::BeginMessage { rules, .. } = s.command(b"DATA").action else {
+        let Action::BeginMessage { .. } = s.command(b"DATA").action else {
             panic!("DATA did not begin a message");
         };
-        assert_eq!(rules.max_size, 500);
+        assert_eq!(s.content_rules().max_size, 500);
     }
 
     #[test]
@@ -1653,10 +1646,11 @@ mod tests {
     fn data_opened(s: &mut Session) -> ContentRules {
         one(s, "MAIL FROM:<a@b>");
         one(s, "RCPT TO:<a@example.com>");
-        let Action::BeginMessage { rules, body } = s.command(b"DATA").action else {
+        let Action::BeginMessage { body } = s.command(b"DATA").action else {
             panic!("DATA did not begin a message");
         };
         assert_eq!(body, MessageBody::Data { lf_session: false });
+        let rules = s.content_rules();
         let step = s.message_opened(Ok(()));
         assert_eq!(
             step.replies[0].to_string(),
@@ -1776,7 +1770,6 @@ mod tests {
             step.action,
             Action::BeginMessage {
                 body: MessageBody::Data { lf_session: true },
-                ..
             }
         ));
         s.message_opened(Ok(()));
@@ -1792,7 +1785,6 @@ mod tests {
             lf(&mut s, b"DATA").action,
             Action::BeginMessage {
                 body: MessageBody::Data { lf_session: false },
-                ..
             }
         ));
     }
