@@ -20,7 +20,8 @@ use smtpbox::data::{self, BareLf, ContentSink, DataEnd, DataReader};
 use smtpbox::framer::{self, Frame, Framer};
 use smtpbox::reply::Reply;
 use smtpbox::session::{
-    Action, Authenticator, ContentSummary, Peer, QuotaProbe, Services, Session,
+    Action, Authenticator, ContentRules, ContentSummary, Outcome, Peer, QuotaProbe, Services,
+    Session,
 };
 
 // ---- command_parse: the command-line parser ----
@@ -639,17 +640,17 @@ pub fn reference_lines(stream: &[u8]) -> Vec<Option<(Vec<u8>, bool)>> {
 
 // ---- session: the whole sans-IO session ----
 
-/// Input: a byte of session options, then what a client sends. The bytes
-/// are framed into command lines by the connection's [`Framer`], in reads
-/// of 512 bytes (the connection's command buffer) or, with option bit 5,
-/// of 1 to 16; DATA and BDAT content is read as the connection reads it;
-/// delivery always succeeds.
+/// Input: a byte of session options, then what a client sends. The session
+/// and the framer are production's, and so are the actions: the bytes are
+/// framed into command lines in reads of 512 bytes (the connection's
+/// command buffer) or, with option bit 5, of 1 to 16; DATA and BDAT
+/// content is read by the connection's readers; delivery always succeeds.
 ///
 /// Every reply is well formed ([`check_reply`]); the trace headers of a
 /// message are exactly two CRLF-terminated lines (no header injection);
 /// the session closes after `max_errors` bad commands and after three AUTH
-/// failures; a close comes with a 221, 421 or 521 reply; nothing is read
-/// after it.
+/// failures; a close comes with a 221, 421, 521 or 554 reply; nothing is
+/// read after it.
 pub fn session(input: &[u8]) {
     let [options, stream @ ..] = input else {
         return;
@@ -673,44 +674,33 @@ pub fn session(input: &[u8]) {
         Mode::Smtp
     };
     let max_errors = config.max_errors;
-    let limit = config.max_message_size;
     let (auth_configured, tls_offered) = (services.users.is_some(), services.tls);
     let loopback = peer.is_loopback();
-    let mut session = Session::new(config, services, peer, mode);
-    let greeting = session.greeting();
-    check_reply(&greeting);
-    assert_eq!((greeting.code, greeting.status), (220, None));
+    let policy = config::Policy::new(&config, None, mode);
+    let mut session = Session::new(config, services, peer, &policy);
+    let mut step = session.open(|| false);
+    assert_eq!(step.replies.len(), 1);
+    check_reply(&step.replies[0]);
+    assert_eq!((step.replies[0].code, step.replies[0].status), (220, None));
+    assert_eq!(step.action, Action::Continue);
+    step.replies.clear();
 
     let mut input = stream;
     let mut framer = Framer::new();
     let mut reads = ReadSizes::new(options);
-    let (mut sent_crlf, mut errors, mut auth_failures) = (false, 0, 0);
-    let mut chunked: Option<u64> = None;
+    let (mut errors, mut auth_failures) = (0, 0);
+    // The open message: what was written into it, and its rules.
+    let mut message: Option<(ContentSink<io::Sink>, ContentRules)> = None;
     // What the client has achieved, as the replies tell it.
     let (mut tls, mut authenticated) = (false, false);
+    // The command line the step answers; None for steps of content.
+    let mut line: Option<Vec<u8>> = None;
     loop {
-        if input.is_empty() {
-            return; // The client closed.
-        }
-        let read = reads.next().min(input.len());
-        let (used, frame) = framer.push(&input[..read]);
-        input = &input[used..];
-        let Some(frame) = frame else {
-            continue;
-        };
-        let line = match frame {
-            Frame::Line(line) => {
-                sent_crlf |= line.crlf;
-                line.text
-            }
-            Frame::TooLong => b"",
-        };
-        let step = session.framed(frame);
         for reply in &step.replies {
             check_reply(reply);
             assert!(
-                reply.status.is_some() || [250, 334].contains(&reply.code),
-                "a reply to a command without an enhanced code: {reply:?}"
+                reply.status.is_some() || [250, 334, 354].contains(&reply.code),
+                "a reply without an enhanced code: {reply:?}"
             );
             let status = reply.status.map(|s| s.to_string());
             match (reply.code, status.as_deref()) {
@@ -727,85 +717,122 @@ pub fn session(input: &[u8]) {
                     assert!(tls && authenticated, "MAIL accepted on submission")
                 }
                 // SPEC §4: smtpbox never relays.
-                (250, Some("2.1.5")) => check_local_recipient(line),
+                (250, Some("2.1.5")) => check_local_recipient(line.as_deref().unwrap_or_default()),
+                // RFC 2920 §3.1: only a remote client is held to it.
+                (554, Some("5.5.0")) => assert!(!loopback, "a loopback client held to RFC 2920"),
                 _ => {}
             }
         }
-        if step.replies.iter().any(|r| r.code == 535) {
-            auth_failures += 1;
-        }
-        if step.action == Action::Close {
+        if let Action::Close(_) = step.action {
             let last = step.replies.last().map(|r| r.code);
             assert!(
-                matches!(last, Some(221 | 421 | 521)),
-                "close without 221/421/521: {:?}",
+                matches!(last, Some(221 | 421 | 521 | 554)),
+                "close without 221/421/521/554: {:?}",
                 step.replies
             );
             return;
         }
-        if step.replies.iter().any(|r| r.code >= 500) {
-            errors += 1;
+        if line.is_some() {
+            if step.replies.iter().any(|r| r.code == 535) {
+                auth_failures += 1;
+            }
+            if step.replies.iter().any(|r| r.code >= 500) {
+                errors += 1;
+            }
+            assert!(errors < max_errors, "still open after {errors} errors");
+            assert!(auth_failures < 3, "still open after 3 AUTH failures");
         }
-        assert!(errors < max_errors, "still open after {errors} errors");
-        assert!(auth_failures < 3, "still open after 3 AUTH failures");
-        if chunked.is_some() && !session.chunking() {
-            chunked = None;
-        }
-        match step.action {
-            Action::Continue | Action::Close => {}
+        line = None;
+        let next = match step.action {
+            Action::Continue | Action::Close(_) => None,
             Action::StartTls => {
                 assert!(tls_offered && !tls, "STARTTLS when not offered");
+                message = None;
                 session.tls_started("TLSv1.3 (fuzz)".to_string());
                 (tls, authenticated) = (true, false);
+                None
             }
-            Action::ReceiveData => {
+            Action::BeginMessage { body: _ } => {
+                let rules = session.content_rules();
+                assert!(message.is_none(), "a message begun inside another");
                 check_trace(&session);
-                check_reply(&session.data_go_ahead());
-                let mut reader = DataReader::new(session.bare_lf(), !sent_crlf);
-                let mut sink = ContentSink::new(io::sink(), limit);
-                let mut out = Vec::new();
-                let (used, done) = reader.feed(input, &mut out);
-                sink.write(&out);
-                input = &input[used..];
-                if !done {
-                    return;
-                }
-                let summary = ContentSummary {
-                    size: sink.size(),
-                    oversized: sink.oversized(),
-                    bare_line_ending: reader.bare_line_ending_seen(),
-                    received_headers: sink.received_headers(),
-                };
-                finish_message(&mut session, &summary);
+                message = Some((ContentSink::new(io::sink(), rules.max_size), rules));
+                Some(session.message_opened(Ok(())))
             }
-            Action::ReceiveChunk { size, last } => {
-                if chunked.is_none() {
-                    check_trace(&session);
-                }
-                let Some(rest) = skip(input, size) else {
-                    return;
+            Action::ReadData { lf_session } => {
+                let Some((mut sink, rules)) = message.take() else {
+                    panic!("ReadData without an open message");
                 };
+                let mut reader = DataReader::new(rules.bare_lf, lf_session);
+                if read(data::read_data(&mut input, &mut reader, &mut sink)) == DataEnd::Eof {
+                    return;
+                }
+                let bare = reader.bare_line_ending_seen();
+                Some(finish_message(&mut session, sink, rules, bare))
+            }
+            Action::ReadChunk { size, last } => {
+                let Some((sink, _)) = message.as_mut() else {
+                    panic!("ReadChunk without an open message");
+                };
+                if read(data::read_bdat(&mut input, size, sink)) == DataEnd::Eof {
+                    return;
+                }
+                match (last, message.take()) {
+                    (false, open) => {
+                        message = open;
+                        Some(session.chunk_done())
+                    }
+                    (true, Some((sink, rules))) => {
+                        Some(finish_message(&mut session, sink, rules, false))
+                    }
+                    (true, None) => None,
+                }
+            }
+            Action::DiscardChunk { size } => {
+                let mut sink = ContentSink::new(io::sink(), 0);
+                if read(data::read_bdat(&mut input, size, &mut sink)) == DataEnd::Eof {
+                    return;
+                }
+                None
+            }
+            Action::AbortMessage => {
+                assert!(message.take().is_some(), "abort without an open message");
+                None
+            }
+        };
+        step = match next {
+            Some(next) => next,
+            None => {
+                // The next command line, read as the connection reads it.
+                let frame = loop {
+                    if input.is_empty() {
+                        return; // The client closed.
+                    }
+                    let read = reads.next().min(input.len());
+                    let (used, frame) = framer.push(&input[..read]);
+                    let buffered_after = read > used;
+                    let rest = &input[used..];
+                    if let Some(frame) = frame {
+                        break (frame, buffered_after, rest);
+                    }
+                    input = rest;
+                };
+                let (frame, buffered_after, rest) = frame;
+                line = Some(match frame {
+                    Frame::Line(line) => line.text.to_vec(),
+                    Frame::TooLong => Vec::new(),
+                });
+                let next = session.framed(frame, buffered_after);
                 input = rest;
-                let total = chunked.unwrap_or(0).saturating_add(size);
-                if last {
-                    chunked = None;
-                    let summary = ContentSummary {
-                        size: total,
-                        oversized: total > limit,
-                        ..ContentSummary::default()
-                    };
-                    finish_message(&mut session, &summary);
-                } else {
-                    chunked = Some(total);
-                    check_reply(&session.chunk_received(size));
-                }
+                next
             }
-            Action::DiscardChunk { size } => match skip(input, size) {
-                Some(rest) => input = rest,
-                None => return,
-            },
-        }
+        };
     }
+}
+
+/// An in-memory read cannot fail.
+fn read(result: io::Result<DataEnd>) -> DataEnd {
+    result.expect("in-memory reads do not fail")
 }
 
 /// A recipient that got `250 2.1.5` is local (SPEC §4): no domain, the
@@ -826,18 +853,35 @@ fn check_local_recipient(line: &[u8]) {
 }
 
 /// The end of a message: content rules, then a delivery that succeeds.
-fn finish_message(session: &mut Session, summary: &ContentSummary) {
-    let reply = match session.end_of_data(summary) {
-        Err(reply) => reply,
-        Ok(()) => session.delivered(summary.size, Ok("FUZZID".to_string())),
+fn finish_message(
+    session: &mut Session,
+    sink: ContentSink<io::Sink>,
+    rules: ContentRules,
+    bare_line_ending: bool,
+) -> smtpbox::session::Step {
+    let summary = ContentSummary {
+        size: sink.size(),
+        oversized: sink.oversized(),
+        bare_line_ending,
+        received_headers: sink.received_headers(),
     };
-    check_reply(&reply);
+    let outcome = match rules.check(&summary) {
+        Err(refusal) => Outcome::Refused(refusal),
+        Ok(()) => Outcome::Stored {
+            id: "FUZZID".to_string(),
+            size: summary.size,
+        },
+    };
+    session.message_done(outcome)
 }
 
 /// The message about to be spooled has somewhere to go, and its trace
 /// headers are exactly `Return-Path:` and `Received:`, each one line.
 fn check_trace(session: &Session) {
-    assert!(!session.targets().is_empty(), "no Maildir to spool into");
+    assert!(
+        session.targets().next().is_some(),
+        "no Maildir to spool into"
+    );
     let trace = session.trace_headers("FUZZID", "Thu, 1 Jan 1970 00:00:00 +0000");
     let lines: Vec<&str> = trace.split_inclusive("\r\n").collect();
     assert_eq!(lines.len(), 2, "{trace:?}");
@@ -873,12 +917,6 @@ impl ReadSizes {
         self.state ^= self.state << 5;
         (1 + self.state % 16) as usize
     }
-}
-
-/// `input` after `size` bytes, or None when it is shorter (EOF mid-chunk).
-fn skip(input: &[u8], size: u64) -> Option<&[u8]> {
-    let size = usize::try_from(size).ok()?;
-    input.get(size..)
 }
 
 /// The session's config: small limits so the fuzzer reaches them, a few

@@ -90,6 +90,54 @@ pub struct Listen {
     pub mode: Mode,
 }
 
+/// What one listener serves (TCP, socket-activated, inetd's socket, the
+/// local submission socket): where, in which mode, under which limits.
+/// Built once per listener and lent to every session it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The listener's address; None for inetd's stdin and the local socket.
+    pub addr: Option<SocketAddr>,
+    pub mode: Mode,
+    pub limits: Limits,
+}
+
+/// The limits a session is held to (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How long one read may wait.
+    pub timeout: Duration,
+    /// How long the whole session may last.
+    pub session_timeout: Duration,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    /// Bytes per Maildir; 0 is unlimited.
+    pub maildir_quota: u64,
+}
+
+impl Policy {
+    /// The policy of a listener of `config` at `addr` speaking `mode`.
+    pub fn new(config: &Config, addr: Option<SocketAddr>, mode: Mode) -> Policy {
+        Policy {
+            addr,
+            mode,
+            limits: Limits {
+                timeout: config.timeout,
+                session_timeout: config.session_timeout,
+                max_message_size: config.max_message_size,
+                max_recipients: config.max_recipients,
+                max_errors: config.max_errors,
+                maildir_quota: config.maildir_quota,
+            },
+        }
+    }
+
+    /// The policy of a configured `listen` entry.
+    pub fn listen(config: &Config, listen: Listen) -> Policy {
+        Policy::new(config, Some(listen.addr), listen.mode)
+    }
+}
+
 /// The whole, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {

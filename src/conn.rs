@@ -1,21 +1,22 @@
 //! One connection: drives a [`Session`] over a [`Transport`].
 //!
 //! This is the I/O around the sans-IO session and the sans-IO [`Framer`]:
-//! reads and writes, timeouts, TLS, the synchronization checks, spooling and
-//! delivery of message content. Replies are queued and written in one go
+//! reads and writes, timeouts, TLS, spooling and delivery of message
+//! content, each when the session's [`Action`] says so; the protocol rules
+//! are all the session's. Replies are queued and written in one go
 //! when the input buffer runs dry, right before a read that would block
 //! (PIPELINING, RFC 2920), as qmail does.
 
 use std::io::{self, BufRead, Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Limits;
 use crate::data::{self, ContentSink, DataEnd, DataReader};
-use crate::framer::{Frame, Framer};
-use crate::maildir::{self, Spool};
+use crate::framer::Framer;
+use crate::maildir::{self, DeliveryError, Spool};
 use crate::reply::Reply;
-use crate::session::{Action, ContentSummary, Session, Step};
+use crate::session::{Action, ContentRules, ContentSummary, Outcome, Session, Step};
 use crate::tls::{self, TlsFiles};
 use crate::transport::Transport;
 
@@ -29,16 +30,8 @@ const CONTENT_BUFFER: usize = 64 * 1024;
 /// Output kept between flushes; a larger one is given back.
 const OUTPUT_BUFFER: usize = 4096;
 
-/// Limits that apply to one connection.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub timeout: Duration,
-    pub session_timeout: Duration,
-    pub max_message_size: u64,
-    pub maildir_quota: u64,
-}
-
-/// Serves one session to its end. Never panics on peer input; I/O errors
+/// Serves one session to its end, under the limits of its listener's
+/// policy ([`Session::policy`]). Never panics on peer input; I/O errors
 /// end the session.
 /// `tls` is the certificate for STARTTLS and implicit TLS, when configured.
 ///
@@ -51,22 +44,13 @@ pub struct Limits {
 /// on the heap in calls of their own (a `Box::new` of a large value leaves
 /// its temporary in the caller's frame), the session loop (`run`) is a
 /// call of its own, and the content paths keep their frames out of it.
-pub fn serve(
-    transport: Box<dyn Transport>,
-    session: Box<Session>,
-    limits: Limits,
-    tls: Option<Arc<TlsFiles>>,
-) {
+pub fn serve(transport: Box<dyn Transport>, session: Box<Session>, tls: Option<Arc<TlsFiles>>) {
     let peer = session.peer().describe();
     log::info!("connect from {peer}");
-    let mut conn = Connection::boxed(transport, session, limits, tls);
+    let mut conn = Connection::boxed(transport, session, tls);
     let reason = match conn.run() {
         Ok(reason) => reason,
-        Err(e) if is_timeout(&e) => {
-            conn.send(&Session::timeout());
-            let _ = conn.input.get_mut().flush();
-            "timeout (421 4.4.2)"
-        }
+        Err(e) if is_timeout(&e) => conn.timed_out(),
         Err(e) => {
             log::debug!("connection error from {peer}: {e}");
             "connection error"
@@ -82,22 +66,29 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// A message being received in BDAT chunks, kept across commands.
-struct Chunked {
+/// The message being received: its spool file behind the content sink,
+/// kept across BDAT chunks, and the rules it is checked against.
+struct Message {
     sink: ContentSink<Spool>,
-    targets: Vec<PathBuf>,
+    rules: ContentRules,
+}
+
+/// What a handler leaves the session loop to do.
+enum Then {
+    /// Send the replies of the step it left and act on it.
+    Step,
+    /// Read the next command.
+    ReadCommand,
+    /// The session is over, for this reason.
+    Closed(&'static str),
 }
 
 struct Connection {
     input: Input,
     session: Session,
-    limits: Limits,
     tls: Option<Arc<TlsFiles>>,
     framer: Framer,
-    /// The client has ended a command line with CRLF at least once; until
-    /// then a bare LF . LF may end DATA (SPEC §6, people typing into nc).
-    sent_crlf: bool,
-    chunked: Option<Chunked>,
+    message: Option<Message>,
 }
 
 impl Connection {
@@ -107,76 +98,103 @@ impl Connection {
     fn boxed(
         transport: Box<dyn Transport>,
         session: Box<Session>,
-        limits: Limits,
         tls: Option<Arc<TlsFiles>>,
     ) -> Box<Connection> {
         Box::new(Connection {
-            input: Input::new(Wire::new(transport, limits)),
+            input: Input::new(Wire::new(transport, &session.policy().limits)),
             session: *session,
-            limits,
             tls,
             framer: Framer::new(),
-            sent_crlf: false,
-            chunked: None,
+            message: None,
         })
     }
 
+    /// Does what the session says until it says close or the client goes.
     #[inline(never)] // The stack budget at `serve`.
     fn run(&mut self) -> io::Result<&'static str> {
-        let loopback = self.session.peer().is_loopback();
         // RFC 8314: on an implicit-TLS port the handshake comes first.
         if self.session.implicit_tls() && !self.start_tls() {
             return Ok("TLS handshake failed");
         }
-        // RFC 5321 §4.3.1: a client must wait for the greeting.
-        if !loopback && self.input.get_mut().transport.input_pending() {
-            self.reject_unsynchronized("talked before the greeting");
-            return Ok("talked before greeting (554 5.5.0)");
-        }
-        let greeting = self.session.greeting();
-        self.send(&greeting);
+        let wire = self.input.get_mut();
+        let mut step = self.session.open(|| wire.transport.input_pending());
         loop {
-            self.input.resize(COMMAND_BUFFER);
-            let Some(step) = self.next_command()? else {
-                return Ok("client closed");
-            };
             for reply in &step.replies {
                 self.send(reply);
             }
-            if self.chunked.is_some() && !self.session.chunking() {
-                self.chunked = None; // RSET or an error dropped the transaction.
-            }
-            match step.action {
-                Action::Continue => {}
-                Action::Close => {
+            let then = match step.action {
+                Action::Continue => Then::ReadCommand,
+                Action::Close(reason) => {
                     self.input.get_mut().flush()?;
-                    return Ok("closed by server");
+                    Then::Closed(reason)
                 }
-                Action::StartTls => {
-                    if !self.start_tls() {
-                        return Ok("TLS handshake failed");
-                    }
-                }
-                Action::ReceiveData => {
-                    if !loopback && !self.input.buffer().is_empty() {
-                        self.reject_unsynchronized("sent content before 354");
-                        return Ok("content before 354 (554 5.5.0)");
-                    }
-                    if !self.receive_data()? {
-                        return Ok("client closed during DATA");
-                    }
-                }
-                Action::ReceiveChunk { size, last } => {
-                    if !self.receive_chunk(size, last)? {
-                        return Ok("client closed during BDAT");
-                    }
-                }
-                Action::DiscardChunk { size } => {
-                    if !self.discard_chunk(size)? {
-                        return Ok("client closed during BDAT");
+                // Everything else in a call of its own: the session loop's
+                // frame stays small (the stack budget at `serve`).
+                action => self.act(action, &mut step)?,
+            };
+            match then {
+                Then::Step => {}
+                Then::Closed(reason) => return Ok(reason),
+                Then::ReadCommand => {
+                    self.input.resize(COMMAND_BUFFER);
+                    match self.next_command()? {
+                        Some(next) => step = next,
+                        None => return Ok("client closed"),
                     }
                 }
             }
+        }
+    }
+
+    /// Does what `action` says; a step the session answered with goes into
+    /// `step`.
+    #[inline(never)]
+    fn act(&mut self, action: Action, step: &mut Step) -> io::Result<Then> {
+        let next = match action {
+            Action::Continue => return Ok(Then::ReadCommand),
+            Action::Close(reason) => return Ok(Then::Closed(reason)),
+            Action::StartTls => {
+                return Ok(match self.start_tls() {
+                    true => Then::ReadCommand,
+                    false => Then::Closed("TLS handshake failed"),
+                })
+            }
+            Action::DiscardChunk { size } => {
+                return Ok(match self.discard_chunk(size)? {
+                    true => Then::ReadCommand,
+                    false => Then::Closed("client closed during BDAT"),
+                })
+            }
+            Action::AbortMessage => {
+                self.abort_message();
+                return Ok(Then::ReadCommand);
+            }
+            Action::BeginMessage { body: _ } => self.begin_message(),
+            Action::ReadData { lf_session } => match self.receive_data(lf_session)? {
+                Ok(next) => next,
+                Err(then) => return Ok(then),
+            },
+            Action::ReadChunk { size, last } => match self.receive_chunk(size, last)? {
+                Ok(next) => next,
+                Err(then) => return Ok(then),
+            },
+        };
+        *step = next;
+        Ok(Then::Step)
+    }
+
+    /// The session ran out of time: the session's last words, flushed.
+    #[cold]
+    #[inline(never)] // The stack budget at `serve`.
+    fn timed_out(&mut self) -> &'static str {
+        let step = self.session.timed_out();
+        for reply in &step.replies {
+            self.send(reply);
+        }
+        let _ = self.input.get_mut().flush();
+        match step.action {
+            Action::Close(reason) => reason,
+            _ => "timeout",
         }
     }
 
@@ -193,16 +211,12 @@ impl Connection {
         reply.write_to(&mut self.input.get_mut().output);
     }
 
-    fn reject_unsynchronized(&mut self, what: &str) {
-        log::warn!("{} {} (554 5.5.0)", self.session.peer().describe(), what);
-        self.send(&Reply::unsynchronized());
-        let _ = self.input.get_mut().flush();
-    }
-
     /// Flushes the replies, throws away every byte the client sent before
     /// the handshake (CVE-2011-0411: injected commands must never run
-    /// under TLS), and handshakes. False when the handshake failed.
+    /// under TLS) and any message under way, and handshakes. False when
+    /// the handshake failed.
     fn start_tls(&mut self) -> bool {
+        self.abort_message();
         let peer = self.session.peer().describe();
         let Some(files) = self.tls.clone() else {
             log::warn!("client={peer}: TLS requested but no certificate is configured");
@@ -236,12 +250,8 @@ impl Connection {
                 return Ok(None);
             }
             let (used, frame) = self.framer.push(buf);
-            let step = frame.map(|frame| {
-                if let Frame::Line(line) = frame {
-                    self.sent_crlf |= line.crlf;
-                }
-                self.session.framed(frame)
-            });
+            let buffered_after = buf.len() > used;
+            let step = frame.map(|frame| self.session.framed(frame, buffered_after));
             self.input.consume(used);
             if step.is_some() {
                 self.input.get_mut().mid_line = false;
@@ -250,16 +260,28 @@ impl Connection {
         }
     }
 
-    /// Creates the spool file in the first recipient's Maildir and writes
-    /// the trace headers. On failure the reply has been queued.
-    fn open_spool(&mut self) -> Option<(ContentSink<Spool>, Vec<PathBuf>)> {
-        let targets: Vec<PathBuf> = self
-            .session
-            .targets()
-            .iter()
-            .map(|p| p.to_path_buf())
-            .collect();
-        let first = targets.first()?;
+    /// Opens the message: creates the spool file in the first target's
+    /// Maildir and writes the trace headers into it; the session learns
+    /// how that went.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
+    fn begin_message(&mut self) -> Step {
+        let rules = self.session.content_rules();
+        match self.open_spool(rules.max_size) {
+            Ok(sink) => {
+                self.message = Some(Message { sink, rules });
+                self.session.message_opened(Ok(()))
+            }
+            Err(e) => self.session.message_opened(Err(e)),
+        }
+    }
+
+    fn open_spool(&mut self, max_size: u64) -> Result<ContentSink<Spool>, DeliveryError> {
+        let Some(first) = self.session.targets().next() else {
+            return Err(DeliveryError::io(
+                std::path::Path::new("(no target)"),
+                io::ErrorKind::NotFound.into(),
+            ));
+        };
         let spool = Spool::create(first).and_then(|mut spool| {
             let trace = self
                 .session
@@ -269,65 +291,50 @@ impl Connection {
                 Err(e) => Err(spool.error(e)),
             }
         });
-        match spool {
-            Ok(spool) => Some((
-                ContentSink::new(spool, self.limits.max_message_size),
-                targets,
+        spool.map(|spool| ContentSink::new(spool, max_size))
+    }
+
+    /// Drops the message under way, its spool file with it.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
+    fn abort_message(&mut self) {
+        if let Some(message) = self.message.take() {
+            maildir::discard(message.sink.into_inner());
+        }
+    }
+
+    /// DATA content, read to CRLF.CRLF, then checked and delivered.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
+    fn receive_data(&mut self, lf_session: bool) -> io::Result<Result<Step, Then>> {
+        let Some(mut message) = self.message.take() else {
+            return Ok(Err(Then::ReadCommand));
+        };
+        self.input.resize(CONTENT_BUFFER);
+        let mut reader = DataReader::new(message.rules.bare_lf, lf_session);
+        match data::read_data(&mut self.input, &mut reader, &mut message.sink)? {
+            DataEnd::Eof => Ok(Err(Then::Closed("client closed during DATA"))),
+            DataEnd::Complete => Ok(Ok(
+                self.finish_message(message, reader.bare_line_ending_seen())
             )),
-            Err(e) => {
-                let reply = self.session.spool_failed(&e);
-                self.send(&reply);
-                None
-            }
         }
     }
 
-    /// DATA: spool, 354, read to CRLF.CRLF, check, deliver. Returns false
-    /// when the client went away before the end of the data.
+    /// One BDAT chunk of a message (RFC 3030).
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_data(&mut self) -> io::Result<bool> {
-        let Some((mut sink, targets)) = self.open_spool() else {
-            return Ok(true);
-        };
-        let go_ahead = self.session.data_go_ahead();
-        self.send(&go_ahead);
+    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<Result<Step, Then>> {
         self.input.resize(CONTENT_BUFFER);
-        let mut reader = DataReader::new(self.session.bare_lf(), !self.sent_crlf);
-        match data::read_data(&mut self.input, &mut reader, &mut sink)? {
-            DataEnd::Eof => Ok(false),
-            DataEnd::Complete => {
-                self.finish_message(sink, &targets, reader.bare_line_ending_seen());
-                Ok(true)
-            }
-        }
-    }
-
-    /// One BDAT chunk of a message (RFC 3030). Returns false when the client
-    /// went away mid-chunk.
-    #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<bool> {
-        self.input.resize(CONTENT_BUFFER);
-        if self.chunked.is_none() {
-            match self.open_spool() {
-                Some((sink, targets)) => self.chunked = Some(Chunked { sink, targets }),
-                None => return self.discard_chunk(size),
-            }
-        }
-        let Some(chunked) = self.chunked.as_mut() else {
-            return Ok(true);
+        let Some(message) = self.message.as_mut() else {
+            return Ok(Err(Then::ReadCommand));
         };
-        if data::read_bdat(&mut self.input, size, &mut chunked.sink)? == DataEnd::Eof {
-            return Ok(false);
+        if data::read_bdat(&mut self.input, size, &mut message.sink)? == DataEnd::Eof {
+            return Ok(Err(Then::Closed("client closed during BDAT")));
         }
-        if last {
-            if let Some(Chunked { sink, targets }) = self.chunked.take() {
-                self.finish_message(sink, &targets, false);
-            }
-        } else {
-            let reply = self.session.chunk_received(size);
-            self.send(&reply);
+        if !last {
+            return Ok(Ok(self.session.chunk_done()));
         }
-        Ok(true)
+        match self.message.take() {
+            Some(message) => Ok(Ok(self.finish_message(message, false))),
+            None => Ok(Err(Then::ReadCommand)),
+        }
     }
 
     /// Reads a BDAT chunk whose command failed and throws it away, to stay
@@ -337,13 +344,9 @@ impl Connection {
         Ok(data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Complete)
     }
 
-    /// The content is complete: check it, deliver it, queue the final reply.
-    fn finish_message(
-        &mut self,
-        mut sink: ContentSink<Spool>,
-        targets: &[PathBuf],
-        bare_line_ending: bool,
-    ) {
+    /// The content is complete: check it, deliver it, tell the session.
+    fn finish_message(&mut self, message: Message, bare_line_ending: bool) -> Step {
+        let Message { mut sink, rules } = message;
         let summary = ContentSummary {
             size: sink.size(),
             oversized: sink.oversized(),
@@ -352,10 +355,9 @@ impl Connection {
         };
         let write_error = sink.take_error();
         let spool = sink.into_inner();
-        if let Err(reply) = self.session.end_of_data(&summary) {
+        if let Err(refusal) = rules.check(&summary) {
             maildir::discard(spool);
-            self.send(&reply);
-            return;
+            return self.session.message_done(Outcome::Refused(refusal));
         }
         let result = match write_error {
             Some(e) => {
@@ -364,12 +366,19 @@ impl Connection {
                 Err(error)
             }
             None => {
-                let paths: Vec<&std::path::Path> = targets.iter().map(|p| p.as_path()).collect();
-                maildir::deliver(spool, &paths, self.limits.maildir_quota)
+                let paths: Vec<&std::path::Path> = self.session.targets().collect();
+                let quota = self.session.policy().limits.maildir_quota;
+                maildir::deliver(spool, &paths, quota)
             }
         };
-        let reply = self.session.delivered(summary.size, result);
-        self.send(&reply);
+        let outcome = match result {
+            Ok(id) => Outcome::Stored {
+                id,
+                size: summary.size,
+            },
+            Err(e) => Outcome::Failed(e),
+        };
+        self.session.message_done(outcome)
     }
 }
 
@@ -453,7 +462,7 @@ struct Wire {
 impl Wire {
     /// Wraps the raw transport in the session's [`Deadline`]: every byte
     /// read or written later, TLS handshakes included, obeys it.
-    fn new(transport: Box<dyn Transport>, limits: Limits) -> Wire {
+    fn new(transport: Box<dyn Transport>, limits: &Limits) -> Wire {
         Wire {
             transport: Box::new(Deadline::new(transport, limits)),
             output: Vec::new(),
@@ -532,7 +541,7 @@ fn later(at: Instant, wait: Duration) -> Instant {
 }
 
 impl Deadline {
-    fn new(inner: Box<dyn Transport>, limits: Limits) -> Deadline {
+    fn new(inner: Box<dyn Transport>, limits: &Limits) -> Deadline {
         Deadline {
             inner,
             timeout: limits.timeout,
@@ -632,7 +641,7 @@ impl Transport for Closed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, Invocation, Mode};
+    use crate::config::{self, Invocation, Mode, Policy};
     use crate::session::{MaildirQuota, Peer, Services};
     use std::io::Cursor;
     use std::sync::Mutex;
@@ -695,9 +704,11 @@ mod tests {
             timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(5),
             max_message_size: 0,
+            max_recipients: 1,
+            max_errors: 1,
             maildir_quota: 0,
         };
-        let mut input = Input::new(Wire::new(Box::new(fake), limits));
+        let mut input = Input::new(Wire::new(Box::new(fake), &limits));
         assert_eq!(input.fill_buf().unwrap().len(), COMMAND_BUFFER);
         input.consume(5);
         input.resize(CONTENT_BUFFER);
@@ -718,7 +729,7 @@ mod tests {
                 writes: Arc::default(),
                 pending: false,
             }),
-            limits,
+            &limits,
         ));
         input.resize(CONTENT_BUFFER);
         assert_eq!(input.fill_buf().unwrap().len(), 2000);
@@ -771,19 +782,15 @@ mod tests {
             users: None,
             tls: false,
         };
-        let session = Session::new(Arc::clone(&config), services, peer, Mode::Smtp);
+        let policy = Policy::new(&config, None, Mode::Smtp);
+        let session = Session::new(Arc::clone(&config), services, peer, &policy);
         let writes = Arc::new(Mutex::new(Vec::new()));
         let fake = Fake {
             packets: packets.iter().map(|p| Cursor::new(p.to_vec())).collect(),
             writes: Arc::clone(&writes),
             pending,
         };
-        serve(
-            Box::new(fake),
-            Box::new(session),
-            crate::server::limits(&config),
-            None,
-        );
+        serve(Box::new(fake), Box::new(session), None);
         let out = writes
             .lock()
             .unwrap()

@@ -237,7 +237,8 @@ fn serve_inetd(shared: &Shared, stdio: transport::Stdio) {
         .listen
         .first()
         .map_or(config::Mode::Smtp, |l| l.mode);
-    shared.serve(Box::new(stdio), peer, mode);
+    let policy = config::Policy::new(&shared.config, None, mode);
+    shared.serve(Box::new(stdio), peer, &policy);
 }
 
 /// `--inetd` under systemd (Accept=yes): the connection limits across

@@ -17,8 +17,8 @@ use std::thread;
 use std::time::Duration;
 
 use crate::auth::UsersFile;
-use crate::config::{Config, Listen, Mode};
-use crate::conn::{self, Limits};
+use crate::config::{Config, Listen, Mode, Policy};
+use crate::conn;
 use crate::privilege;
 use crate::reply::Reply;
 use crate::session::{Authenticator, LocalCaller, MaildirQuota, Peer, Services, Session};
@@ -233,18 +233,19 @@ impl Shared {
         })
     }
 
-    /// Serves one session over `transport` to its end.
-    pub fn serve(&self, transport: Box<dyn Transport>, peer: Peer, mode: Mode) {
-        let session = self.session(peer, mode);
-        conn::serve(transport, session, limits(&self.config), self.tls.clone());
+    /// Serves one session over `transport` to its end, under the policy
+    /// of the listener it came from.
+    pub fn serve(&self, transport: Box<dyn Transport>, peer: Peer, policy: &Policy) {
+        let session = self.session(peer, policy);
+        conn::serve(transport, session, self.tls.clone());
     }
 
     /// A new session, made on the heap in a call of its own (the stack
     /// budget at `conn::serve`).
     #[inline(never)]
-    fn session(&self, peer: Peer, mode: Mode) -> Box<Session> {
+    fn session(&self, peer: Peer, policy: &Policy) -> Box<Session> {
         let config = Arc::clone(&self.config);
-        Box::new(Session::new(config, self.services.clone(), peer, mode))
+        Box::new(Session::new(config, self.services.clone(), peer, policy))
     }
 }
 
@@ -282,6 +283,7 @@ pub fn run(shared: Shared, listeners: Vec<Bound>, local: Option<LocalSocket>) {
 /// Accepts on the local submission socket: the caller is who the kernel
 /// says (SO_PEERCRED), and counts against the limits by uid.
 fn local_accept_loop(local: LocalSocket, shared: Shared, limiter: Arc<Limiter>) {
+    let policy = Policy::new(&shared.config, None, Mode::Smtp);
     let workers = Workers::new(shared);
     loop {
         let stream = match local.listener.accept() {
@@ -316,13 +318,14 @@ fn local_accept_loop(local: LocalSocket, shared: Shared, limiter: Arc<Limiter>) 
         workers.run(Job {
             stream: Box::new(stream),
             peer: Peer::local_caller(caller),
-            mode: Mode::Smtp,
+            policy,
             slot,
         });
     }
 }
 
 fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
+    let policy = Policy::listen(&shared.config, bound.listen);
     let workers = Workers::new(shared);
     loop {
         // accept(2) gives the client's address: no getpeername.
@@ -353,7 +356,7 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
         workers.run(Job {
             stream: Box::new(stream),
             peer,
-            mode: bound.listen.mode,
+            policy,
             slot,
         });
     }
@@ -368,7 +371,8 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 struct Job {
     stream: Box<dyn Transport>,
     peer: Peer,
-    mode: Mode,
+    /// The listener's, copied: a job crosses to another thread.
+    policy: Policy,
     slot: Slot,
 }
 
@@ -437,10 +441,10 @@ impl Workers {
         let Job {
             stream,
             peer,
-            mode,
+            policy,
             slot,
         } = job;
-        self.shared.serve(stream, peer, mode);
+        self.shared.serve(stream, peer, &policy);
         drop(slot); // Freed by a panic in serve too, as it unwinds.
     }
 
@@ -476,16 +480,6 @@ impl Workers {
 /// every critical section here is a single push, pop or count).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The connection limits of a config.
-pub fn limits(config: &Config) -> Limits {
-    Limits {
-        timeout: config.timeout,
-        session_timeout: config.session_timeout,
-        max_message_size: config.max_message_size,
-        maildir_quota: config.maildir_quota,
-    }
 }
 
 /// Over the limits: one reply, written without blocking for long, then close.
@@ -614,6 +608,7 @@ mod tests {
         };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let policy = Policy::new(&config, Some(addr), Mode::Smtp);
         let workers = Workers::new(Shared::new(config).unwrap());
         let limiter = Arc::new(Limiter::new(4, 4));
         for round in 0..3 {
@@ -622,7 +617,7 @@ mod tests {
             workers.run(Job {
                 stream: Box::new(stream),
                 peer: Peer::network(Some(remote), Some(addr)),
-                mode: Mode::Smtp,
+                policy,
                 slot: limiter.acquire(remote.ip()).unwrap(),
             });
             let stream = client;

@@ -1,23 +1,40 @@
 //! The SMTP session as a sans-IO state machine (RFC 5321 §4.1, §4.3).
 //!
-//! The session takes the framer's command lines and the summary of received
-//! content, and returns replies and the action the connection must take
-//! next (read DATA, read a BDAT chunk, start TLS, close). It does no I/O of
-//! its own except through its [`Services`]: asking a [`QuotaProbe`] whether
-//! a Maildir is full and an [`Authenticator`] whether a password is right,
-//! so the same core serves standalone, inetd and socket-activated
-//! connections, and its tests are plain byte slices.
+//! The session owns every protocol rule: replies, the order of commands,
+//! the synchronization rule (RFC 2920, `554 5.5.0`), the error budget, the
+//! LF-only-session exception of SPEC §6, and where a message's content
+//! stands. It takes the framer's lines and the driver's reports and
+//! answers each with a [`Step`]: replies to send and one [`Action`] for the
+//! driver (read a command, begin a message, read or discard content, start
+//! TLS, close). The driver (`conn.rs`, the fuzz target) does only I/O. The
+//! session does none of its own except through its [`Services`]: asking a
+//! [`QuotaProbe`] whether a Maildir is full and an [`Authenticator`]
+//! whether a password is right, so the same core serves every listener,
+//! and its tests are plain byte slices.
 //!
-//! The states are the session's fields rather than one enum: `greeting`
-//! (None until HELO or EHLO), `tx` (the transaction, from MAIL on) and its
-//! recipients, `tx.chunking` (a BDAT message under way), `auth_exchange`
+//! Entry points: [`Session::open`] (the greeting), [`Session::framed`] (a
+//! command line), [`Session::tls_started`], and for a message
+//! [`Session::message_opened`], [`Session::chunk_done`] and
+//! [`Session::message_done`].
+//!
+//! The states are fields rather than one enum: `greeting` (None until HELO
+//! or EHLO), `tx` (the transaction, from MAIL on, with its recipients and
+//! `chunking`), `content` (where a message stands, below), `auth_exchange`
 //! (an AUTH challenge waiting for its answer).
 //!
 //! ```text
-//!   greeting ──► no greeting ──HELO/EHLO──► greeted ──MAIL──► tx ──RCPT──► tx + recipients
-//!                   ▲                          ▲                                 │
-//!                   │ STARTTLS                 └── RSET, HELO/EHLO, end of ◄─────┘ DATA, BDAT
-//!                   │ (RFC 3207: forget all)       message
+//!  open ─► greeting None ──HELO/EHLO──► greeting Some ──MAIL──► tx ──RCPT──► tx + recipients
+//!              ▲                            ▲                                   │
+//!              │ tls_started                └─ RSET, HELO/EHLO, message_done ◄──┤ DATA, BDAT
+//!              │ (RFC 3207: forget all)                                         ▼
+//!
+//!  content:  Idle ──DATA/BDAT: BeginMessage──► Opening ──message_opened(Err)──► Idle
+//!                                                 │ Ok
+//!                        DATA: 354, ReadData ◄────┴────► BDAT: ReadChunk
+//!                               │                              │
+//!                          Data ─message_done─► Idle      Chunk ─chunk_done─► Chunks ─BDAT─► Chunk
+//!                                                          │ last                 │ RSET, HELO:
+//!                                                          └─message_done─► Idle  └ AbortMessage ► Idle
 //! ```
 //!
 //! The transaction (sender, recipients) is a separate value, so RSET and the
@@ -29,7 +46,7 @@ use std::sync::Arc;
 
 use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Policy};
 use crate::data::BareLf;
 use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
@@ -157,22 +174,95 @@ fn is_mapped_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// What the connection must do after a reply has been queued.
+/// What the driver must do after it has sent the step's replies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Read the next command line.
     Continue,
-    /// Flush the replies and close the connection.
-    Close,
-    /// Flush, discard any input already buffered (CVE-2011-0411), handshake.
+    /// Flush the replies and close the connection; the reason is for the
+    /// disconnect log line.
+    Close(&'static str),
+    /// Flush, discard any input already buffered (CVE-2011-0411), drop any
+    /// message being received, handshake, then report
+    /// [`Session::tls_started`] and read the next command.
     StartTls,
-    /// Spool the message and read content up to CRLF.CRLF; the 354 reply is
-    /// [`Session::data_go_ahead`], sent once the spool file exists.
-    ReceiveData,
-    /// Read a BDAT chunk of `size` bytes into the message.
-    ReceiveChunk { size: u64, last: bool },
-    /// Read a BDAT chunk of `size` bytes and throw it away (its command failed).
+    /// Open a message for the targets of [`Session::targets`], write
+    /// [`Session::trace_headers`] into it, and report the result to
+    /// [`Session::message_opened`]. [`Session::content_rules`] are checked
+    /// when the content is complete. (The rules are not carried here: a
+    /// small Action keeps every Step, and so the command path's stack,
+    /// small.)
+    BeginMessage { body: MessageBody },
+    /// Read DATA content up to CRLF.CRLF into the open message, then report
+    /// the outcome to [`Session::message_done`]. `lf_session`: the client
+    /// has never ended a line with CRLF, so LF . LF ends the content too
+    /// (SPEC §6).
+    ReadData { lf_session: bool },
+    /// Read a BDAT chunk of `size` bytes into the open message, then report
+    /// [`Session::chunk_done`], or for the `last` one the outcome to
+    /// [`Session::message_done`].
+    ReadChunk { size: u64, last: bool },
+    /// Read a BDAT chunk of `size` bytes and throw it away (its command
+    /// failed), then read the next command.
     DiscardChunk { size: u64 },
+    /// The transaction is gone (RSET, HELO): drop the open message, then
+    /// read the next command.
+    AbortMessage,
+}
+
+/// How a message's content arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// DATA: a 354 once the message is open, then content to CRLF.CRLF.
+    Data { lf_session: bool },
+    /// BDAT: the first chunk.
+    Chunk { size: u64, last: bool },
+}
+
+/// The content rules of SPEC §6, checked on a complete message before it
+/// is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRules {
+    /// Content bytes allowed (trace headers excluded).
+    pub max_size: u64,
+    /// How DATA content treats bare line endings.
+    pub bare_lf: BareLf,
+    /// Received headers beyond this mean a mail loop.
+    pub max_received: usize,
+}
+
+/// Why a complete message is not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    TooBig,
+    BareLineEnding,
+    MailLoop,
+}
+
+impl ContentRules {
+    /// Whether the message `summary` describes may be delivered.
+    pub fn check(&self, summary: &ContentSummary) -> Result<(), Refusal> {
+        if summary.oversized {
+            Err(Refusal::TooBig)
+        } else if summary.bare_line_ending && self.bare_lf == BareLf::Reject {
+            Err(Refusal::BareLineEnding)
+        } else if summary.received_headers > self.max_received {
+            Err(Refusal::MailLoop)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How a message ended, reported to [`Session::message_done`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stored under `id`; `size` content bytes.
+    Stored { id: String, size: u64 },
+    /// Complete, but refused by the content rules.
+    Refused(Refusal),
+    /// Could not be stored.
+    Failed(DeliveryError),
 }
 
 /// The replies for one input, and what to do next.
@@ -190,15 +280,22 @@ impl Step {
         }
     }
 
-    fn close(reply: Reply) -> Step {
+    fn close(reply: Reply, reason: &'static str) -> Step {
         Step {
             replies: vec![reply],
-            action: Action::Close,
+            action: Action::Close(reason),
+        }
+    }
+
+    fn act(action: Action) -> Step {
+        Step {
+            replies: Vec::new(),
+            action,
         }
     }
 }
 
-/// What the DATA reader saw, handed to [`Session::end_of_data`].
+/// What the content reader saw, for [`ContentRules::check`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ContentSummary {
     /// Content bytes, trace headers excluded, counting past the limit.
@@ -206,6 +303,21 @@ pub struct ContentSummary {
     pub oversized: bool,
     pub bare_line_ending: bool,
     pub received_headers: usize,
+}
+
+/// Where the message under way stands, as the driver was told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Content {
+    /// No message: commands are read.
+    Idle,
+    /// `BeginMessage` returned; waiting for `message_opened`.
+    Opening(MessageBody),
+    /// `ReadData` returned; waiting for `message_done`.
+    Data,
+    /// A BDAT message is open between chunks.
+    Chunks,
+    /// `ReadChunk` returned; waiting for `chunk_done` or `message_done`.
+    Chunk { size: u64, last: bool },
 }
 
 /// A recipient accepted by RCPT.
@@ -250,7 +362,8 @@ pub struct Session {
     config: Arc<Config>,
     services: Services,
     peer: Peer,
-    mode: Mode,
+    /// The listener's policy: its mode and the limits (SPEC §3).
+    policy: Policy,
     tls: Option<String>,
     auth_user: Option<String>,
     auth_exchange: Option<AuthExchange>,
@@ -258,16 +371,20 @@ pub struct Session {
     greeting: Option<Greeting>,
     tx: Option<Transaction>,
     errors: u32,
+    /// The client has ended a line with CRLF at least once; until then a
+    /// bare LF . LF may end DATA (SPEC §6, people typing into nc).
+    sent_crlf: bool,
+    content: Content,
 }
 
 impl Session {
-    /// A session for a connection that arrived on a listener of `mode`.
-    pub fn new(config: Arc<Config>, services: Services, peer: Peer, mode: Mode) -> Session {
+    /// A session for a connection that arrived on a listener with `policy`.
+    pub fn new(config: Arc<Config>, services: Services, peer: Peer, policy: &Policy) -> Session {
         Session {
             config,
             services,
             peer,
-            mode,
+            policy: *policy,
             tls: None,
             auth_user: None,
             auth_exchange: None,
@@ -275,7 +392,23 @@ impl Session {
             greeting: None,
             tx: None,
             errors: 0,
+            sent_crlf: false,
+            content: Content::Idle,
         }
+    }
+
+    /// The start of the session: the 220 greeting, or, when a remote
+    /// client talked first (`input_pending` says so), 554 5.5.0 and close
+    /// (RFC 5321 §4.3.1: a client must wait for the greeting). The probe
+    /// is called only for clients the rule applies to.
+    pub fn open(&mut self, input_pending: impl FnOnce() -> bool) -> Step {
+        if !self.peer.is_loopback() && input_pending() {
+            return self.unsynchronized(
+                "talked before the greeting",
+                "talked before greeting (554 5.5.0)",
+            );
+        }
+        Step::reply(self.greeting())
     }
 
     /// The 220 banner (the only reply without an enhanced status code).
@@ -287,30 +420,34 @@ impl Session {
         &self.peer
     }
 
-    /// An implicit-TLS listener: handshake before the greeting.
+    /// The policy of the listener this session came from.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// An implicit-TLS listener: handshake before [`Session::open`].
     pub fn implicit_tls(&self) -> bool {
-        self.mode == Mode::Tls
+        self.policy.mode == Mode::Tls
     }
 
-    /// How DATA content treats bare line endings.
-    pub fn bare_lf(&self) -> BareLf {
-        self.config.bare_lf
-    }
-
-    /// Handles one command line (without its line ending).
+    /// Handles one command line (without its line ending), as if it ended
+    /// in CRLF and nothing followed it.
     pub fn command(&mut self, line: &[u8]) -> Step {
-        self.framed(Frame::Line(Line::new(line, true)))
+        self.framed(Frame::Line(Line::new(line, true)), false)
     }
 
     /// Handles what the [`crate::framer`] made of the client's next bytes:
     /// a command line (or the answer to an AUTH challenge), or a line that
-    /// was too long.
-    pub fn framed(&mut self, frame: Frame<'_>) -> Step {
+    /// was too long. `buffered_after`: the client's bytes after this frame
+    /// have already arrived, which a remote client may not do after DATA
+    /// (RFC 2920 §3.1: DATA is the last command of a group).
+    pub fn framed(&mut self, frame: Frame<'_>, buffered_after: bool) -> Step {
         let line = match frame {
             Frame::TooLong => return self.line_too_long(),
             Frame::Line(line) => line,
         };
-        let step = match self.auth_exchange.take() {
+        self.sent_crlf |= line.crlf;
+        let mut step = match self.auth_exchange.take() {
             Some(exchange) => self.auth_response(exchange, line.text),
             None if line.nul => Step::reply(Reply::nul_byte()),
             None => match command::parse(line.text) {
@@ -318,8 +455,25 @@ impl Session {
                 Err(reply) => Step::reply(reply),
             },
         };
-        if step.action != Action::Close && step.replies.iter().any(|r| r.code >= 500) {
-            return self.count_error(step);
+        if let Action::BeginMessage {
+            body: MessageBody::Data { .. },
+        } = step.action
+        {
+            if buffered_after && !self.peer.is_loopback() {
+                self.content = Content::Idle;
+                return self
+                    .unsynchronized("sent content before 354", "content before 354 (554 5.5.0)");
+            }
+        }
+        if !matches!(step.action, Action::Close(_)) && step.replies.iter().any(|r| r.code >= 500) {
+            step = self.count_error(step);
+        }
+        // RSET, HELO or EHLO ended a BDAT message the driver holds open.
+        if self.content == Content::Chunks && !self.tx.as_ref().is_some_and(|tx| tx.chunking) {
+            self.content = Content::Idle;
+            if step.action == Action::Continue {
+                step.action = Action::AbortMessage;
+            }
         }
         step
     }
@@ -331,30 +485,95 @@ impl Session {
     }
 
     /// Called after a successful TLS handshake: RFC 3207 §4.2, the session
-    /// forgets everything it learnt from the client before.
+    /// forgets everything it learnt from the client before, an open
+    /// message included.
     pub fn tls_started(&mut self, description: String) {
         self.tls = Some(description);
         self.greeting = None;
         self.tx = None;
         self.auth_user = None;
         self.auth_exchange = None;
+        self.content = Content::Idle;
     }
 
-    /// The 354 reply, sent once the spool file exists.
-    pub fn data_go_ahead(&self) -> Reply {
-        Reply::data_go_ahead()
+    /// The driver opened the message of a `BeginMessage` (or could not):
+    /// for DATA the 354 and `ReadData`, for BDAT `ReadChunk`; on failure
+    /// the reply, the transaction dropped, and a BDAT chunk to discard.
+    pub fn message_opened(&mut self, result: Result<(), DeliveryError>) -> Step {
+        let Content::Opening(body) = self.content else {
+            return Step::act(Action::Continue);
+        };
+        match (result, body) {
+            (Ok(()), MessageBody::Data { lf_session }) => {
+                self.content = Content::Data;
+                Step {
+                    replies: vec![Reply::data_go_ahead()],
+                    action: Action::ReadData { lf_session },
+                }
+            }
+            (Ok(()), MessageBody::Chunk { size, last }) => {
+                self.content = Content::Chunk { size, last };
+                Step::act(Action::ReadChunk { size, last })
+            }
+            (Err(error), body) => {
+                self.content = Content::Idle;
+                let reply = self.spool_failed(&error);
+                Step {
+                    replies: vec![reply],
+                    action: match body {
+                        MessageBody::Data { .. } => Action::Continue,
+                        MessageBody::Chunk { size, .. } => Action::DiscardChunk { size },
+                    },
+                }
+            }
+        }
+    }
+
+    /// A BDAT chunk that was not the last has been read into the message.
+    pub fn chunk_done(&mut self) -> Step {
+        match self.content {
+            Content::Chunk { size, last: false } => {
+                self.content = Content::Chunks;
+                Step::reply(Reply::chunk_received(size))
+            }
+            _ => Step::act(Action::Continue),
+        }
+    }
+
+    /// The message is over (DATA content or the last BDAT chunk read, its
+    /// rules checked, its delivery tried): the final reply, and the
+    /// transaction is over.
+    pub fn message_done(&mut self, outcome: Outcome) -> Step {
+        self.content = Content::Idle;
+        let reply = match outcome {
+            Outcome::Stored { id, size } => self.delivered(size, Ok(id)),
+            Outcome::Failed(error) => self.delivered(0, Err(error)),
+            Outcome::Refused(refusal) => {
+                self.tx = None;
+                match refusal {
+                    Refusal::TooBig => Reply::message_too_big(),
+                    Refusal::BareLineEnding => Reply::bare_line_ending(),
+                    Refusal::MailLoop => Reply::mail_loop(),
+                }
+            }
+        };
+        Step::reply(reply)
+    }
+
+    /// The session is closed for a timeout.
+    pub fn timed_out(&mut self) -> Step {
+        Step::close(Reply::timeout(), "timeout (421 4.4.2)")
     }
 
     /// The Maildirs the current message goes to, each once, first recipient
     /// first (its `tmp/` holds the spool file).
-    pub fn targets(&self) -> Vec<&Path> {
-        let mut out: Vec<&Path> = Vec::new();
-        for r in self.tx.iter().flat_map(|tx| &tx.recipients) {
-            if !out.contains(&r.maildir.as_path()) {
-                out.push(&r.maildir);
-            }
-        }
-        out
+    pub fn targets(&self) -> impl Iterator<Item = &Path> {
+        let recipients = self.tx.as_ref().map_or(&[][..], |tx| &tx.recipients);
+        recipients
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| !recipients[..*i].iter().any(|o| o.maildir == r.maildir))
+            .map(|(_, r)| r.maildir.as_path())
     }
 
     /// The `Return-Path:` and `Received:` headers that start the stored
@@ -390,30 +609,25 @@ impl Session {
         format!("Return-Path: <{}>\r\n{}\r\n", tx.sender, fold(&received))
     }
 
-    /// The content has been read: applies the content rules of SPEC §6.
-    /// `Ok` means deliver now; `Err` is the rejection, and the transaction
-    /// is over.
-    pub fn end_of_data(&mut self, summary: &ContentSummary) -> Result<(), Reply> {
-        let reject = if summary.oversized {
-            Some(Reply::message_too_big())
-        } else if summary.bare_line_ending && self.config.bare_lf == BareLf::Reject {
-            Some(Reply::bare_line_ending())
-        } else if summary.received_headers > MAX_RECEIVED {
-            Some(Reply::mail_loop())
-        } else {
-            None
-        };
-        match reject {
-            Some(reply) => {
-                self.tx = None;
-                Err(reply)
-            }
-            None => Ok(()),
+    /// The content rules of a message of this session (SPEC §6).
+    pub fn content_rules(&self) -> ContentRules {
+        ContentRules {
+            max_size: self.policy.limits.max_message_size,
+            bare_lf: self.config.bare_lf,
+            max_received: MAX_RECEIVED,
         }
     }
 
+    /// A remote client broke the synchronization rule: 554 5.5.0, close.
+    #[cold]
+    #[inline(never)] // Off the stack of every command's path.
+    fn unsynchronized(&self, what: &str, reason: &'static str) -> Step {
+        log::warn!("{} {} (554 5.5.0)", self.peer.describe(), what);
+        Step::close(Reply::unsynchronized(), reason)
+    }
+
     /// The delivery attempt is over: the final reply to DATA or BDAT LAST.
-    pub fn delivered(&mut self, size: u64, result: Result<String, DeliveryError>) -> Reply {
+    fn delivered(&mut self, size: u64, result: Result<String, DeliveryError>) -> Reply {
         let tx = self.tx.take();
         match result {
             Ok(id) => {
@@ -456,19 +670,8 @@ impl Session {
         }
     }
 
-    /// The reply to a non-final BDAT chunk.
-    pub fn chunk_received(&self, size: u64) -> Reply {
-        Reply::chunk_received(size)
-    }
-
-    /// Whether a BDAT message is being assembled (the connection keeps its
-    /// spool file across chunks while this holds).
-    pub fn chunking(&self) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.chunking)
-    }
-
     /// A reply to a failed spool creation: the transaction is dropped.
-    pub fn spool_failed(&mut self, error: &DeliveryError) -> Reply {
+    fn spool_failed(&mut self, error: &DeliveryError) -> Reply {
         log::warn!(
             "cannot spool message: {} client={}",
             error,
@@ -476,11 +679,6 @@ impl Session {
         );
         self.tx = None;
         error.reply()
-    }
-
-    /// The session is closed for a timeout.
-    pub fn timeout() -> Reply {
-        Reply::timeout()
     }
 
     /// RFC 3848 protocol name for the Received header and the log.
@@ -508,7 +706,7 @@ impl Session {
                 Step::reply(Reply::ok())
             }
             Command::Noop => Step::reply(Reply::ok()),
-            Command::Quit => Step::close(Reply::bye()),
+            Command::Quit => Step::close(Reply::bye(), "closed by server"),
             Command::Help => Step::reply(Reply::help()),
             // RFC 5321 §3.5.3: 252 neither confirms nor denies.
             Command::Vrfy => Step::reply(Reply::vrfy()),
@@ -516,7 +714,7 @@ impl Session {
             Command::NotImplemented(verb) => Step::reply(Reply::not_implemented(verb)),
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
-            Command::Forbidden => Step::close(Reply::forbidden()),
+            Command::Forbidden => Step::close(Reply::forbidden(), "closed by server"),
         }
     }
 
@@ -529,7 +727,7 @@ impl Session {
             return Step::reply(Reply::helo(hostname));
         }
         let starttls = self.services.tls && self.tls.is_none();
-        let (size, auth) = (self.config.max_message_size, self.auth_allowed());
+        let (size, auth) = (self.policy.limits.max_message_size, self.auth_allowed());
         Step::reply(Reply::ehlo(hostname, size, starttls, auth))
     }
 
@@ -546,7 +744,7 @@ impl Session {
         }
         // SPEC §2: on submission, STARTTLS and AUTH before MAIL, from
         // loopback clients too.
-        if self.mode == Mode::Submission {
+        if self.policy.mode == Mode::Submission {
             if self.tls.is_none() {
                 return Step::reply(Reply::starttls_first());
             }
@@ -556,7 +754,7 @@ impl Session {
         }
         if params
             .size
-            .is_some_and(|s| s > self.config.max_message_size)
+            .is_some_and(|s| s > self.policy.limits.max_message_size)
         {
             return Step::reply(Reply::size_over_limit());
         }
@@ -586,7 +784,7 @@ impl Session {
         if !tx.params.smtputf8 && !to.is_ascii() {
             return Step::reply(Reply::needs_smtputf8());
         }
-        if tx.recipients.len() >= self.config.max_recipients {
+        if tx.recipients.len() >= self.policy.limits.max_recipients {
             return Step::reply(Reply::too_many_recipients());
         }
         let address = to.to_wire();
@@ -597,7 +795,7 @@ impl Session {
                 if self
                     .services
                     .quota
-                    .is_full(&maildir, self.config.maildir_quota)
+                    .is_full(&maildir, self.policy.limits.maildir_quota)
                 {
                     Reply::recipient_mailbox_full(&address)
                 } else {
@@ -616,10 +814,13 @@ impl Session {
                 // RFC 3030 §3: BINARYMIME needs BDAT, and BDAT and DATA don't mix.
                 Step::reply(Reply::use_bdat())
             }
-            Ok(_) => Step {
-                replies: Vec::new(),
-                action: Action::ReceiveData,
-            },
+            Ok(_) => {
+                let body = MessageBody::Data {
+                    lf_session: !self.sent_crlf,
+                };
+                self.content = Content::Opening(body);
+                Step::act(Action::BeginMessage { body })
+            }
         }
     }
 
@@ -631,10 +832,15 @@ impl Session {
             },
             Ok(tx) => {
                 tx.chunking = true;
-                Step {
-                    replies: Vec::new(),
-                    action: Action::ReceiveChunk { size, last },
+                // RFC 3030 §2: the first chunk opens the message, the
+                // others go into it.
+                if self.content == Content::Chunks {
+                    self.content = Content::Chunk { size, last };
+                    return Step::act(Action::ReadChunk { size, last });
                 }
+                let body = MessageBody::Chunk { size, last };
+                self.content = Content::Opening(body);
+                Step::act(Action::BeginMessage { body })
             }
         }
     }
@@ -766,7 +972,7 @@ impl Session {
             );
             return Step {
                 replies: vec![reply, Reply::too_many_auth_failures()],
-                action: Action::Close,
+                action: Action::Close("closed by server"),
             };
         }
         Step::reply(reply)
@@ -791,9 +997,9 @@ impl Session {
     /// session ends with 421 4.7.0, right after the reply to the last one.
     fn count_error(&mut self, mut step: Step) -> Step {
         self.errors += 1;
-        if self.errors >= self.config.max_errors {
+        if self.errors >= self.policy.limits.max_errors {
             step.replies.push(Reply::too_many_errors());
-            step.action = Action::Close;
+            step.action = Action::Close("closed by server");
         }
         step
     }
@@ -922,7 +1128,8 @@ mod tests {
             users: None,
             tls: false,
         };
-        Session::new(Arc::new(config), services, peer, mode)
+        let policy = Policy::new(&config, None, mode);
+        Session::new(Arc::new(config), services, peer, &policy)
     }
 
     /// One user, alice, with password "secret".
@@ -951,7 +1158,9 @@ mod tests {
             users: Some(Arc::new(Alice)),
             tls,
         };
-        Session::new(Arc::new(config()), services, peer, mode)
+        let config = config();
+        let policy = Policy::new(&config, None, mode);
+        Session::new(Arc::new(config), services, peer, &policy)
     }
 
     fn b64(s: &[u8]) -> String {
@@ -1054,7 +1263,7 @@ mod tests {
             .map(|r| format!("{} {}", r.code, status_text(r)))
             .collect();
         assert_eq!(codes, ["535 5.7.8", "421 4.7.0"]);
-        assert_eq!(step.action, Action::Close);
+        assert_eq!(step.action, Action::Close("closed by server"));
     }
 
     #[test]
@@ -1189,7 +1398,12 @@ mod tests {
         assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "503 5.5.1");
         assert_eq!(one(&mut s, "DATA"), "554 5.5.1");
         assert_eq!(one(&mut s, "RCPT TO:<root@example.com>"), "250 2.1.5");
-        assert_eq!(s.command(b"DATA").action, Action::ReceiveData);
+        assert!(matches!(
+            s.command(b"DATA").action,
+            Action::BeginMessage {
+                body: MessageBody::Data { lf_session: false },
+            }
+        ));
     }
 
     #[test]
@@ -1201,7 +1415,11 @@ mod tests {
         assert_eq!(one(&mut s, "RCPT TO:<Root+disk@EXAMPLE.com>"), "250 2.1.5");
         assert_eq!(one(&mut s, "RCPT TO:<postmaster>"), "250 2.1.5");
         assert_eq!(one(&mut s, "RCPT TO:<root@[127.0.0.1]>"), "250 2.1.5");
-        assert_eq!(s.targets().len(), 1, "one maildir, however many recipients");
+        assert_eq!(
+            s.targets().count(),
+            1,
+            "one maildir, however many recipients"
+        );
     }
 
     #[test]
@@ -1214,6 +1432,32 @@ mod tests {
         one(&mut s, "MAIL FROM:<a@b>");
         assert_eq!(one(&mut s, "RCPT TO:<bob@example.com>"), "550 5.1.1");
         assert_eq!(one(&mut s, "RCPT TO:<alice@example.com>"), "250 2.1.5");
+    }
+
+    #[test]
+    fn limits_come_from_the_listeners_policy() {
+        let config = config();
+        let mut policy = Policy::new(&config, None, Mode::Smtp);
+        assert_eq!(policy.limits.max_message_size, config.max_message_size);
+        policy.limits.max_message_size = 500;
+        policy.limits.max_recipients = 1;
+        let peer = Peer::network(Some("127.0.0.1:4000".parse().unwrap()), None);
+        let services = Services {
+            quota: Arc::new(NeverFull),
+            users: None,
+            tls: false,
+        };
+        let mut s = Session::new(Arc::new(config), services, peer, &policy);
+        let ehlo = s.command(b"EHLO c").replies[0].to_string();
+        assert!(ehlo.contains("SIZE 500\r\n"), "{ehlo}");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b> SIZE=501"), "552 5.3.4");
+        assert_eq!(one(&mut s, "MAIL FROM:<a@b> SIZE=500"), "250 2.1.0");
+        assert_eq!(one(&mut s, "RCPT TO:<a@example.com>"), "250 2.1.5");
+        assert_eq!(one(&mut s, "RCPT TO:<b@example.com>"), "452 4.5.3");
+        let Action::BeginMessage { .. } = s.command(b"DATA").action else {
+            panic!("DATA did not begin a message");
+        };
+        assert_eq!(s.content_rules().max_size, 500);
     }
 
     #[test]
@@ -1272,7 +1516,7 @@ mod tests {
         }
         let step = s.command(b"QUIT");
         assert_eq!(step.replies[0].to_string(), "221 2.0.0 Bye");
-        assert_eq!(step.action, Action::Close);
+        assert_eq!(step.action, Action::Close("closed by server"));
     }
 
     #[test]
@@ -1281,7 +1525,7 @@ mod tests {
         let step = s.command(b"GET / HTTP/1.1");
         assert_eq!(step.replies[0].code, 521);
         assert_eq!(step.replies[0].status.unwrap(), "5.7.0");
-        assert_eq!(step.action, Action::Close);
+        assert_eq!(step.action, Action::Close("closed by server"));
     }
 
     #[test]
@@ -1302,7 +1546,7 @@ mod tests {
         let codes: Vec<u16> = step.replies.iter().map(|r| r.code).collect();
         assert_eq!(codes, vec![500, 421]);
         assert_eq!(step.replies[1].status.unwrap(), "4.7.0");
-        assert_eq!(step.action, Action::Close);
+        assert_eq!(step.action, Action::Close("closed by server"));
     }
 
     #[test]
@@ -1317,37 +1561,60 @@ mod tests {
         assert_eq!(one(&mut s, "MAIL FROM:<a@b>"), "250 2.1.0");
     }
 
+    /// MAIL and RCPT, DATA, and the message opened: the session waits for
+    /// the content.
+    fn data_opened(s: &mut Session) -> ContentRules {
+        one(s, "MAIL FROM:<a@b>");
+        one(s, "RCPT TO:<a@example.com>");
+        let Action::BeginMessage { body } = s.command(b"DATA").action else {
+            panic!("DATA did not begin a message");
+        };
+        assert_eq!(body, MessageBody::Data { lf_session: false });
+        let rules = s.content_rules();
+        let step = s.message_opened(Ok(()));
+        assert_eq!(
+            step.replies[0].to_string(),
+            "354 End data with <CR><LF>.<CR><LF>"
+        );
+        assert_eq!(step.action, Action::ReadData { lf_session: false });
+        rules
+    }
+
+    fn refused(s: &mut Session, rules: ContentRules, summary: ContentSummary) -> Reply {
+        let refusal = rules.check(&summary).unwrap_err();
+        let mut step = s.message_done(Outcome::Refused(refusal));
+        assert_eq!(step.action, Action::Continue);
+        step.replies.remove(0)
+    }
+
     #[test]
     fn content_rules_at_end_of_data() {
         let mut s = session();
         one(&mut s, "EHLO c");
-        let open = |s: &mut Session| {
-            one(s, "MAIL FROM:<a@b>");
-            one(s, "RCPT TO:<a@example.com>");
-        };
-        open(&mut s);
+        let rules = data_opened(&mut s);
+        assert_eq!(rules.max_size, 10_485_760);
         let too_big = ContentSummary {
             oversized: true,
             ..Default::default()
         };
-        assert_eq!(
-            s.end_of_data(&too_big).unwrap_err().status.unwrap(),
-            "5.3.4"
-        );
-        open(&mut s);
+        assert_eq!(refused(&mut s, rules, too_big).status.unwrap(), "5.3.4");
+        let rules = data_opened(&mut s);
         let looped = ContentSummary {
             received_headers: 101,
             ..Default::default()
         };
-        assert_eq!(s.end_of_data(&looped).unwrap_err().status.unwrap(), "5.4.6");
-        open(&mut s);
+        assert_eq!(refused(&mut s, rules, looped).status.unwrap(), "5.4.6");
+        let rules = data_opened(&mut s);
         let ok = ContentSummary {
             received_headers: 100,
             ..Default::default()
         };
-        assert!(s.end_of_data(&ok).is_ok());
-        let reply = s.delivered(10, Ok("ID1".to_string()));
-        assert_eq!(reply.to_string(), "250 2.0.0 Ok: queued as ID1");
+        assert!(rules.check(&ok).is_ok());
+        let step = s.message_done(Outcome::Stored {
+            id: "ID1".to_string(),
+            size: 10,
+        });
+        assert_eq!(step.replies[0].to_string(), "250 2.0.0 Ok: queued as ID1");
         assert_eq!(
             one(&mut s, "RCPT TO:<a@example.com>"),
             "503 5.5.1",
@@ -1361,14 +1628,14 @@ mod tests {
         c.bare_lf = BareLf::Reject;
         let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
         one(&mut s, "EHLO c");
-        one(&mut s, "MAIL FROM:<a@b>");
-        one(&mut s, "RCPT TO:<a@example.com>");
+        let rules = data_opened(&mut s);
+        assert_eq!(rules.bare_lf, BareLf::Reject);
         let bare = ContentSummary {
             bare_line_ending: true,
             ..Default::default()
         };
         assert_eq!(
-            s.end_of_data(&bare).unwrap_err().to_string(),
+            refused(&mut s, rules, bare).to_string(),
             "550 5.6.0 Bare CR or LF in message content is not allowed"
         );
     }
@@ -1377,12 +1644,100 @@ mod tests {
     fn delivery_errors_map_to_replies() {
         let mut s = session();
         one(&mut s, "EHLO c");
+        data_opened(&mut s);
+        let full = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(28));
+        let step = s.message_done(Outcome::Failed(full));
+        assert_eq!(step.replies[0].status.unwrap(), "4.3.1");
+        data_opened(&mut s);
+        let broken = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(5));
+        let step = s.message_done(Outcome::Failed(broken));
+        assert_eq!(step.replies[0].status.unwrap(), "4.3.0");
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_opened_is_a_reply_and_no_transaction() {
+        let mut s = session();
+        one(&mut s, "EHLO c");
         one(&mut s, "MAIL FROM:<a@b>");
         one(&mut s, "RCPT TO:<a@example.com>");
-        let full = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(28));
-        assert_eq!(s.delivered(1, Err(full)).status.unwrap(), "4.3.1");
+        s.command(b"DATA");
         let broken = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(5));
-        assert_eq!(s.delivered(1, Err(broken)).status.unwrap(), "4.3.0");
+        let step = s.message_opened(Err(broken));
+        assert_eq!(
+            (status_text(&step.replies[0]), step.action),
+            ("4.3.0".to_string(), Action::Continue)
+        );
+        assert_eq!(one(&mut s, "DATA"), "503 5.5.1");
+        // A BDAT chunk whose message cannot be opened is read and dropped.
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<a@example.com>");
+        s.command(b"BDAT 7");
+        let broken = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(5));
+        let step = s.message_opened(Err(broken));
+        assert_eq!(step.action, Action::DiscardChunk { size: 7 });
+    }
+
+    #[test]
+    fn lf_only_session_is_the_clients_until_it_sends_crlf() {
+        let mut s = session();
+        let lf =
+            |s: &mut Session, text: &[u8]| s.framed(Frame::Line(Line::new(text, false)), false);
+        lf(&mut s, b"HELO c");
+        lf(&mut s, b"MAIL FROM:<a@b>");
+        lf(&mut s, b"RCPT TO:<a@example.com>");
+        let step = lf(&mut s, b"DATA");
+        assert!(matches!(
+            step.action,
+            Action::BeginMessage {
+                body: MessageBody::Data { lf_session: true },
+            }
+        ));
+        s.message_opened(Ok(()));
+        s.message_done(Outcome::Stored {
+            id: "ID".to_string(),
+            size: 1,
+        });
+        // One CRLF line, and the exception is over for the session.
+        one(&mut s, "NOOP");
+        lf(&mut s, b"MAIL FROM:<a@b>");
+        lf(&mut s, b"RCPT TO:<a@example.com>");
+        assert!(matches!(
+            lf(&mut s, b"DATA").action,
+            Action::BeginMessage {
+                body: MessageBody::Data { lf_session: false },
+            }
+        ));
+    }
+
+    #[test]
+    fn synchronization_rule_for_remote_clients_only() {
+        let mut remote = session_with(config(), "192.0.2.1:4000", Arc::new(NeverFull), Mode::Smtp);
+        let step = remote.open(|| true);
+        assert_eq!(
+            step.replies[0].to_string(),
+            "554 5.5.0 Protocol error: wait for the server's reply"
+        );
+        assert_eq!(
+            step.action,
+            Action::Close("talked before greeting (554 5.5.0)")
+        );
+        let mut remote = session_with(config(), "192.0.2.1:4000", Arc::new(NeverFull), Mode::Smtp);
+        assert_eq!(remote.open(|| false).replies[0].code, 220);
+        one(&mut remote, "EHLO c");
+        one(&mut remote, "MAIL FROM:<a@b>");
+        one(&mut remote, "RCPT TO:<a@example.com>");
+        let step = remote.framed(Frame::Line(Line::new(b"DATA", true)), true);
+        assert_eq!(step.replies[0].status.unwrap(), "5.5.0");
+        assert_eq!(step.action, Action::Close("content before 354 (554 5.5.0)"));
+        // Loopback clients may do both; the probe is not even asked.
+        let mut local = session();
+        let step = local.open(|| panic!("probed"));
+        assert_eq!(step.replies[0].code, 220);
+        one(&mut local, "EHLO c");
+        one(&mut local, "MAIL FROM:<a@b>");
+        one(&mut local, "RCPT TO:<a@example.com>");
+        let step = local.framed(Frame::Line(Line::new(b"DATA", true)), true);
+        assert!(matches!(step.action, Action::BeginMessage { .. }));
     }
 
     #[test]
@@ -1401,23 +1756,48 @@ mod tests {
         );
         one(&mut s, "RCPT TO:<a@example.com>");
         assert_eq!(one(&mut s, "DATA"), "503 5.5.1", "BINARYMIME needs BDAT");
+        let Action::BeginMessage { body, .. } = s.command(b"BDAT 5").action else {
+            panic!("the first chunk begins the message");
+        };
         assert_eq!(
-            s.command(b"BDAT 5").action,
-            Action::ReceiveChunk {
+            body,
+            MessageBody::Chunk {
                 size: 5,
                 last: false
             }
         );
-        assert!(s.chunking());
+        assert_eq!(
+            s.message_opened(Ok(())).action,
+            Action::ReadChunk {
+                size: 5,
+                last: false
+            }
+        );
+        let step = s.chunk_done();
+        assert_eq!(step.replies[0].to_string(), "250 2.0.0 5 octets received");
+        assert_eq!(one(&mut s, "DATA"), "503 5.5.1", "no DATA after BDAT");
         assert_eq!(
             s.command(b"BDAT 0 LAST").action,
-            Action::ReceiveChunk {
+            Action::ReadChunk {
                 size: 0,
                 last: true
             }
         );
-        one(&mut s, "RSET");
-        assert!(!s.chunking());
+        let step = s.message_done(Outcome::Stored {
+            id: "ID".to_string(),
+            size: 5,
+        });
+        assert_eq!(step.replies[0].to_string(), "250 2.0.0 Ok: queued as ID");
+        // RSET between chunks drops the message the driver holds.
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<a@example.com>");
+        s.command(b"BDAT 3");
+        s.message_opened(Ok(()));
+        s.chunk_done();
+        let step = s.command(b"RSET");
+        assert_eq!(step.replies[0].to_string(), "250 2.0.0 Ok");
+        assert_eq!(step.action, Action::AbortMessage);
+        assert_eq!(one(&mut s, "RCPT TO:<a@example.com>"), "503 5.5.1");
     }
 
     #[test]
@@ -1516,7 +1896,9 @@ mod tests {
             users: Some(Arc::new(Alice)),
             tls: false,
         };
-        Session::new(Arc::new(config()), services, peer, Mode::Smtp)
+        let config = config();
+        let policy = Policy::new(&config, None, Mode::Smtp);
+        Session::new(Arc::new(config), services, peer, &policy)
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn session(maildir: &Path, input: &[u8]) -> (usize, String) {
     let Ok(Invocation::Run(config, _)) = config::from_args(&args) else {
         panic!("config");
     };
-    let limits = smtpbox::server::limits(&config);
+    let policy = config::Policy::new(&config, None, Mode::Smtp);
     let services = Services {
         quota: Arc::new(MaildirQuota),
         users: None,
@@ -136,10 +136,10 @@ fn session(maildir: &Path, input: &[u8]) -> (usize, String) {
         packets,
         output: Arc::clone(&output),
     };
-    let session = Box::new(Session::new(Arc::new(config), services, peer, Mode::Smtp));
+    let session = Box::new(Session::new(Arc::new(config), services, peer, &policy));
     let transport: Box<dyn Transport> = Box::new(client);
     let before = ALLOCATIONS.load(Ordering::SeqCst);
-    conn::serve(transport, session, limits, None);
+    conn::serve(transport, session, None);
     let counted = ALLOCATIONS.load(Ordering::SeqCst) - before;
     let out = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
     (counted, out)
