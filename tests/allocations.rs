@@ -122,7 +122,9 @@ fn session(maildir: &Path, input: &[u8]) -> (usize, String) {
         remote: Some("192.0.2.1:4000".parse().unwrap()),
         local: Some("192.0.2.25:25".parse().unwrap()),
     };
-    let output = Arc::new(Mutex::new(Vec::new()));
+    // Room for every reply up front: the client's own buffer must not grow
+    // while the server's allocations are counted.
+    let output = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
     // A new packet after each DATA: the client waits for 354 there.
     let mut packets = VecDeque::new();
     let mut rest = input;
