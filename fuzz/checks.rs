@@ -803,7 +803,8 @@ fn session_config(reject: bool) -> Arc<Config> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut config = match config::from_args(&args) {
+        // An empty default path never exists: the host's config stays out.
+        let mut config = match config::from_args_with_default(&args, Path::new("")) {
             Ok(Invocation::Run(config, _)) => config,
             other => panic!("session config: {other:?}"),
         };

@@ -309,7 +309,10 @@ impl fmt::Display for Listen {
 // ---- Command line (SPEC §2) ----
 
 /// [`from_args`] with the default config path as a parameter, for tests.
-fn from_args_with_default(
+/// As [`from_args`], with `default_config` in place of
+/// [`DEFAULT_CONFIG_PATH`]: tests pass a path that does not exist (an empty
+/// one never does) so that no host's config leaks into their results.
+pub fn from_args_with_default(
     args: &[String],
     default_config: &Path,
 ) -> Result<Invocation, ConfigError> {
@@ -736,13 +739,29 @@ mod tests {
         parse(text).unwrap_err().to_string()
     }
 
-    /// A fresh, empty directory under the system temp dir.
-    fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh, empty directory under the system temp dir, removed on
+    /// drop (a failing test leaves nothing behind either).
+    fn temp_dir(name: &str) -> TempDir {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("smtpbox-config-{pid}-{name}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
+    }
+
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 
     /// `local@domain`, `local@[ip]` or a bare `local`.
@@ -916,7 +935,6 @@ mod tests {
             Ok(Invocation::Run(c, _)) => assert_eq!(c.hostname, "file.example"),
             other => panic!("{other:?}"),
         }
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1090,7 +1108,6 @@ mod tests {
         );
         c.tls_cert = Some(dir.join("all"));
         assert!(check(&c).unwrap_err().to_string().contains("cannot read"));
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -769,7 +769,10 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let Ok(Invocation::Run(config, _)) = config::from_args(&args) else {
+        // No config file, not even the host's default one.
+        let Ok(Invocation::Run(config, _)) =
+            config::from_args_with_default(&args, std::path::Path::new(""))
+        else {
             panic!("config");
         };
         let config = Arc::new(config);
@@ -804,10 +807,27 @@ mod tests {
         out
     }
 
-    fn temp(tag: &str) -> std::path::PathBuf {
+    /// A Maildir path under the temp dir for one test, removed on drop
+    /// (the session creates it when it delivers).
+    struct TempDir(std::path::PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp(tag: &str) -> TempDir {
         let p = std::env::temp_dir().join(format!("smtpbox-conn-{}-{}", tag, std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
-        p
+        TempDir(p)
     }
 
     fn stored(maildir: &std::path::Path) -> usize {
@@ -837,7 +857,6 @@ mod tests {
             "{out}"
         );
         assert_eq!(stored(&dir), 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -848,7 +867,6 @@ mod tests {
         assert!(out.contains("250 2.0.0 Ok: queued as "), "{out}");
         assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
         assert_eq!(stored(&dir), 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

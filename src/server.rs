@@ -364,30 +364,48 @@ mod tests {
         assert!(limiter.acquire(a).is_some(), "slot given back");
     }
 
+    /// A directory path under the temp dir, removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn a_finished_session_thread_serves_the_next_connection() {
         use std::io::{BufRead, BufReader};
-        let dir = std::env::temp_dir().join(format!("smtpbox-workers-{}", std::process::id()));
-        let args: Vec<String> = ["-m", &dir.display().to_string(), "-H", "mx.test"]
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("smtpbox-workers-{}", std::process::id())));
+        let args: Vec<String> = ["-m", &dir.0.display().to_string(), "-H", "mx.test"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let Ok(crate::config::Invocation::Run(config, _)) = crate::config::from_args(&args) else {
+        // No config file, not even the host's default one.
+        let no_default = std::path::Path::new("");
+        let Ok(crate::config::Invocation::Run(config, _)) =
+            crate::config::from_args_with_default(&args, no_default)
+        else {
             panic!("config");
         };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let bound = Bound {
-            listener,
-            listen: Listen {
-                addr,
+        let workers = Workers::new(Shared::new(config).unwrap());
+        let limiter = Arc::new(Limiter::new(4, 4));
+        for round in 0..3 {
+            let client = TcpStream::connect(addr).unwrap();
+            let (stream, remote) = listener.accept().unwrap();
+            workers.run(Job {
+                stream,
+                peer: Peer {
+                    remote: Some(remote),
+                    local: Some(addr),
+                },
                 mode: Mode::Smtp,
-            },
-        };
-        let shared = Shared::new(config).unwrap();
-        thread::spawn(move || accept_loop(bound, shared, Arc::new(Limiter::new(4, 4))));
-        for _ in 0..3 {
-            let stream = TcpStream::connect(addr).unwrap();
+                slot: limiter.acquire(remote.ip()).unwrap(),
+            });
+            let stream = client;
             stream
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
@@ -399,8 +417,16 @@ mod tests {
             let mut rest = String::new();
             let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
             assert_eq!(rest, "221 2.0.0 Bye\r\n");
-            // Time for the thread to report itself idle.
-            thread::sleep(Duration::from_millis(100));
+            // The thread puts itself on the idle list after the session:
+            // wait for that (well inside WORKER_IDLE) before the next one.
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            while lock(&workers.idle).len() != 1 {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "round {round}: no idle thread"
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
         }
         let sessions = std::fs::read_dir("/proc/self/task")
             .unwrap()

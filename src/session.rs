@@ -851,10 +851,19 @@ mod tests {
         }
     }
 
+    /// A path under the temp dir for this test process that nothing
+    /// creates: the session is sans-IO and never touches its Maildirs.
+    fn unused_dir(name: &str) -> PathBuf {
+        let pid = std::process::id();
+        std::env::temp_dir().join(format!("smtpbox-session-{pid}-unused/{name}"))
+    }
+
+    /// Options only: no config file, not even the host's default one.
     fn config() -> Config {
+        let maildir = unused_dir("Maildir").display().to_string();
         let args: Vec<String> = [
             "--maildir",
-            "/tmp/smtpbox-unit-mb",
+            &maildir,
             "-H",
             "mx.example",
             "-d",
@@ -863,7 +872,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        match crate::config::from_args(&args) {
+        match crate::config::from_args_with_default(&args, Path::new("")) {
             Ok(crate::config::Invocation::Run(c, _)) => c,
             other => panic!("unexpected {other:?}"),
         }
@@ -1133,7 +1142,7 @@ mod tests {
     fn unknown_local_user_without_default_maildir() {
         let mut c = config();
         c.maildir = None;
-        c.mailboxes = vec![("alice".to_string(), PathBuf::from("/tmp/alice"))];
+        c.mailboxes = vec![("alice".to_string(), unused_dir("alice"))];
         let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
         one(&mut s, "EHLO c");
         one(&mut s, "MAIL FROM:<a@b>");

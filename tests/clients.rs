@@ -10,6 +10,7 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// A second mailbox, so one transaction is linked into two Maildirs.
 const ALICE: &str = "mailbox = alice {dir}/alice";
@@ -299,10 +300,10 @@ fn have_tool(name: &str, package: &str) -> bool {
     false
 }
 
-/// Runs `cmd` to completion, capturing its output.
+/// Runs `cmd` to completion, capturing its output; fails the test with
+/// what it wrote when it takes more than 30 s.
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
+    output_bounded(cmd, Duration::from_secs(30))
 }
 
 fn assert_success(out: &Output, what: &str) {

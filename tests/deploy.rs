@@ -8,12 +8,12 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -78,11 +78,12 @@ fn systemd_units_pass_systemd_analyze_verify() {
     for unit in wanted.split_whitespace() {
         assert!(dir.path().join(unit).exists(), "systemd/{unit} missing");
     }
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no", "--generators=no"])
-        .args(&names)
-        .output()
-        .expect("run systemd-analyze");
+    let out = output_bounded(
+        Command::new("systemd-analyze")
+            .args(["verify", "--man=no", "--generators=no"])
+            .args(&names),
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Unknown keys are only warnings: any output at all is a failure.
     assert!(
@@ -98,8 +99,7 @@ fn socket_activation_accept_no_serves_the_passed_socket() {
         return;
     }
     let dir = TempDir::new("sa");
-    let port = free_port();
-    let proc = activate(&[], port, &[], &config(&dir, ""));
+    let (proc, port) = activate(&[], &[], &config(&dir, ""));
     let mut client = connect_retry(port, &proc);
     client.hello();
     deliver_ok(&mut client);
@@ -118,15 +118,9 @@ fn socket_activation_accept_yes_names_the_client_in_received() {
         return;
     }
     let dir = TempDir::new("sai");
-    let port = free_port();
     // --accept: one child per connection, the connection on stdin/stdout
     // (without it, --inetd would hand over the listening socket itself).
-    let proc = activate(
-        &["--inetd", "--accept"],
-        port,
-        &["--inetd"],
-        &config(&dir, ""),
-    );
+    let (proc, port) = activate(&["--inetd", "--accept"], &["--inetd"], &config(&dir, ""));
     let mut client = connect_retry(port, &proc);
     client.hello();
     deliver_ok(&mut client);
@@ -137,6 +131,80 @@ fn socket_activation_accept_yes_names_the_client_in_received() {
         text.contains("Received: from client.test ([127.0.0.1]) by mx.test"),
         "{text}"
     );
+}
+
+#[test]
+fn socket_activation_accept_yes_forked_smtpbox_dies_with_the_activator() {
+    if !have_tool("systemd-socket-activate") {
+        return;
+    }
+    let dir = TempDir::new("saorph");
+    let (proc, port) = activate(&["--inetd", "--accept"], &["--inetd"], &config(&dir, ""));
+    let mut client = connect_retry(port, &proc);
+    client.hello();
+    // The connection's smtpbox is the activator's child, not ours.
+    let forked = forked_children(&proc);
+    drop(proc);
+    assert_all_dead(&forked);
+    assert_eq!(
+        client.read_to_eof(),
+        "",
+        "the session ended with its process"
+    );
+}
+
+#[test]
+fn a_wrappers_forked_smtpbox_dies_with_the_wrapper() {
+    // systemd-socket-activate asks for SIGTERM on its death (its children
+    // die anyway); a shell running smtpbox in the background does not:
+    // the harness's guard kills by PID what the wrapper started.
+    let dir = TempDir::new("wrapfork");
+    let mut sh = Command::new("sh");
+    sh.args(["-c", "\"$@\" & wait", "sh"])
+        .args(smtpbox_argv())
+        .arg("-c")
+        .arg(config(&dir, "listen = 127.0.0.1:0\n"));
+    let proc = Proc::spawn(&mut sh);
+    let mut client = Client::connect(proc.listening());
+    client.hello();
+    let forked = forked_children(&proc);
+    drop(proc);
+    assert_all_dead(&forked);
+    assert_eq!(
+        client.read_to_eof(),
+        "",
+        "the session ended with its process"
+    );
+}
+
+/// The descendants of `proc`, once it has some (within 5 s).
+fn forked_children(proc: &Proc) -> Vec<u32> {
+    let end = Instant::now() + upper(Duration::from_secs(5));
+    loop {
+        let found = descendants(proc.guard.pid());
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(Instant::now() < end, "no forked smtpbox: {}", proc.log());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Each of `pids` is gone (or a zombie waiting for init) within 5 s:
+/// killed, not orphaned.
+fn assert_all_dead(pids: &[u32]) {
+    for pid in pids {
+        let end = Instant::now() + upper(Duration::from_secs(5));
+        loop {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(')').map_or("", |(_, r)| r.trim_start());
+            if stat.is_empty() || state.starts_with('Z') {
+                break;
+            }
+            assert!(Instant::now() < end, "{pid} outlived its parent: {stat}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 #[test]
@@ -156,8 +224,7 @@ fn socket_activation_fd_named_submission_requires_auth_before_mail() {
         fs::write(&path, text).expect("write TLS/users file");
         tls.push_str(&format!("{key} = {}\n", path.display()));
     }
-    let port = free_port();
-    let proc = activate(&["--fdname=submission"], port, &[], &config(&dir, &tls));
+    let (proc, port) = activate(&["--fdname=submission"], &[], &config(&dir, &tls));
     let mut client = connect_retry(port, &proc);
     client.hello();
     client.expect("MAIL FROM:<a@b.org>", "530 5.7.0");
@@ -177,11 +244,14 @@ fn socket_activation_fd_named_submission_without_tls_is_refused_at_start() {
     }
     // Like `listen = …/submission` without tls_cert in the config check.
     let dir = TempDir::new("sasx");
-    let port = free_port();
-    let proc = activate(&["--fdname=submission"], port, &[], &config(&dir, ""));
-    // Accept=no: the activator starts smtpbox on the first connection.
+    let (mut proc, port) = activate(&["--fdname=submission"], &[], &config(&dir, ""));
+    // Accept=no: the activator execs smtpbox on the first connection, which
+    // refuses to start: the client sees the connection closed (no greeting,
+    // and not a read timeout), smtpbox exits 1.
     let mut client = connect_retry(port, &proc);
-    assert_eq!(client.reply(), "", "no session expected");
+    assert_eq!(client.read_to_eof(), "", "no session expected");
+    let status = proc.guard.exit_within(Duration::from_secs(5), "smtpbox");
+    assert_eq!(status.code(), Some(1), "log: {}", proc.log());
     assert!(
         proc.wait_log("needs tls_cert and tls_key"),
         "log: {}",
@@ -215,22 +285,16 @@ fn notify_socket_receives_ready_once_listening() {
 #[test]
 fn inetd_over_pipes_serves_a_whole_pipelined_session() {
     let dir = TempDir::new("pipe");
-    let mut child = smtpbox()
-        .arg("--inetd")
-        .arg("-c")
-        .arg(config(&dir, ""))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start smtpbox --inetd");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(SESSION.as_bytes()).expect("write session");
-    drop(stdin);
-    let mut stdout = child.stdout.take().expect("stdout");
-    let out = read_bounded(&mut stdout);
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut command = smtpbox();
+    command.arg("--inetd").arg("-c").arg(config(&dir, ""));
+    let run = run_bounded(&mut command, SESSION.as_bytes(), Duration::from_secs(10));
+    let out = run.stdout_text();
+    assert!(
+        run.status.success(),
+        "{}: {}",
+        run.status,
+        run.stderr_text()
+    );
     // The last line of each reply: "NNN " (continuation lines are "NNN-").
     let finals: Vec<&str> = out
         .split("\r\n")
@@ -264,8 +328,8 @@ fn inetd_with_stderr_on_the_socket_sends_the_client_only_replies() {
             .env_remove("RUST_LOG"), // the default level, info
     );
     let replies = session_over(client);
-    let _ = child.kill();
-    let _ = child.wait();
+    let status = child.exit_within(Duration::from_secs(5), "smtpbox --inetd");
+    assert!(status.success(), "{status}: {replies}");
     for line in replies.lines() {
         let code = line.get(..3).unwrap_or("");
         assert!(
@@ -339,17 +403,37 @@ fn listen_fds_meant_for_another_pid_are_ignored() {
     assert_eq!(count(&dir.path().join("Maildir"), "new"), 1);
 }
 
-/// Runs smtpbox under `systemd-socket-activate OPTS --listen=127.0.0.1:PORT`.
-fn activate(opts: &[&str], port: u16, args: &[&str], conf: &Path) -> Proc {
-    Proc::spawn(
-        Command::new("systemd-socket-activate")
-            .args(opts)
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .args(smtpbox_argv())
-            .args(args)
-            .arg("-c")
-            .arg(conf),
-    )
+/// Runs smtpbox under `systemd-socket-activate OPTS --listen=127.0.0.1:PORT`
+/// once the activator has said it listens on PORT (it takes no port 0:
+/// when a port that was free is taken before it binds, it exits and a
+/// new port is tried). Returns the activator and the port.
+fn activate(opts: &[&str], args: &[&str], conf: &Path) -> (Proc, u16) {
+    let mut failures = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut proc = Proc::spawn(
+            Command::new("systemd-socket-activate")
+                .args(opts)
+                .arg(format!("--listen=127.0.0.1:{port}"))
+                .args(smtpbox_argv())
+                .args(args)
+                .arg("-c")
+                .arg(conf),
+        );
+        let listening = format!("Listening on 127.0.0.1:{port} ");
+        let end = Instant::now() + upper(Duration::from_secs(5));
+        while Instant::now() < end {
+            if proc.log().contains(&listening) {
+                return (proc, port);
+            }
+            if proc.guard.wait_for(Duration::ZERO).is_some() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        failures.push_str(&proc.log());
+    }
+    panic!("systemd-socket-activate did not listen: {failures}");
 }
 
 fn deliver_ok(client: &mut Client) {
@@ -365,24 +449,23 @@ fn stored_one(maildir: &Path) -> String {
     String::from_utf8_lossy(&stored[0]).into_owned()
 }
 
-/// A process killed on drop, its stderr collected.
+/// A process killed with its descendants on drop, its stderr collected.
 struct Proc {
-    child: Child,
+    guard: Guard,
     log: Arc<Mutex<String>>,
 }
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+        let mut guard = Guard::spawn(
+            cmd.env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
         let log = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("stderr");
+        let stderr = guard.0.stderr.take().expect("stderr");
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = sink.lock().unwrap();
@@ -390,7 +473,7 @@ impl Proc {
                 log.push('\n');
             }
         });
-        Proc { child, log }
+        Proc { guard, log }
     }
 
     fn log(&self) -> String {
@@ -398,7 +481,7 @@ impl Proc {
     }
 
     fn wait_log(&self, needle: &str) -> bool {
-        let end = Instant::now() + Duration::from_secs(5);
+        let end = Instant::now() + upper(Duration::from_secs(5));
         while Instant::now() < end {
             if self.log().contains(needle) {
                 return true;
@@ -425,13 +508,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Writes a config for a Maildir in `dir`, plus `extra`.
 fn config(dir: &TempDir, extra: &str) -> PathBuf {
     let path = dir.path().join("smtpbox.conf");
@@ -443,7 +519,7 @@ fn config(dir: &TempDir, extra: &str) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago (see [`activate`] for the race).
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
@@ -452,13 +528,11 @@ fn free_port() -> u16 {
 /// Connects to 127.0.0.1:`port`, retrying for up to 5 s while the
 /// activator starts.
 fn connect_retry(port: u16, proc: &Proc) -> Client {
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + upper(Duration::from_secs(5));
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(stream) => {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
+                bound_io(&stream, Duration::from_secs(10));
                 return Client {
                     reader: BufReader::new(stream),
                 };
@@ -471,20 +545,13 @@ fn connect_retry(port: u16, proc: &Proc) -> Client {
 
 /// Runs `cmd` inetd-style: a fresh loopback connection on its stdin, stdout
 /// and stderr. Returns the child and the client's end.
-fn spawn_on_socket(cmd: &mut Command) -> (Child, TcpStream) {
+fn spawn_on_socket(cmd: &mut Command) -> (Guard, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (conn, _) = listener.accept().expect("accept");
     let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().expect("dup")));
-    let child = cmd
-        .stdin(fd(&conn))
-        .stdout(fd(&conn))
-        .stderr(fd(&conn))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let child = Guard::spawn(cmd.stdin(fd(&conn)).stdout(fd(&conn)).stderr(fd(&conn)));
+    bound_io(&client, Duration::from_secs(10));
     (child, client)
 }
 
@@ -497,15 +564,8 @@ fn session_over(stream: TcpStream) -> String {
     };
     let mut all = client.reply();
     client.send(SESSION.as_bytes());
-    all.push_str(&read_bounded(&mut client.reader));
+    all.push_str(&client.read_to_eof());
     all
-}
-
-/// Reads until EOF (or the 10 s read timeout on a socket).
-fn read_bounded(input: &mut impl Read) -> String {
-    let mut out = Vec::new();
-    let _ = input.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `name` is on PATH (Debian package `systemd`). Missing: under CI

@@ -18,7 +18,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,7 +33,7 @@ struct Link {
 
 impl Link {
     fn open(addr: SocketAddr) -> io::Result<Link> {
-        let sock = TcpStream::connect(addr)?;
+        let sock = TcpStream::connect_timeout(&addr, upper(Duration::from_secs(5)))?;
         sock.set_read_timeout(Some(Duration::from_secs(5)))?;
         sock.set_write_timeout(Some(Duration::from_secs(5)))?;
         Ok(Link {
@@ -261,7 +261,7 @@ fn stale_tmp_files_are_removed_at_start_up() {
 
 /// smtpbox started under a wrapper command (here `unshare`), killed on drop.
 struct Wrapped {
-    child: Child,
+    child: Guard,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
 }
@@ -270,7 +270,7 @@ impl Wrapped {
     /// Runs `sh -c SCRIPT` under `unshare -m`, where SCRIPT ends by exec-ing
     /// smtpbox; waits for its "listening on" line.
     fn start(script: &str) -> Result<Wrapped, String> {
-        let mut child = Command::new("unshare")
+        let child = Command::new("unshare")
             .args(["-m", "sh", "-c", script])
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -278,9 +278,10 @@ impl Wrapped {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("unshare: {e}"))?;
+        let mut child = Guard(child);
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
+        let stderr = child.0.stderr.take().expect("stderr");
         let sink = Arc::clone(&log);
         thread::spawn(move || {
             let mut tx = Some(tx);
@@ -299,11 +300,10 @@ impl Wrapped {
                 log.push('\n');
             }
         });
-        match rx.recv_timeout(Duration::from_secs(10)) {
+        match rx.recv_timeout(upper(Duration::from_secs(10))) {
             Ok(addr) => Ok(Wrapped { child, addr, log }),
             Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                drop(child);
                 let log = log.lock().unwrap().clone();
                 Err(format!("smtpbox did not start under unshare: {log}"))
             }
@@ -315,25 +315,17 @@ impl Wrapped {
     }
 }
 
-impl Drop for Wrapped {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Whether this process may mount in a private namespace (root, or
 /// CAP_SYS_ADMIN): tried for real on a throwaway dir.
 fn can_mount_privately(dir: &Path) -> bool {
-    Command::new("unshare")
-        .args(["-m", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs -o size=64k none '{}'",
-            dir.display()
-        ))
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let mut unshare = Command::new("unshare");
+    unshare.args(["-m", "sh", "-c"]).arg(format!(
+        "mount -t tmpfs -o size=64k none '{}'",
+        dir.display()
+    ));
+    output_bounded(&mut unshare, Duration::from_secs(10))
+        .status
+        .success()
 }
 
 /// Skips a test that needs a privilege (message on stderr) unless `CI`
@@ -374,7 +366,7 @@ fn disk_full_is_452_4_3_1_and_leaves_nothing_partial() {
     // The tmpfs is only visible inside the server's namespace.
     let maildir = PathBuf::from(format!(
         "/proc/{}/root{}/Maildir",
-        server.child.id(),
+        server.child.pid(),
         mnt.display()
     ));
     let mut bystander = Link::open(server.addr).unwrap();
@@ -458,9 +450,10 @@ fn ensure_open_files(need: u64) -> bool {
         return true;
     }
     let pid = std::process::id().to_string();
-    let _ = Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={need}:")])
-        .status();
+    let _ = output_bounded(
+        Command::new("prlimit").args(["--pid", &pid, &format!("--nofile={need}:")]),
+        Duration::from_secs(10),
+    );
     open_files_limit() >= need
 }
 
@@ -483,7 +476,7 @@ fn session_threads(pid: u32) -> usize {
 /// Waits up to 5 s for every session thread to end; returns the server's
 /// fd and thread counts then.
 fn settle(pid: u32) -> (usize, usize) {
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + upper(Duration::from_secs(5));
     while session_threads(pid) > 0 && Instant::now() < end {
         thread::sleep(Duration::from_millis(20));
     }
@@ -493,11 +486,14 @@ fn settle(pid: u32) -> (usize, usize) {
 /// Opens a connection and reads its first line, timing it.
 fn first_line(addr: SocketAddr) -> (String, Duration, BufReader<TcpStream>) {
     let start = Instant::now();
-    let sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sock = connect_bounded(addr);
+    bound_io(&sock, Duration::from_secs(5));
     let mut reader = BufReader::new(sock);
     let mut line = String::new();
-    let _ = reader.read_line(&mut line);
+    // A reply or a close, at once: a timeout means a hung server.
+    if let Err(e) = reader.read_line(&mut line) {
+        assert!(!is_timeout(&e), "no first line within the timeout: {e}");
+    }
     (line, start.elapsed(), reader)
 }
 
@@ -555,7 +551,12 @@ fn connection_flood_is_refused_with_421_and_leaks_nothing() {
     );
     assert_eq!(greeted, MAX, "sessions up to max_connections");
     assert_eq!(refused, FLOOD - MAX, "the rest get 421 4.3.2");
-    assert!(slowest < Duration::from_secs(2), "a reply took {slowest:?}");
+    // Two lost SYNs (1 s + 2 s retransmits) under load are no fault.
+    let bound = upper(Duration::from_secs(2) + ROOM);
+    assert!(
+        slowest < bound,
+        "a reply took {slowest:?} (bound {bound:?})"
+    );
     assert!(threads_peak <= MAX + 4, "{threads_peak} threads");
     assert!(
         rss_peak < rss0 + 16 * 1024,
@@ -623,9 +624,12 @@ fn slow_drip_client_is_cut_off_by_session_timeout() {
     let reply = c.reply();
     let elapsed = start.elapsed();
     assert!(reply.starts_with("421 4.4.2 "), "{reply:?}");
-    assert!(
-        elapsed > Duration::from_millis(2500) && elapsed < Duration::from_millis(4500),
-        "421 after {elapsed:?}, session_timeout is 3 s"
+    // Not at the 2 s read timeout (each byte resets it): at the 3 s limit.
+    assert_took(
+        "421 for a slow drip, session_timeout = 3",
+        elapsed,
+        Duration::from_millis(2500),
+        Duration::from_secs(3),
     );
     assert!(c.closed());
     drop(drip); // ends at its next write
@@ -645,7 +649,7 @@ fn drip_handshake(mut sock: TcpStream, start: Instant) -> Duration {
             thread::sleep(Duration::from_millis(500));
         }
     });
-    sock.set_read_timeout(Some(Duration::from_secs(12)))
+    sock.set_read_timeout(Some(upper(Duration::from_secs(12))))
         .unwrap();
     let mut buf = [0u8; 512];
     loop {
@@ -676,11 +680,15 @@ fn tls_server() -> (Server, TempDir) {
 fn slow_drip_tls_handshake_is_cut_off_by_session_timeout() {
     let (server, _keys) = tls_server();
     let start = Instant::now();
-    let sock = TcpStream::connect(server.listener("tls")).unwrap();
+    let sock = connect_bounded(server.listener("tls"));
     let closed = drip_handshake(sock, start);
-    assert!(
-        closed < Duration::from_millis(4500),
-        "implicit TLS: closed after {closed:?}, session_timeout is 3 s"
+    // Not at once, not at the 2 s read timeout (a byte every 0.5 s resets
+    // it): at the 3 s session limit.
+    assert_took(
+        "implicit TLS handshake drip, session_timeout = 3",
+        closed,
+        Duration::from_millis(2500),
+        Duration::from_secs(3),
     );
     server.assert_healthy();
 }
@@ -693,9 +701,11 @@ fn slow_drip_starttls_handshake_is_cut_off_by_session_timeout() {
     c.hello();
     c.expect("STARTTLS", "220 2.0.0");
     let closed = drip_handshake(c.reader.into_inner(), start);
-    assert!(
-        closed < Duration::from_millis(4500),
-        "STARTTLS: closed after {closed:?}, session_timeout is 3 s"
+    assert_took(
+        "STARTTLS handshake drip, session_timeout = 3",
+        closed,
+        Duration::from_millis(2500),
+        Duration::from_secs(3),
     );
     server.assert_healthy();
 }

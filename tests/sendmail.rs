@@ -6,9 +6,9 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 /// A config (hostname mx.test, domain example.com, mailboxes for alice, bob
 /// and carol, nothing else) and a `sendmail` symlink to the binary.
@@ -76,22 +76,15 @@ impl Box {
     }
 }
 
+/// Runs `command` with `input` on stdin; fails the test with what it wrote
+/// when it has not exited within 10 s.
 fn run(mut command: Command, input: &[u8]) -> Outcome {
-    let mut child = command
-        .env_remove("SMTPBOX_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sendmail");
-    // The binary may exit before reading everything (usage errors).
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let output = child.wait_with_output().unwrap();
+    command.env_remove("SMTPBOX_CONFIG").env("RUST_LOG", "info");
+    let output = run_bounded(&mut command, input, Duration::from_secs(10));
     Outcome {
         code: output.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: output.stderr_text(),
+        stdout: output.stdout_text(),
     }
 }
 
@@ -272,19 +265,16 @@ fn oversized_message_exits_65() {
 fn config_from_environment_then_errors() {
     let b = Box::new("");
     let mut command = smtpbox_as(&b.dir.path().join("sendmail"));
-    command.arg("alice");
-    let mut child = command
+    command
+        .arg("alice")
         .env("SMTPBOX_CONFIG", &b.conf)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
+        .env_remove("RUST_LOG");
+    let output = run_bounded(&mut command, b"hi\n", Duration::from_secs(10));
+    let stderr = output.stderr_text();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
     // sendmail mode logs at warn by default: cron mails stderr back.
-    assert!(output.stderr.is_empty(), "{output:?}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(output.stdout.is_empty(), "{}", output.stdout_text());
     assert_eq!(messages(&b.maildir("alice")).len(), 1);
     let missing = b.dir.path().join("missing.conf");
     let out = b.smtpbox_sendmail(&["-C", missing.to_str().unwrap(), "alice"], b"hi\n");

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
@@ -79,11 +79,10 @@ impl Keys {
 
 /// Runs openssl in `dir` and returns its stdout; fails the test on error.
 fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
+    let out = output_bounded(
+        Command::new("openssl").current_dir(dir).args(args),
+        Duration::from_secs(30),
+    );
     assert_success(&out, &format!("openssl {args:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -115,10 +114,10 @@ struct Smtp<S: Read + Write> {
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-/// A plain connection; reads never wait more than 5 s.
+/// A plain connection; reads and writes never wait more than 5 s.
 fn connect(addr: SocketAddr) -> Smtp<TcpStream> {
-    let sock = TcpStream::connect(addr).expect("connect");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sock = connect_bounded(addr);
+    bound_io(&sock, Duration::from_secs(5));
     Smtp {
         reader: BufReader::new(sock),
     }
@@ -181,13 +180,18 @@ impl<S: Read + Write> Smtp<S> {
         sock.flush().expect("flush");
     }
 
-    /// One whole reply, all its lines; empty on EOF or error.
+    /// One whole reply, all its lines; empty when the server closed the
+    /// connection. A read timeout fails the test with what was seen.
     fn reply(&mut self) -> String {
         let mut all = String::new();
         loop {
             let mut line = String::new();
             match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return all,
+                Ok(0) => return all,
+                Err(e) if is_timeout(&e) => {
+                    panic!("no whole reply within the read timeout ({e}); got {all:?}{line:?}")
+                }
+                Err(_) => return all,
                 Ok(_) => {}
             }
             let last = line.as_bytes().get(3) != Some(&b'-');
@@ -540,6 +544,8 @@ fn certificate_replaced_on_disk_is_served_to_new_connections() {
     let server = Server::start(&keys.config(&["tls"]));
     let addr = server.listener("tls");
     let first = connect_tls(addr, &keys.cert());
+    // The server looked at the files for `first`, before this instant.
+    let looked = Instant::now();
     let served =
         |tls: &Smtp<Tls>| tls.reader.get_ref().conn.peer_certificates().unwrap()[0].clone();
     assert_eq!(served(&first), cert_der(&keys.cert()));
@@ -555,9 +561,11 @@ fn certificate_replaced_on_disk_is_served_to_new_connections() {
     .unwrap();
     fs::rename(keys.dir.path().join("next.crt"), keys.cert()).unwrap();
     fs::rename(keys.dir.path().join("new.key"), keys.key()).unwrap();
-    // The files are looked at once a second at most.
-    thread::sleep(Duration::from_millis(1300));
-
+    // The files are looked at once a second at most: a connection a second
+    // after the last look gets the new pair (however slow this machine is,
+    // the wait is measured from that look, not guessed).
+    let next_look = looked + Duration::from_millis(1050);
+    thread::sleep(next_look.saturating_duration_since(Instant::now()));
     let mut second = connect_tls(addr, &keys.cert());
     assert_eq!(served(&second), renewed);
     second.expect("EHLO client.test", "250");
@@ -613,7 +621,8 @@ fn passwords_and_auth_payloads_never_reach_debug_or_trace_log() {
 
 /// The log once it holds `n` disconnect lines.
 fn wait_disconnects(server: &Server, n: usize) -> String {
-    for _ in 0..500 {
+    let end = Instant::now() + upper(Duration::from_secs(5));
+    while Instant::now() < end {
         let log = server.log();
         if log.matches("disconnect from ").count() >= n {
             return log;
@@ -640,12 +649,10 @@ fn check_with_mismatched_key_exits_1_naming_the_key_file() {
         ),
     )
     .unwrap();
-    let out = smtpbox()
-        .arg("-c")
-        .arg(&conf)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let out = output_bounded(
+        smtpbox().arg("-c").arg(&conf).arg("--check"),
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -665,16 +672,9 @@ fn openssl_s_client_starttls_whole_session_on_stdin_is_stored() {
     let server = Server::start(&keys.config(&[]));
     let session = "EHLO s-client.test\nMAIL FROM:<a@b.org>\nRCPT TO:<root@example.com>\nDATA\n\
                    Subject: s_client\n\nhello over TLS\n.\nQUIT\n";
-    let mut child = Command::new("timeout")
-        .args([
-            "20",
-            "openssl",
-            "s_client",
-            "-starttls",
-            "smtp",
-            "-quiet",
-            "-crlf",
-        ])
+    let mut s_client = Command::new("openssl");
+    s_client
+        .args(["s_client", "-starttls", "smtp", "-quiet", "-crlf"])
         .args([
             "-connect",
             &server.addr.to_string(),
@@ -683,19 +683,13 @@ fn openssl_s_client_starttls_whole_session_on_stdin_is_stored() {
         ])
         .arg("-verify_return_error")
         .arg("-CAfile")
-        .arg(keys.cert())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run openssl s_client");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(session.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .arg(keys.cert());
+    let run = run_bounded(&mut s_client, session.as_bytes(), Duration::from_secs(20));
+    let out = std::process::Output {
+        status: run.status,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    };
     assert_success(&out, "openssl s_client");
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -731,12 +725,13 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
 fn smtplib_starttls_login_sendmail_is_stored() {
     let keys = Keys::new();
     let server = Server::start(&keys.config(&[]));
-    let out = Command::new("python3")
-        .args(["-c", PY_STARTTLS, &server.addr.port().to_string()])
-        .arg(keys.cert())
-        .arg(PASSWORD)
-        .output()
-        .expect("run python3");
+    let out = output_bounded(
+        Command::new("python3")
+            .args(["-c", PY_STARTTLS, &server.addr.port().to_string()])
+            .arg(keys.cert())
+            .arg(PASSWORD),
+        Duration::from_secs(30),
+    );
     assert_success(&out, "python3 smtplib starttls");
     let message = stored(&server, "smtplib");
     assert!(
@@ -757,14 +752,15 @@ fn swaks_tls_auth_plain_is_stored() {
     }
     let keys = Keys::new();
     let server = Server::start(&keys.config(&[]));
-    let out = Command::new("swaks")
-        .args(["--server", &server.addr.to_string(), "--timeout", "10"])
-        .args(["--from", "a@b.org", "--to", "root@example.com"])
-        .args(["--tls", "--auth", "PLAIN", "--auth-user", "bob"])
-        .args(["--auth-password", PASSWORD, "--header", "Subject: swaks"])
-        .args(["--body", "hello from swaks"])
-        .output()
-        .expect("run swaks");
+    let out = output_bounded(
+        Command::new("swaks")
+            .args(["--server", &server.addr.to_string(), "--timeout", "10"])
+            .args(["--from", "a@b.org", "--to", "root@example.com"])
+            .args(["--tls", "--auth", "PLAIN", "--auth-user", "bob"])
+            .args(["--auth-password", PASSWORD, "--header", "Subject: swaks"])
+            .args(["--body", "hello from swaks"]),
+        Duration::from_secs(30),
+    );
     assert_success(&out, "swaks --tls --auth PLAIN");
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(transcript.contains("<~  235 2.7.0 "), "{transcript}");
@@ -826,18 +822,16 @@ fn starttls_works_in_inetd_mode() {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (conn, _) = listener.accept().unwrap();
     let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().unwrap()));
-    let mut child = smtpbox()
-        .args(["--inetd", "-c"])
-        .arg(&conf)
-        .stdin(fd(&conn))
-        .stdout(fd(&conn))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Guard::spawn(
+        smtpbox()
+            .args(["--inetd", "-c"])
+            .arg(&conf)
+            .stdin(fd(&conn))
+            .stdout(fd(&conn))
+            .stderr(Stdio::null()),
+    );
     drop(conn);
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    bound_io(&client, Duration::from_secs(5));
     let mut plain = Smtp {
         reader: BufReader::new(client),
     };
@@ -847,7 +841,8 @@ fn starttls_works_in_inetd_mode() {
     tls.expect("EHLO client.test", "250");
     tls.deliver("over inetd");
     tls.expect("QUIT", "221 2.0.0");
-    let _ = child.wait();
+    let status = child.exit_within(Duration::from_secs(5), "smtpbox --inetd");
+    assert!(status.success(), "smtpbox --inetd after QUIT: {status}");
     let stored = messages(&dir.path().join("Maildir"));
     assert_eq!(stored.len(), 1);
     let message = String::from_utf8_lossy(&stored[0]).into_owned();

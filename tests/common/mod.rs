@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -138,6 +138,239 @@ impl Drop for TempDir {
     }
 }
 
+/// Room above a limit for a loaded machine (two cores shared with other
+/// builds, a lost SYN's 1 s retransmit), before [`upper`] scales it.
+pub const ROOM: Duration = Duration::from_secs(3);
+
+/// Asserts that `what` took at least `at_least` (proof that a limit is
+/// not enforced early: a server that drops a client at once fails) and at
+/// most `limit` plus [`ROOM`], scaled by [`upper`].
+pub fn assert_took(what: &str, elapsed: Duration, at_least: Duration, limit: Duration) {
+    let at_most = upper(limit + ROOM);
+    assert!(
+        elapsed >= at_least && elapsed <= at_most,
+        "{what}: took {elapsed:?}, expected {at_least:?}..={at_most:?}"
+    );
+}
+
+/// The config file the binary reads when it is run without `-c`.
+pub const HOST_CONFIG: &str = "/etc/smtpbox/smtpbox.conf";
+
+/// A command for a run of the binary without `-c`. When this host has a
+/// config in /etc/smtpbox, the binary runs in a private mount namespace
+/// with an empty tmpfs over that directory (root only: elsewhere the test
+/// fails rather than read the host's config).
+pub fn smtpbox_without_config() -> Command {
+    let etc = Path::new(HOST_CONFIG).parent().expect("a directory");
+    if !etc.exists() {
+        return smtpbox();
+    }
+    assert!(
+        smtpbox::privilege::is_root(),
+        "{} exists and would be read: run this test as root (it hides the \
+         directory in a private mount namespace) or without that file",
+        etc.display()
+    );
+    let script = format!(
+        "mount -t tmpfs -o size=16k,mode=0755 smtpbox-test '{}' && exec \"$@\"",
+        etc.display()
+    );
+    let mut command = Command::new("unshare");
+    command
+        .args(["-m", "sh", "-c", &script, "sh"])
+        .args(smtpbox_argv());
+    command
+}
+
+// ---------------------------------------------------------------------------
+// Child processes: killed with their descendants, waited for with a bound.
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+const SIGKILL: i32 = 9;
+const SIGSTOP: i32 = 19;
+
+/// The PIDs of the live descendants of `pid` (children, their children…),
+/// from the parent field of each `/proc/PID/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // "PID (comm) STATE PPID …": comm may hold spaces and parentheses.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.push((child, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Kills `child` and every descendant it has (a wrapper's forked server,
+/// e.g. `systemd-socket-activate --accept`'s or `timeout`'s) by PID, then
+/// reaps `child`. The child is stopped first so that it forks no more.
+pub fn kill_tree(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let pid = child.id();
+    // SAFETY: kill(2) on our own child, which is not reaped yet.
+    unsafe { kill(pid as i32, SIGSTOP) };
+    for descendant in descendants(pid) {
+        // SAFETY: kill(2) takes any PID; a gone one gives ESRCH.
+        unsafe { kill(descendant as i32, SIGKILL) };
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A child process killed with its descendants on drop, a panic included.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn spawn(cmd: &mut Command) -> Guard {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+        Guard(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The exit status within `bound` (scaled by [`upper`]); None when the
+    /// child is still running then.
+    pub fn wait_for(&mut self, bound: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + upper(bound);
+        loop {
+            match self.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(5)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The exit status within `bound`; fails the test (naming `what`)
+    /// when the child is still running then.
+    pub fn exit_within(&mut self, bound: Duration, what: &str) -> ExitStatus {
+        self.wait_for(bound)
+            .unwrap_or_else(|| panic!("{what}: still running after {:?}", upper(bound)))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        kill_tree(&mut self.0);
+    }
+}
+
+/// What a child run to its end gave.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` to its end with `input` on its stdin (then closed), its
+/// stdout and stderr collected. Bounded by `bound` (scaled by [`upper`]):
+/// past it the child and its descendants are killed and the test fails
+/// with what they wrote so far.
+pub fn run_bounded(cmd: &mut Command, input: &[u8], bound: Duration) -> Finished {
+    let end = Instant::now() + upper(bound);
+    let mut guard = Guard::spawn(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdin = guard.0.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // The binary may exit before reading everything (usage errors).
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(());
+        });
+        (seen, rx)
+    };
+    let (stdout, out_done) = collect(Box::new(guard.0.stdout.take().expect("stdout")));
+    let (stderr, err_done) = collect(Box::new(guard.0.stderr.take().expect("stderr")));
+    let seen = |what: &str| {
+        format!(
+            "{:?} {what} after {:?}\nstdout: {}\nstderr: {}",
+            cmd.get_program(),
+            upper(bound),
+            String::from_utf8_lossy(&stdout.lock().unwrap()),
+            String::from_utf8_lossy(&stderr.lock().unwrap())
+        )
+    };
+    let left = end.saturating_duration_since(Instant::now());
+    let Some(status) = guard.wait_for(left) else {
+        panic!("{}", seen("still running"));
+    };
+    for done in [out_done, err_done] {
+        let left = end.saturating_duration_since(Instant::now());
+        if done
+            .recv_timeout(left.max(Duration::from_millis(100)))
+            .is_err()
+        {
+            panic!("{}", seen("exited, but its output is still open"));
+        }
+    }
+    let take = |v: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *v.lock().unwrap());
+    Finished {
+        status,
+        stdout: take(&stdout),
+        stderr: take(&stderr),
+    }
+}
+
+/// [`run_bounded`] with nothing on stdin, as `Command::output` gives it.
+pub fn output_bounded(cmd: &mut Command, bound: Duration) -> std::process::Output {
+    let run = run_bounded(cmd, b"", bound);
+    std::process::Output {
+        status: run.status,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    }
+}
+
 /// A running smtpbox, killed on drop.
 pub struct Server {
     child: Child,
@@ -195,12 +428,20 @@ impl Server {
         conf.push('\n');
         let conf_path = dir.path().join("smtpbox.conf");
         fs::write(&conf_path, conf).expect("write config");
-        let mut child = smtpbox()
+        let mut command = smtpbox();
+        command
             .arg("-c")
             .arg(&conf_path)
             .args(args)
             .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Server::spawn(&mut command, dir)
+    }
+
+    /// Starts `command` (a start of the binary that logs "listening on
+    /// ADDR") and waits for that line; `dir` goes with the server.
+    pub fn spawn(command: &mut Command, dir: TempDir) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -228,7 +469,7 @@ impl Server {
         let addr = match rx.recv_timeout(upper(Duration::from_secs(10))) {
             Ok(a) => a,
             Err(_) => {
-                let _ = child.kill();
+                kill_tree(&mut child);
                 panic!("smtpbox did not start; log:\n{}", log.lock().unwrap());
             }
         };
@@ -298,8 +539,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_tree(&mut self.child);
     }
 }
 
@@ -356,29 +596,52 @@ pub struct Client {
     pub reader: BufReader<TcpStream>,
 }
 
+/// A connection to `addr` within 5 s (scaled): a server whose listen
+/// queue is full and never drained would leave connect(2) retrying its
+/// SYN for two minutes.
+pub fn connect_bounded(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect_timeout(&addr, upper(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
+/// Read and write timeouts of `bound` (scaled by [`upper`]) on `stream`:
+/// a server that stops reading or replying fails the test, never hangs it.
+pub fn bound_io(stream: &TcpStream, bound: Duration) {
+    let bound = Some(upper(bound));
+    stream.set_read_timeout(bound).expect("read timeout");
+    stream.set_write_timeout(bound).expect("write timeout");
+}
+
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(upper(Duration::from_secs(10))))
-            .unwrap();
+        let stream = connect_bounded(addr);
+        bound_io(&stream, Duration::from_secs(10));
         Client {
             reader: BufReader::new(stream),
         }
     }
 
-    /// Writes raw bytes in one write.
+    /// Writes raw bytes in one write; a write the server does not take
+    /// within the write timeout fails the test.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).expect("send");
+        if let Err(e) = self.reader.get_mut().write_all(bytes) {
+            panic!("send of {} bytes: {e}", bytes.len());
+        }
     }
 
-    /// Reads one whole reply (all its lines); empty string on EOF.
+    /// Reads one whole reply (all its lines); empty string when the
+    /// server closed the connection (EOF or a reset). A read timeout fails
+    /// the test with what was seen: a hung server is no closed one.
     pub fn reply(&mut self) -> String {
         let mut all = String::new();
         loop {
             let mut line = String::new();
             match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return all,
+                Ok(0) => return all,
+                Err(e) if is_timeout(&e) => {
+                    panic!("no whole reply within the read timeout ({e}); got {all:?}{line:?}")
+                }
+                Err(_) => return all,
                 Ok(_) => {}
             }
             let last = line.as_bytes().get(3) != Some(&b'-');
@@ -425,6 +688,27 @@ impl Client {
         self.reply()
     }
 
+    /// Everything the server sends until it closes the connection; fails
+    /// the test with what was seen when that does not happen within the
+    /// read timeout.
+    pub fn read_to_eof(&mut self) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if is_timeout(&e) => panic!(
+                    "the server did not close the connection ({e}); got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // a reset is a close too
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
     /// True when the server has closed the connection (EOF within 5 s).
     pub fn closed(&mut self) -> bool {
         self.reader
@@ -440,6 +724,14 @@ impl Client {
             }
         }
     }
+}
+
+/// Whether a read error is a read timeout (`SO_RCVTIMEO`).
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// A numeric field of `/proc/PID/status` (`VmRSS` in kB, `Threads`); 0 when
@@ -529,20 +821,21 @@ pub fn client_hello() -> Vec<u8> {
 /// `dir/cert.crt` and `dir/cert.key`: a self-signed P-256 certificate for
 /// localhost and 127.0.0.1 (not a CA), made with the openssl CLI.
 pub fn make_cert(dir: &Path) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
-        .args([
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-keyout", "cert.key", "-out", "cert.crt"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .output()
-        .expect("run openssl");
+    let out = output_bounded(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(["req", "-x509", "-nodes", "-days", "30", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-keyout", "cert.key", "-out", "cert.crt"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"]),
+        Duration::from_secs(30),
+    );
     assert!(
         out.status.success(),
         "openssl req: {}",
