@@ -17,7 +17,8 @@ use smtpbox::auth::{self, Users};
 use smtpbox::command::{self, Address, Command, ReversePath};
 use smtpbox::config::{self, Config, Invocation, Mode};
 use smtpbox::data::{self, BareLf, ContentSink, DataEnd, DataReader};
-use smtpbox::reply::{self, Reply};
+use smtpbox::framer::{self, Frame, Framer};
+use smtpbox::reply::Reply;
 use smtpbox::session::{
     Action, Authenticator, ContentSummary, Peer, QuotaProbe, Services, Session,
 };
@@ -154,27 +155,18 @@ pub fn check_reply(reply: &Reply) {
     for line in reply.lines() {
         assert!(!line.contains(['\r', '\n']), "line break in {reply:?}");
     }
-    if reply.status.is_empty() {
+    let Some(status) = reply.status else {
         assert!(
             [220, 250, 334, 354].contains(&reply.code),
             "no enhanced code: {reply:?}"
         );
         return;
-    }
-    if reply.status == reply::EHLO {
-        assert_eq!(reply.code, 250, "{reply:?}");
-        return;
-    }
-    let parts: Vec<&str> = reply.status.split('.').collect();
-    let digits =
-        |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
-    assert!(
-        parts.len() == 3 && digits(parts[0], 1) && digits(parts[1], 3) && digits(parts[2], 3),
-        "bad enhanced code: {reply:?}"
-    );
+    };
+    // The type makes the form class.subject.detail; the class must still
+    // be the code's (the constructors check it when compiled).
     assert_eq!(
-        parts[0],
-        (reply.code / 100).to_string(),
+        status.class() as u16,
+        reply.code / 100,
         "class differs: {reply:?}"
     );
 }
@@ -469,12 +461,12 @@ pub fn config_parse(input: &[u8]) {
     for name in names {
         let local = name.rsplit_once('@').map_or(name, |(l, _)| l);
         for domain in config.domains.iter().map(String::as_str).chain([""]) {
-            let line = match domain {
-                "" => format!("RCPT TO:<{local}>"),
-                d => format!("RCPT TO:<{local}@{d}>"),
+            let text = match domain {
+                "" => local.to_string(),
+                d => format!("{local}@{d}"),
             };
-            if let Ok(Command::Rcpt { to, .. }) = command::parse(line.as_bytes()) {
-                let _ = config.route(&to, &[]);
+            if let Ok(to) = command::parse_address(&text) {
+                let _ = smtpbox::routing::route(&config, &to, None);
             }
         }
     }
@@ -573,12 +565,85 @@ pub fn auth_decode(input: &[u8]) {
     }
 }
 
+// ---- framer: command lines from bytes ----
+
+/// Input: a byte that picks how the rest is cut into reads, then what a
+/// client sends. Whether pushed whole or in pieces, the framer gives the
+/// frames of [`reference_lines`] with their CRLF and NUL flags; each push
+/// uses the bytes through the first LF, or all of them; a line that began
+/// in the bytes pushed comes back as a slice of them (no copy); and the
+/// framer is mid-line exactly when bytes follow the last LF.
+pub fn framer(input: &[u8]) {
+    let [cut, stream @ ..] = input else {
+        return;
+    };
+    let want = reference_lines(stream);
+    let whole = std::iter::once(stream).filter(|s| !s.is_empty());
+    let pieces: [Box<dyn Iterator<Item = &[u8]>>; 2] =
+        [Box::new(whole), Box::new(Cuts::new(stream, *cut))];
+    for pieces in pieces {
+        let mut framer = Framer::new();
+        let mut got = Vec::new();
+        for piece in pieces {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let began_here = !framer.mid_line();
+                let lf = rest.iter().position(|&b| b == b'\n');
+                let (used, frame) = framer.push(rest);
+                assert_eq!(used, lf.map_or(rest.len(), |i| i + 1), "bytes used");
+                match frame {
+                    None => assert!(lf.is_none(), "an LF and no frame"),
+                    Some(Frame::TooLong) => got.push(None),
+                    Some(Frame::Line(line)) => {
+                        assert_eq!(line.nul, line.text.contains(&0), "NUL flag");
+                        if began_here {
+                            let inside = rest.as_ptr_range();
+                            assert!(inside.contains(&line.text.as_ptr()) || line.text.is_empty());
+                        }
+                        got.push(Some((line.text.to_vec(), line.crlf)));
+                    }
+                }
+                rest = &rest[used..];
+            }
+        }
+        assert_eq!(got, want, "frames");
+        let tail = stream
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        assert_eq!(
+            framer.mid_line(),
+            tail < stream.len(),
+            "mid-line at the end"
+        );
+    }
+}
+
+/// The reference: split at each LF; one CR before the LF is the CRLF; a
+/// line over `MAX_LINE` bytes without its ending is too long (None); the
+/// bytes after the last LF are no line yet.
+pub fn reference_lines(stream: &[u8]) -> Vec<Option<(Vec<u8>, bool)>> {
+    let mut lines: Vec<&[u8]> = stream.split(|&b| b == b'\n').collect();
+    lines.pop(); // after the last LF
+    lines
+        .into_iter()
+        .map(|line| {
+            let (text, crlf) = match line.strip_suffix(b"\r") {
+                Some(text) => (text, true),
+                None => (line, false),
+            };
+            (text.len() <= framer::MAX_LINE).then(|| (text.to_vec(), crlf))
+        })
+        .collect()
+}
+
 // ---- session: the whole sans-IO session ----
 
 /// Input: a byte of session options, then what a client sends. The bytes
-/// are framed into command lines as the connection does (LF ends a line,
-/// one CR before it is dropped, over 2048 bytes is too long); DATA and BDAT
-/// content is read as the connection reads it; delivery always succeeds.
+/// are framed into command lines by the connection's [`Framer`], in reads
+/// of 512 bytes (the connection's command buffer) or, with option bit 5,
+/// of 1 to 16; DATA and BDAT content is read as the connection reads it;
+/// delivery always succeeds.
 ///
 /// Every reply is well formed ([`check_reply`]); the trace headers of a
 /// message are exactly two CRLF-terminated lines (no header injection);
@@ -601,10 +666,7 @@ pub fn session(input: &[u8]) {
     } else {
         "192.0.2.7:40000"
     };
-    let peer = Peer {
-        remote: remote.parse().ok(),
-        local: "192.0.2.25:25".parse().ok(),
-    };
+    let peer = Peer::network(remote.parse().ok(), "192.0.2.25:25".parse().ok());
     let mode = if options & 16 == 16 {
         Mode::Submission
     } else {
@@ -617,47 +679,55 @@ pub fn session(input: &[u8]) {
     let mut session = Session::new(config, services, peer, mode);
     let greeting = session.greeting();
     check_reply(&greeting);
-    assert_eq!((greeting.code, greeting.status), (220, ""));
+    assert_eq!((greeting.code, greeting.status), (220, None));
 
     let mut input = stream;
+    let mut framer = Framer::new();
+    let mut reads = ReadSizes::new(options);
     let (mut sent_crlf, mut errors, mut auth_failures) = (false, 0, 0);
     let mut chunked: Option<u64> = None;
     // What the client has achieved, as the replies tell it.
     let (mut tls, mut authenticated) = (false, false);
     loop {
-        let Some(nl) = input.iter().position(|&b| b == b'\n') else {
+        if input.is_empty() {
             return; // The client closed.
-        };
-        let mut line = &input[..nl];
-        input = &input[nl + 1..];
-        if let Some(l) = line.strip_suffix(b"\r") {
-            line = l;
-            sent_crlf = true;
         }
-        let step = if line.len() > smtpbox::conn::MAX_LINE {
-            session.line_too_long()
-        } else {
-            session.command(line)
+        let read = reads.next().min(input.len());
+        let (used, frame) = framer.push(&input[..read]);
+        input = &input[used..];
+        let Some(frame) = frame else {
+            continue;
         };
+        let line = match frame {
+            Frame::Line(line) => {
+                sent_crlf |= line.crlf;
+                line.text
+            }
+            Frame::TooLong => b"",
+        };
+        let step = session.framed(frame);
         for reply in &step.replies {
             check_reply(reply);
             assert!(
-                !reply.status.is_empty() || [250, 334].contains(&reply.code),
+                reply.status.is_some() || [250, 334].contains(&reply.code),
                 "a reply to a command without an enhanced code: {reply:?}"
             );
-            match (reply.code, reply.status) {
+            let status = reply.status.map(|s| s.to_string());
+            match (reply.code, status.as_deref()) {
                 (334, _) => assert!(auth_configured, "AUTH without a users file"),
+                // RFC 4954 §6: only when the users file cannot be read.
+                (454, status) => assert_eq!(status, Some("4.7.0"), "{reply:?}"),
                 (235, _) => {
                     // SPEC §5: no AUTH in clear text from a remote client.
                     assert!(tls || loopback, "AUTH succeeded without TLS");
                     authenticated = true;
                 }
                 // SPEC §2: submission wants STARTTLS and AUTH before MAIL.
-                (250, "2.1.0") if mode == Mode::Submission => {
+                (250, Some("2.1.0")) if mode == Mode::Submission => {
                     assert!(tls && authenticated, "MAIL accepted on submission")
                 }
                 // SPEC §4: smtpbox never relays.
-                (250, "2.1.5") => check_local_recipient(line),
+                (250, Some("2.1.5")) => check_local_recipient(line),
                 _ => {}
             }
         }
@@ -779,6 +849,32 @@ fn check_trace(session: &Session) {
     }
 }
 
+/// How many bytes each read hands the framer in the session target.
+struct ReadSizes {
+    state: u32,
+    small: bool,
+}
+
+impl ReadSizes {
+    fn new(options: u8) -> ReadSizes {
+        ReadSizes {
+            state: u32::from(options) | 0x100,
+            small: options & 32 == 32,
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        if !self.small {
+            return 512;
+        }
+        // xorshift32
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 17;
+        self.state ^= self.state << 5;
+        (1 + self.state % 16) as usize
+    }
+}
+
 /// `input` after `size` bytes, or None when it is shorter (EOF mid-chunk).
 fn skip(input: &[u8], size: u64) -> Option<&[u8]> {
     let size = usize::try_from(size).ok()?;
@@ -843,12 +939,16 @@ impl QuotaProbe for FullBox {
     }
 }
 
-/// One user, `alice`, password `secret` (no crypt: the fuzzer stays fast).
+/// One user, `alice`, password `secret` (no crypt: the fuzzer stays fast);
+/// asking for user `down` finds the users file unreadable.
 struct Alice;
 
 impl Authenticator for Alice {
-    fn verify(&self, user: &str, password: &[u8]) -> bool {
-        user == "alice" && password == b"secret"
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+        if user == "down" {
+            return Err("users: cannot read: not a regular file".into());
+        }
+        Ok(user == "alice" && password == b"secret")
     }
 }
 

@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 secs=${1:-600}
 shift || true
-all=(command_parse data_automaton bdat_framing config_parse users_parse auth_decode session)
+all=(command_parse framer data_automaton bdat_framing config_parse users_parse auth_decode session)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all[@]}"); fi
 
 # Safe Rust: AddressSanitizer adds nothing that a panic does not already
@@ -21,7 +21,7 @@ mkdir -p artifacts/logs
 
 dict_for() {
     case $1 in
-        command_parse | session) echo "-dict=$PWD/dict/smtp.dict" ;;
+        command_parse | framer | session) echo "-dict=$PWD/dict/smtp.dict" ;;
         config_parse) echo "-dict=$PWD/dict/config.dict" ;;
         users_parse) echo "-dict=$PWD/dict/users.dict" ;;
     esac
@@ -31,7 +31,7 @@ dict_for() {
 # 1000-byte message limit of the session target, the example config).
 max_len_for() {
     case $1 in
-        session | config_parse) echo 8192 ;;
+        framer | session | config_parse) echo 8192 ;;
         *) echo 1024 ;;
     esac
 }

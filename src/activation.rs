@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixListener};
 
 use crate::config::Mode;
 
@@ -18,10 +18,28 @@ pub struct ActivatedSocket {
     pub name: String,
 }
 
+/// The `FileDescriptorName=` of the local submission socket (SPEC §8).
+pub const LOCAL_NAME: &str = "local";
+
+/// Everything systemd passed: the TCP listeners, and the local submission
+/// socket when one was named `local`.
+#[derive(Default)]
+pub struct Activated {
+    pub sockets: Vec<ActivatedSocket>,
+    pub local: Option<UnixListener>,
+}
+
+impl Activated {
+    /// True when systemd passed nothing (not socket-activated).
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty() && self.local.is_none()
+    }
+}
+
 /// Takes the sockets passed by systemd, if any. `LISTEN_PID` must be our
 /// pid; the variables are removed so that children don't inherit them, and
 /// every fd gets CLOEXEC. Call before any thread is started.
-pub fn listen_fds() -> Result<Vec<ActivatedSocket>, String> {
+pub fn listen_fds() -> Result<Activated, String> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     let names = std::env::var("LISTEN_FDNAMES").ok();
@@ -29,10 +47,10 @@ pub fn listen_fds() -> Result<Vec<ActivatedSocket>, String> {
         std::env::remove_var(var);
     }
     let (Some(pid), Some(fds)) = (pid, fds) else {
-        return Ok(Vec::new());
+        return Ok(Activated::default());
     };
     if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-        return Ok(Vec::new()); // Meant for another process.
+        return Ok(Activated::default()); // Meant for another process.
     }
     let count: RawFd = fds
         .trim()
@@ -41,10 +59,14 @@ pub fn listen_fds() -> Result<Vec<ActivatedSocket>, String> {
     let names: Vec<&str> = names
         .as_deref()
         .map_or(Vec::new(), |n| n.split(':').collect());
-    let mut sockets = Vec::new();
+    let mut activated = Activated::default();
     for i in 0..count.clamp(0, 64) {
         let fd = LISTEN_FDS_START + i;
         let name = names.get(i as usize).copied().unwrap_or("").to_string();
+        if name == LOCAL_NAME {
+            activated.local = Some(take_local(fd)?);
+            continue;
+        }
         // SAFETY: sd_listen_fds(3): fds 3.. are ours, open, and nothing else
         // in this process owns them.
         let passed = unsafe { TcpListener::from_raw_fd(fd) };
@@ -57,13 +79,27 @@ pub fn listen_fds() -> Result<Vec<ActivatedSocket>, String> {
         listener
             .local_addr()
             .map_err(|e| format!("passed fd {fd} ({name}) is not a TCP socket: {e}"))?;
-        sockets.push(ActivatedSocket {
+        activated.sockets.push(ActivatedSocket {
             listener,
             mode: mode_for_name(&name),
             name,
         });
     }
-    Ok(sockets)
+    Ok(activated)
+}
+
+/// The fd named `local`: a listening Unix stream socket.
+fn take_local(fd: RawFd) -> Result<UnixListener, String> {
+    // SAFETY: as for the TCP fds in `listen_fds`.
+    let passed = unsafe { UnixListener::from_raw_fd(fd) };
+    let listener = passed
+        .try_clone()
+        .map_err(|e| format!("passed fd {fd} ({LOCAL_NAME}): {e}"))?;
+    drop(passed);
+    listener
+        .local_addr()
+        .map_err(|e| format!("passed fd {fd} ({LOCAL_NAME}) is not a Unix socket: {e}"))?;
+    Ok(listener)
 }
 
 /// `FileDescriptorName=` to listener mode (SPEC §8).

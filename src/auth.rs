@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
-use std::fs;
 use std::hint::black_box;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use ring::digest;
+
+use crate::watched::{self, Contents, Watched};
 
 /// base64("Username:"), the first LOGIN challenge (sent as `334 VXNlcm5hbWU6`).
 pub const LOGIN_USER_PROMPT: &str = "VXNlcm5hbWU6";
@@ -35,10 +36,22 @@ pub struct Users {
 impl Users {
     /// Reads and parses a users file; errors name the file (and line).
     pub fn load(path: &Path) -> Result<Users, String> {
-        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = watched::read(path)?;
+        Users::from_file(&[Contents {
+            path: path.to_path_buf(),
+            bytes,
+        }])
+    }
+
+    /// Parses the contents of a users file.
+    fn from_file(files: &[Contents]) -> Result<Users, String> {
+        let [file] = files else {
+            return Err("one users file is needed".into());
+        };
+        let path = file.path.display();
         let text =
-            String::from_utf8(bytes).map_err(|_| format!("{}: not valid UTF-8", path.display()))?;
-        Users::parse(&text, &path.display().to_string())
+            std::str::from_utf8(&file.bytes).map_err(|_| format!("{path}: not valid UTF-8"))?;
+        Users::parse(text, &path.to_string())
     }
 
     /// Parses users-file text; `origin` names it in errors (`origin:line: …`).
@@ -116,72 +129,35 @@ impl fmt::Debug for Users {
     }
 }
 
-/// A users file that is re-read when it changes (its inode, size or mtime),
-/// so passwords can be changed without a restart.
+/// A users file that is re-read when it changes (see [`Watched`]), so
+/// passwords can be changed without a restart.
 #[derive(Debug)]
 pub struct UsersFile {
-    path: PathBuf,
-    /// The stamp last seen on disk, and the users last loaded successfully.
-    cached: Mutex<(FileStamp, Arc<Users>)>,
+    file: Watched<Users>,
 }
 
 impl UsersFile {
     /// Loads the file once; a missing or broken file is an error here.
     pub fn open(path: &Path) -> Result<UsersFile, String> {
-        let stamp = FileStamp::of(path)?;
-        let users = Users::load(path)?;
-        Ok(UsersFile {
-            path: path.to_path_buf(),
-            cached: Mutex::new((stamp, Arc::new(users))),
-        })
+        // Every AUTH attempt looks at the file: a removed user is refused
+        // from the next attempt on.
+        let file = Watched::load("users file", &[path], Duration::ZERO, Users::from_file)?;
+        Ok(UsersFile { file })
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.paths()[0]
     }
 
     /// The current users, re-read only when the file's metadata changed.
     /// A changed file that does not parse is logged once and the previous
-    /// users are kept. A file that can no longer be found is an error (fail
+    /// users are kept. A file that cannot be read (removed, replaced by a
+    /// directory, unreadable) is an error, whose text names the file (fail
     /// closed: a removed users file must not keep old passwords working);
-    /// the caller answers `454 4.7.0` (RFC 4954 §6).
+    /// the session then answers `454 4.7.0` (RFC 4954 §6).
     pub fn current(&self) -> Result<Arc<Users>, String> {
-        let stamp = FileStamp::of(&self.path)?;
-        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
-        if cached.0 != stamp {
-            // Record the stamp even on failure: a broken file is reported once.
-            cached.0 = stamp;
-            match Users::load(&self.path) {
-                Ok(users) => {
-                    log::info!("{}: reloaded, {} users", self.path.display(), users.len());
-                    cached.1 = Arc::new(users);
-                }
-                Err(e) => log::error!("{e}; keeping the previous users"),
-            }
-        }
-        Ok(Arc::clone(&cached.1))
-    }
-}
-
-/// What identifies one version of a file without reading it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> Result<FileStamp, String> {
-        let m = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(FileStamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-        })
+        self.file.current().map_err(|unreadable| unreadable.reason)
     }
 }
 
@@ -556,6 +532,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use AuthError::{AuthzidMismatch, BadBase64, Cancelled, Malformed};
 
     const HELLO: &[u8] = b"Hello world!";
@@ -691,9 +668,28 @@ mod tests {
         assert!(file.current().unwrap().verify("bob", b"password"));
         assert!(file.current().unwrap().verify("bob", b"password"));
 
-        // Removed: fail closed.
+        // Removed, replaced by a directory, a dangling symlink: fail
+        // closed, with an error that names the file.
         fs::remove_file(&path).unwrap();
+        let gone = file.current().unwrap_err();
+        assert!(
+            gone.starts_with(&format!("{}: cannot read: ", path.display())),
+            "{gone}"
+        );
+        fs::create_dir(&path).unwrap();
+        let err = file.current().unwrap_err();
+        assert!(
+            err.ends_with("not a regular file: it is a directory"),
+            "{err}"
+        );
+        assert!(file.current().is_err(), "a directory still");
+        fs::remove_dir(&path).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), &path).unwrap();
         assert!(file.current().is_err());
+        // Back in place: served again.
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, format!("carol:{}\n", VECTORS[8].1)).unwrap();
+        assert!(file.current().unwrap().verify("carol", b"password"));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -5,7 +5,6 @@
 //! `parse` takes one command line without its line ending and returns a
 //! `Command` or the exact error `Reply` the client gets.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::reply::Reply;
@@ -121,7 +120,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     // a non-ASCII byte matches none.
     let mut upper = [0u8; 8];
     let Some(upper) = upper.get_mut(..verb.len()) else {
-        return Err(unrecognized());
+        return Err(Reply::unrecognized());
     };
     upper.copy_from_slice(verb);
     upper.make_ascii_uppercase();
@@ -147,8 +146,35 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "SOML" => Ok(Command::NotImplemented("SOML")),
         "SAML" => Ok(Command::NotImplemented("SAML")),
         "CONNECT" | "GET" | "POST" | "HEAD" | "PUT" => Ok(Command::Forbidden),
-        _ => Err(unrecognized()),
+        _ => Err(Reply::unrecognized()),
     }
+}
+
+/// Why [`parse_address`] refused a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressError {
+    /// Not a mailbox by the RFC 5321 §4.1.2 grammar (with RFC 6531 UTF-8),
+    /// or empty.
+    Invalid,
+    /// Over an RFC 5321 §4.5.3.1 length limit.
+    TooLong,
+}
+
+/// Parses a mailbox as it stands between the angle brackets of a MAIL or
+/// RCPT path (`local@domain`, `"a b"@domain`, `root@[127.0.0.1]`, a bare
+/// local part), with the grammar and length limits of those commands. The
+/// empty text is [`AddressError::Invalid`]: what `<>` means is the caller's
+/// business. For addresses that do not arrive in a command line (sendmail's
+/// operands and header fields, alias names).
+pub fn parse_address(text: &str) -> Result<Address, AddressError> {
+    // RFC 5321 §4.5.3.1.3: a path is at most 256 octets, brackets included.
+    if text.len() > 254 {
+        return Err(AddressError::TooLong);
+    }
+    parse_mailbox(text.as_bytes()).map_err(|e| match e {
+        PathError::TooLong => AddressError::TooLong,
+        PathError::Syntax | PathError::Invalid => AddressError::Invalid,
+    })
 }
 
 impl Address {
@@ -177,11 +203,6 @@ impl Address {
         let mut out = String::with_capacity(self.local.len() + 8 + domain);
         let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{self}"));
         out
-    }
-
-    /// True for an address literal domain (`user@[192.0.2.1]`).
-    pub fn has_literal_domain(&self) -> bool {
-        matches!(self.domain, Some(Domain::Literal(_)))
     }
 }
 
@@ -230,26 +251,14 @@ enum PathError {
 
 impl PathError {
     fn reply(self, role: Role, usage: &'static str) -> Reply {
-        let (status, noun) = match role {
-            Role::Sender => ("5.1.7", "sender"),
-            Role::Recipient => ("5.1.3", "recipient"),
-        };
-        match self {
-            PathError::Syntax => syntax(usage),
-            PathError::Invalid => Reply::new(553, status, format!("Invalid {noun} address")),
-            PathError::TooLong => {
-                Reply::new(501, status, format!("The {noun} address is too long"))
-            }
+        match (self, role) {
+            (PathError::Syntax, _) => Reply::syntax(usage),
+            (PathError::Invalid, Role::Sender) => Reply::invalid_sender(),
+            (PathError::Invalid, Role::Recipient) => Reply::invalid_recipient(),
+            (PathError::TooLong, Role::Sender) => Reply::sender_too_long(),
+            (PathError::TooLong, Role::Recipient) => Reply::recipient_too_long(),
         }
     }
-}
-
-fn syntax(text: impl Into<Cow<'static, str>>) -> Reply {
-    Reply::new(501, "5.5.4", text)
-}
-
-fn unrecognized() -> Reply {
-    Reply::new(500, "5.5.2", "Command unrecognized")
 }
 
 /// Space-separated words, empty ones skipped.
@@ -261,16 +270,16 @@ fn no_args(args: &[u8], command: Command, usage: &'static str) -> Result<Command
     if args.is_empty() {
         Ok(command)
     } else {
-        Err(syntax(usage))
+        Err(Reply::syntax(usage))
     }
 }
 
 /// HELO/EHLO argument: any one printable word (RFC 5321 §4.1.1.1 asks for a
 /// domain or address literal; real clients send worse, and we only log it).
 fn hello_arg(args: &[u8], usage: &'static str) -> Result<String, Reply> {
-    let word = std::str::from_utf8(args).map_err(|_| syntax(usage))?;
+    let word = std::str::from_utf8(args).map_err(|_| Reply::syntax(usage))?;
     if word.is_empty() || word.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(syntax(usage));
+        return Err(Reply::syntax(usage));
     }
     Ok(word.to_string())
 }
@@ -278,7 +287,7 @@ fn hello_arg(args: &[u8], usage: &'static str) -> Result<String, Reply> {
 /// `MAIL FROM:<reverse-path> [params]` (RFC 5321 §4.1.1.2).
 fn parse_mail(args: &[u8]) -> Result<Command, Reply> {
     const USAGE: &str = "Syntax: MAIL FROM:<address>";
-    let rest = strip_prefix_ci(args, b"FROM:").ok_or_else(|| syntax(USAGE))?;
+    let rest = strip_prefix_ci(args, b"FROM:").ok_or_else(|| Reply::syntax(USAGE))?;
     let (path, rest) = split_path(rest).map_err(|e| e.reply(Role::Sender, USAGE))?;
     let from = if path.is_empty() {
         ReversePath::Null
@@ -289,14 +298,15 @@ fn parse_mail(args: &[u8]) -> Result<Command, Reply> {
     for Param { key, value } in esmtp_params(rest)? {
         match (key.as_str(), value) {
             ("SIZE", Some(v)) => {
-                params.size = Some(decimal(v).ok_or_else(|| syntax("Syntax: SIZE=<bytes>"))?);
+                params.size =
+                    Some(decimal(v).ok_or_else(|| Reply::syntax("Syntax: SIZE=<bytes>"))?);
             }
             ("BODY", Some(v)) => {
                 params.body = match v.to_ascii_uppercase().as_slice() {
                     b"7BIT" => Body::SevenBit,
                     b"8BITMIME" => Body::EightBitMime,
                     b"BINARYMIME" => Body::BinaryMime,
-                    _ => return Err(syntax("Syntax: BODY=7BIT|8BITMIME|BINARYMIME")),
+                    _ => return Err(Reply::syntax("Syntax: BODY=7BIT|8BITMIME|BINARYMIME")),
                 };
             }
             ("SMTPUTF8", None) => params.smtputf8 = true,
@@ -306,14 +316,14 @@ fn parse_mail(args: &[u8]) -> Result<Command, Reply> {
                 params.ret = match v.to_ascii_uppercase().as_slice() {
                     b"FULL" => Some(Ret::Full),
                     b"HDRS" => Some(Ret::Hdrs),
-                    _ => return Err(syntax("Syntax: RET=FULL|HDRS")),
+                    _ => return Err(Reply::syntax("Syntax: RET=FULL|HDRS")),
                 };
             }
             ("ENVID", Some(v)) => params.envid = Some(xtext(v)?),
             ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH" | "RET" | "ENVID", _) => {
-                return Err(syntax(format!("Syntax: bad {key} parameter")));
+                return Err(Reply::syntax(format!("Syntax: bad {key} parameter")));
             }
-            _ => return Err(unsupported(&key)),
+            _ => return Err(Reply::unsupported_parameter(&key)),
         }
     }
     Ok(Command::Mail { from, params })
@@ -322,10 +332,10 @@ fn parse_mail(args: &[u8]) -> Result<Command, Reply> {
 /// `RCPT TO:<forward-path> [params]` (RFC 5321 §4.1.1.3).
 fn parse_rcpt(args: &[u8]) -> Result<Command, Reply> {
     const USAGE: &str = "Syntax: RCPT TO:<address>";
-    let rest = strip_prefix_ci(args, b"TO:").ok_or_else(|| syntax(USAGE))?;
+    let rest = strip_prefix_ci(args, b"TO:").ok_or_else(|| Reply::syntax(USAGE))?;
     let (path, rest) = split_path(rest).map_err(|e| e.reply(Role::Recipient, USAGE))?;
     if path.is_empty() {
-        return Err(Reply::new(501, "5.1.3", "Null recipient not allowed"));
+        return Err(Reply::null_recipient());
     }
     let to = parse_mailbox(path).map_err(|e| e.reply(Role::Recipient, USAGE))?;
     let mut params = RcptParams::default();
@@ -335,21 +345,17 @@ fn parse_rcpt(args: &[u8]) -> Result<Command, Reply> {
             ("ORCPT", Some(v)) => {
                 // RFC 3461 §4.2: ORCPT=addr-type ";" xtext
                 if v.iter().position(|&b| b == b';').unwrap_or(0) == 0 {
-                    return Err(syntax("Syntax: ORCPT=addr-type;address"));
+                    return Err(Reply::syntax("Syntax: ORCPT=addr-type;address"));
                 }
                 params.orcpt = Some(xtext(v)?);
             }
             ("NOTIFY" | "ORCPT", None) => {
-                return Err(syntax(format!("Syntax: bad {key} parameter")));
+                return Err(Reply::syntax(format!("Syntax: bad {key} parameter")));
             }
-            _ => return Err(unsupported(&key)),
+            _ => return Err(Reply::unsupported_parameter(&key)),
         }
     }
     Ok(Command::Rcpt { to, params })
-}
-
-fn unsupported(key: &str) -> Reply {
-    Reply::new(555, "5.5.4", format!("Unsupported parameter {key}"))
 }
 
 /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
@@ -359,7 +365,7 @@ fn parse_auth(args: &[u8]) -> Result<Command, Reply> {
     let (mechanism, initial) = match words.as_slice() {
         [m] => (*m, None),
         [m, i] => (*m, Some(*i)),
-        _ => return Err(syntax(USAGE)),
+        _ => return Err(Reply::syntax(USAGE)),
     };
     // RFC 4422 §3.1: mechanism names are 1 to 20 of A-Z 0-9 - _.
     let name_ok = mechanism.len() <= 20
@@ -367,11 +373,11 @@ fn parse_auth(args: &[u8]) -> Result<Command, Reply> {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
     if !name_ok {
-        return Err(syntax(USAGE));
+        return Err(Reply::syntax(USAGE));
     }
     let initial = match initial {
         Some(i) if i.iter().all(u8::is_ascii_graphic) => Some(ascii_string(i)),
-        Some(_) => return Err(syntax(USAGE)),
+        Some(_) => return Err(Reply::syntax(USAGE)),
         None => None,
     };
     Ok(Command::Auth {
@@ -387,9 +393,9 @@ fn parse_bdat(args: &[u8]) -> Result<Command, Reply> {
     let (size, last) = match words.as_slice() {
         [n] => (*n, false),
         [n, l] if l.eq_ignore_ascii_case(b"LAST") => (*n, true),
-        _ => return Err(syntax(USAGE)),
+        _ => return Err(Reply::syntax(USAGE)),
     };
-    let size = decimal(size).ok_or_else(|| syntax(USAGE))?;
+    let size = decimal(size).ok_or_else(|| Reply::syntax(USAGE))?;
     Ok(Command::Bdat { size, last })
 }
 
@@ -583,7 +589,7 @@ fn esmtp_params(s: &[u8]) -> Result<Vec<Param<'_>>, Reply> {
         let key_ok = key.first().is_some_and(u8::is_ascii_alphanumeric)
             && key.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
         if !key_ok {
-            return Err(syntax("Syntax: bad parameter"));
+            return Err(Reply::syntax("Syntax: bad parameter"));
         }
         let key = ascii_string(key).to_ascii_uppercase();
         // A repeat with the same value is harmless (Python's smtplib sends
@@ -593,7 +599,7 @@ fn esmtp_params(s: &[u8]) -> Result<Vec<Param<'_>>, Reply> {
             Some(p)
                 if p.value.map(<[u8]>::to_ascii_uppercase)
                     == value.map(<[u8]>::to_ascii_uppercase) => {}
-            Some(_) => return Err(syntax(format!("Conflicting parameter {key}"))),
+            Some(_) => return Err(Reply::syntax(format!("Conflicting parameter {key}"))),
             None => params.push(Param { key, value }),
         }
     }
@@ -602,7 +608,7 @@ fn esmtp_params(s: &[u8]) -> Result<Vec<Param<'_>>, Reply> {
 
 /// RFC 3461 §4.1: NOTIFY=NEVER, or a list of SUCCESS, FAILURE, DELAY.
 fn notify(v: &[u8]) -> Result<String, Reply> {
-    let usage = || syntax("Syntax: NOTIFY=NEVER or SUCCESS,FAILURE,DELAY");
+    let usage = || Reply::syntax("Syntax: NOTIFY=NEVER or SUCCESS,FAILURE,DELAY");
     if !v.eq_ignore_ascii_case(b"NEVER") {
         let known = [&b"SUCCESS"[..], b"FAILURE", b"DELAY"];
         let item_ok = |item: &[u8]| known.iter().any(|k| k.eq_ignore_ascii_case(item));
@@ -616,7 +622,7 @@ fn notify(v: &[u8]) -> Result<String, Reply> {
 /// Decodes RFC 3461 §4 xtext: 0x21-0x7E except '+' and '=', and "+XX" with
 /// two uppercase hex digits. Empty, invalid or non-UTF-8 results are errors.
 fn xtext(v: &[u8]) -> Result<String, Reply> {
-    let bad = || syntax("Syntax: bad xtext value");
+    let bad = || Reply::syntax("Syntax: bad xtext value");
     let hex = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'A'..=b'F' => Some(b - b'A' + 10),
@@ -648,6 +654,7 @@ fn xtext(v: &[u8]) -> Result<String, Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reply::Status;
 
     const SYNTAX: (u16, &str) = (501, "5.5.4");
     const UNRECOGNIZED: (u16, &str) = (500, "5.5.2");
@@ -659,12 +666,22 @@ mod tests {
         parse(line.as_bytes()).unwrap_or_else(|r| panic!("{line:?} gave {r}"))
     }
 
+    /// A reply's code and enhanced code, compared with `(501, "5.5.4")`.
+    #[derive(Debug)]
+    struct Code(u16, Option<Status>);
+
+    impl PartialEq<(u16, &str)> for Code {
+        fn eq(&self, (code, status): &(u16, &str)) -> bool {
+            self.0 == *code && self.1.is_some_and(|s| s == *status)
+        }
+    }
+
     /// The code and enhanced code of the error reply to `line`.
-    fn err(line: impl AsRef<[u8]>) -> (u16, &'static str) {
+    fn err(line: impl AsRef<[u8]>) -> Code {
         let line = line.as_ref();
         match parse(line) {
             Ok(c) => panic!("{:?} gave {c:?}", String::from_utf8_lossy(line)),
-            Err(r) => (r.code, r.status),
+            Err(r) => Code(r.code, r.status),
         }
     }
 
@@ -918,6 +935,45 @@ mod tests {
         // A route domain over 255 octets.
         let d256 = "d".repeat(256);
         assert_eq!(err(format!("RCPT TO:<@{d256}:a@b>")), (501, "5.1.3"));
+    }
+
+    #[test]
+    fn parse_address_agrees_with_the_rcpt_path() {
+        let d = format!("{0}.{0}.{0}.{1}", "d".repeat(63), "d".repeat(60));
+        let cases = [
+            "a@b",
+            "ROOT",
+            "\"a b\"@c",
+            "\"a>b@c\"@x",
+            "root@[127.0.0.1]",
+            "x@[IPv6:::1]",
+            "@a,@b:u@c",
+            "用户@例子.广告",
+            "a@",
+            "a@b.",
+            "a b@c",
+            "a@b c",
+            "@a",
+            "a<b@c",
+        ];
+        let long = [
+            format!("a@{d}"),
+            format!("ab@{d}"),
+            format!("{}@x", "l".repeat(65)),
+        ];
+        for text in cases.iter().copied().chain(long.iter().map(String::as_str)) {
+            let want = match parse(format!("RCPT TO:<{text}>").as_bytes()) {
+                Ok(Command::Rcpt { to, .. }) => Ok(to),
+                Ok(other) => panic!("{text:?} gave {other:?}"),
+                Err(r) if r.code == 501 => Err(AddressError::TooLong),
+                Err(_) => Err(AddressError::Invalid),
+            };
+            assert_eq!(parse_address(text), want, "{text:?}");
+        }
+        // What only a command line could hold is not an address.
+        for text in ["", "a@b> NOTIFY=NEVER", "a@b>", "<a@b>", " a@b", "a@b "] {
+            assert_eq!(parse_address(text), Err(AddressError::Invalid), "{text:?}");
+        }
     }
 
     #[test]

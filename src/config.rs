@@ -1,26 +1,56 @@
 //! Configuration: the command line (getopts, SPEC §2), the config file
-//! (`key = value`, SPEC §3), their merge (options win), defaults, recipient
-//! routing (SPEC §4) and `--check`.
+//! (`key = value`, SPEC §3), their merge (options win), defaults and
+//! `--check`. Routing decisions on the parsed settings are `routing.rs`'s.
 //!
 //! Settings are parsed once, here, into typed values; the rest of smtpbox
 //! never sees a setting as a string.
 
+use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
-use std::fs::{self, DirBuilder, File};
-use std::io::Read;
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::command::{Address, Domain};
 use crate::data::BareLf;
+use crate::routing::{alias_cycle, normalize_domain, strip_detail};
 
 /// The config file read when `-c` is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/smtpbox/smtpbox.conf";
 
 /// What `--version` prints.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The largest config file read (it is a few lines; `-c /dev/zero` must
+/// not fill memory).
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// The largest certificate, key or users file read at start-up and by
+/// `--check`.
+pub const MAX_SECRET_FILE: u64 = 4 << 20;
+
+/// Bounds of the numeric settings (README "Config file"). Durations stay
+/// short enough that no deadline computed from them can overflow; sizes
+/// stay below 2^40.
+pub const MAX_TIMEOUT: u64 = 86_400;
+pub const MAX_SESSION_TIMEOUT: u64 = 604_800;
+pub const MAX_SIZE: u64 = (1 << 40) - 1;
+pub const MAX_RECIPIENTS: u64 = 100_000;
+pub const MAX_CONNECTIONS: u64 = 65_535;
+pub const MAX_ERRORS: u64 = 10_000;
+
+/// RFC 1035 2.3.4 (a name in text form, without the trailing dot).
+const MAX_HOSTNAME: usize = 253;
+
+/// How much of a bad key or value an error message quotes.
+const QUOTED: usize = 64;
+
+extern "C" {
+    fn access(path: *const std::ffi::c_char, mode: i32) -> i32;
+}
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -87,17 +117,8 @@ pub struct Config {
     pub maildir_quota: u64,
     pub bare_lf: BareLf,
     pub user: Option<String>,
-}
-
-/// Where a recipient's mail goes (SPEC §4).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// A local recipient, delivered to this Maildir.
-    Mailbox(PathBuf),
-    /// A local recipient without a mailbox: `550 5.1.1`.
-    NoMailbox,
-    /// Not one of ours: `550 5.7.1` relay denied.
-    NotLocal,
+    /// The local submission socket (SPEC §3, §5); None: no such socket.
+    pub local_socket: Option<PathBuf>,
 }
 
 /// A configuration problem; its message names the file and line at fault
@@ -110,29 +131,89 @@ pub struct ConfigError {
 /// Parses the command line (`args` without argv[0]) and the config file it
 /// names, or [`DEFAULT_CONFIG_PATH`] when that exists. Options override the
 /// file; a repeatable option replaces the file's list rather than extending it.
-pub fn from_args(args: &[String]) -> Result<Invocation, ConfigError> {
+/// Arguments are OS strings (SPEC §2: a path need not be UTF-8).
+pub fn from_args<S: AsRef<OsStr>>(args: &[S]) -> Result<Invocation, ConfigError> {
     from_args_with_default(args, Path::new(DEFAULT_CONFIG_PATH))
 }
 
-/// `--check`: every Maildir (the default one and each `mailbox`) is a
-/// directory we can write, created with `tmp/`, `new/`, `cur/` (mode 0700)
-/// when missing; the TLS and users files are readable. Parsing the
-/// certificate and key is left to the TLS module.
-pub fn check(config: &Config) -> Result<(), ConfigError> {
+/// `--check`, read-only: every Maildir (the default one and each `mailbox`)
+/// is a directory this process can write, or one the first delivery can
+/// create; the TLS and users files are readable regular files of a sane
+/// size. Returns what the first delivery would create, one note per
+/// Maildir. Parsing the certificate and key is left to the TLS module.
+pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
+    let mut notes = Vec::new();
     let boxes = config.mailboxes.iter().map(|(_, path)| path);
     for dir in config.maildir.iter().chain(boxes) {
-        check_maildir(dir)?;
+        notes.extend(check_maildir(dir)?);
     }
+    check_files(config)?;
+    Ok(notes)
+}
+
+/// The certificate, key and users files can be read: each a regular file
+/// of at most [`MAX_SECRET_FILE`] bytes. At start-up a failure here is a
+/// config error (SPEC §8: exit 78); the message names the file and errno.
+pub fn check_files(config: &Config) -> Result<(), ConfigError> {
     for file in [&config.tls_cert, &config.tls_key, &config.users]
         .into_iter()
         .flatten()
     {
-        let mut byte = [0u8; 1];
-        File::open(file)
-            .and_then(|mut f| f.read(&mut byte))
-            .map_err(|e| ConfigError::new(format!("{}: cannot read: {e}", file.display())))?;
+        read_bounded(file, MAX_SECRET_FILE, true).map_err(ConfigError::new)?;
     }
     Ok(())
+}
+
+/// Reads at most `cap` bytes of `path`; more is an error, never an
+/// allocation. With `regular_only`, a device, FIFO, socket or directory is
+/// refused before it is opened (opening a FIFO would block).
+pub fn read_bounded(path: &Path, cap: u64, regular_only: bool) -> Result<Vec<u8>, String> {
+    let fail = |e: io::Error| format!("{}: cannot read: {e}", path.display());
+    let refuse = |meta: &fs::Metadata| -> Result<(), String> {
+        let kind = file_kind(meta);
+        if kind == "directory" || (regular_only && kind != "regular file") {
+            return Err(format!("{}: not a regular file ({kind})", path.display()));
+        }
+        if meta.is_file() && meta.len() > cap {
+            return Err(too_large(path, cap));
+        }
+        Ok(())
+    };
+    if regular_only {
+        refuse(&fs::metadata(path).map_err(fail)?)?;
+    }
+    let file = File::open(path).map_err(fail)?;
+    // Looked at again through the descriptor: the name may have changed.
+    refuse(&file.metadata().map_err(fail)?)?;
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large(path, cap));
+    }
+    Ok(bytes)
+}
+
+fn too_large(path: &Path, cap: u64) -> String {
+    format!("{}: too large (more than {cap} bytes)", path.display())
+}
+
+fn file_kind(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_file() {
+        "regular file"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    }
 }
 
 impl Config {
@@ -150,43 +231,6 @@ impl Config {
         let mut config = Config::unset();
         parse_text(text, origin, &mut config)?;
         config.finish()
-    }
-
-    /// Routes one recipient (SPEC §4). `box_ips` are this box's addresses
-    /// for address literals: the connection's local IP and the listen IPs.
-    ///
-    /// Aliases are followed first, then `mailbox` entries, then the default
-    /// `maildir`. An entry naming a full address wins over one naming only
-    /// the local part. An alias TARGET is always looked up locally, even when
-    /// it names another domain: smtpbox never relays.
-    pub fn route(&self, addr: &Address, box_ips: &[IpAddr]) -> Route {
-        let mut key = match &addr.domain {
-            // RFC 5321 4.5.1: `postmaster` (and any bare local part) is ours.
-            None => Key::new(&addr.local, None),
-            Some(Domain::Name(name)) => {
-                let name = normalize_domain(name);
-                if !self.domains.iter().any(|d| normalize_domain(d) == name) {
-                    return Route::NotLocal;
-                }
-                Key::new(&addr.local, Some(&name))
-            }
-            Some(Domain::Literal(ip)) if is_box_ip(*ip, box_ips) => Key::new(&addr.local, None),
-            Some(Domain::Literal(_)) => return Route::NotLocal,
-        };
-        // Bounded: loading rejects alias loops, but the fields are public.
-        for _ in 0..self.aliases.len() {
-            let Some(i) = find(&self.aliases, &key) else {
-                break;
-            };
-            key = Key::from_name(&self.aliases[i].1);
-        }
-        match find(&self.mailboxes, &key) {
-            Some(i) => Route::Mailbox(self.mailboxes[i].1.clone()),
-            None => self
-                .maildir
-                .clone()
-                .map_or(Route::NoMailbox, Route::Mailbox),
-        }
     }
 
     /// Built-in defaults (SPEC §3); empty hostname, listen and domains mean
@@ -212,6 +256,7 @@ impl Config {
             maildir_quota: 0,
             bare_lf: BareLf::Normalize,
             user: None,
+            local_socket: None,
         }
     }
 
@@ -219,7 +264,10 @@ impl Config {
     /// the settings that only make sense together.
     fn finish(mut self) -> Result<Config, ConfigError> {
         if self.hostname.is_empty() {
-            self.hostname = system_hostname();
+            // A system name that could not be a hostname here is not used.
+            self.hostname = Some(system_hostname())
+                .filter(|h| check_hostname(h).is_ok())
+                .unwrap_or_else(|| "localhost".to_string());
         }
         if self.listen.is_empty() {
             let loopback: [IpAddr; 2] = [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
@@ -240,6 +288,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        check_hostname(&self.hostname).map_err(|e| format!("bad hostname: {e}"))?;
         if self.maildir.is_none() && self.mailboxes.is_empty() {
             return Err(format!(
                 "no maildir configured: smtpbox needs --maildir DIR or a `maildir` line in the \
@@ -308,18 +357,20 @@ impl fmt::Display for Listen {
 
 // ---- Command line (SPEC §2) ----
 
-/// [`from_args`] with the default config path as a parameter, for tests.
 /// As [`from_args`], with `default_config` in place of
 /// [`DEFAULT_CONFIG_PATH`]: tests pass a path that does not exist (an empty
 /// one never does) so that no host's config leaks into their results.
-pub fn from_args_with_default(
-    args: &[String],
+pub fn from_args_with_default<S: AsRef<OsStr>>(
+    args: &[S],
     default_config: &Path,
 ) -> Result<Invocation, ConfigError> {
     let options = options();
-    let matches = options
-        .parse(args)
-        .map_err(|e| ConfigError::new(format!("{e} (see --help)")))?;
+    // getopts takes UTF-8 only: non-UTF-8 bytes travel escaped through it.
+    let args: Vec<String> = args.iter().map(|a| escape_arg(a.as_ref())).collect();
+    let matches = options.parse(&args).map_err(|e| {
+        let e = unescape_lossy(&e.to_string());
+        ConfigError::new(format!("{} (see --help)", quote(&e)))
+    })?;
     if matches.opt_present("help") {
         return Ok(Invocation::Help(options.usage("Usage: smtpbox [OPTIONS]")));
     }
@@ -328,12 +379,13 @@ pub fn from_args_with_default(
     }
     if let Some(extra) = matches.free.first() {
         return Err(ConfigError::new(format!(
-            "unexpected argument `{extra}` (see --help)"
+            "unexpected argument `{}` (see --help)",
+            quote(&unescape_lossy(extra))
         )));
     }
     let mut config = Config::unset();
     match matches.opt_str("config") {
-        Some(path) => read_file(Path::new(&path), &mut config)?,
+        Some(path) => read_file(Path::new(&unescape(&path)), &mut config)?,
         None if default_config.exists() => read_file(default_config, &mut config)?,
         None => {}
     }
@@ -363,7 +415,8 @@ fn options() -> getopts::Options {
     o.optopt("", "tls-key", "PEM private key", "FILE");
     o.optflag("", "inetd", "serve one session on stdin/stdout, then exit");
     o.optflag("t", "check", "validate the configuration (files readable, maildirs \
-        writable, cert and key match) and exit");
+        writable or creatable, values in range, user known, cert and key match), \
+        writing nothing, and exit");
     o.optflag("h", "help", "usage");
     o.optflag("V", "version", "version");
     o
@@ -374,45 +427,133 @@ fn apply_options(m: &getopts::Matches, config: &mut Config) -> Result<(), Config
     let bad = |option: &'static str| move |e: String| ConfigError::new(format!("--{option}: {e}"));
     let listen = m.opt_strs("listen");
     if !listen.is_empty() {
-        let parsed: Result<_, _> = listen.iter().map(|s| parse_listen(s)).collect();
+        let parsed: Result<_, _> = listen
+            .iter()
+            .map(|s| text_arg(s).and_then(|s| parse_listen(&s)))
+            .collect();
         config.listen = parsed.map_err(bad("listen"))?;
     }
     let domains = m.opt_strs("domain");
     if !domains.is_empty() {
-        let parsed: Result<_, _> = domains.iter().map(|s| parse_domain(s)).collect();
+        let parsed: Result<_, _> = domains
+            .iter()
+            .map(|s| text_arg(s).and_then(|s| parse_domain(&s)))
+            .collect();
         config.domains = parsed.map_err(bad("domain"))?;
     }
     if let Some(value) = m.opt_str("hostname") {
-        config.hostname = parse_word(&value).map_err(bad("hostname"))?;
+        config.hostname = text_arg(&value)
+            .and_then(|v| parse_hostname(&v))
+            .map_err(bad("hostname"))?;
     }
+    // Paths on the command line may be relative and need not be UTF-8.
+    let path = |value: String| match unescape(&value) {
+        p if p.is_empty() => Err("missing path".to_string()),
+        p => Ok(PathBuf::from(p)),
+    };
     if let Some(value) = m.opt_str("maildir") {
-        config.maildir = Some(parse_path(&value).map_err(bad("maildir"))?);
+        config.maildir = Some(path(value).map_err(bad("maildir"))?);
     }
     if let Some(value) = m.opt_str("tls-cert") {
-        config.tls_cert = Some(parse_path(&value).map_err(bad("tls-cert"))?);
+        config.tls_cert = Some(path(value).map_err(bad("tls-cert"))?);
     }
     if let Some(value) = m.opt_str("tls-key") {
-        config.tls_key = Some(parse_path(&value).map_err(bad("tls-key"))?);
+        config.tls_key = Some(path(value).map_err(bad("tls-key"))?);
     }
     Ok(())
 }
 
+/// Non-UTF-8 bytes of an argument pass through getopts as the characters
+/// U+10FF80..U+10FFFF (private use); a real character of the block
+/// U+10FF00..U+10FFFF is escaped byte by byte too, so [`unescape`] gives
+/// back exactly the bytes of the argument.
+const ESCAPE_BASE: u32 = 0x10_FF00;
+
+fn escape_arg(arg: &OsStr) -> String {
+    if let Some(text) = arg.to_str() {
+        if !text.chars().any(is_escape) {
+            return text.to_string();
+        }
+    }
+    let mut out = String::new();
+    let escape = |out: &mut String, bytes: &[u8]| {
+        out.extend(
+            bytes
+                .iter()
+                .filter_map(|&b| char::from_u32(ESCAPE_BASE + u32::from(b))),
+        )
+    };
+    for chunk in arg.as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if is_escape(c) {
+                escape(&mut out, c.encode_utf8(&mut [0; 4]).as_bytes());
+            } else {
+                out.push(c);
+            }
+        }
+        escape(&mut out, chunk.invalid());
+    }
+    out
+}
+
+fn is_escape(c: char) -> bool {
+    (ESCAPE_BASE..=ESCAPE_BASE + 0xFF).contains(&u32::from(c))
+}
+
+/// The bytes of an argument that went through [`escape_arg`].
+fn unescape(text: &str) -> OsString {
+    let mut bytes = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u32::from(c).checked_sub(ESCAPE_BASE) {
+            Some(b) if b <= 0xFF => bytes.push(b as u8),
+            _ => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    OsString::from_vec(bytes)
+}
+
+fn unescape_lossy(text: &str) -> String {
+    unescape(text).to_string_lossy().into_owned()
+}
+
+/// An argument that must be text (an address, a name).
+fn text_arg(value: &str) -> Result<String, String> {
+    unescape(value)
+        .into_string()
+        .map_err(|raw| format!("not UTF-8: `{}`", quote(&raw.to_string_lossy())))
+}
+
 // ---- Config file (SPEC §3) ----
 
+/// Any file type may be named (`-c <(…)` is a pipe), but at most
+/// [`MAX_CONFIG_FILE`] bytes are read.
 fn read_file(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(format!("{}: cannot read: {e}", path.display())))?;
-    parse_text(&text, path, config)
+    let bytes = read_bounded(path, MAX_CONFIG_FILE, false).map_err(ConfigError::new)?;
+    parse_lines(&bytes, path, config)
 }
 
 /// Applies every `key = value` line of `text` to `config`; `origin` names
 /// the file in errors (`FILE:LINE: message`).
 fn parse_text(text: &str, origin: &Path, config: &mut Config) -> Result<(), ConfigError> {
+    parse_lines(text.as_bytes(), origin, config)
+}
+
+/// [`parse_text`] for bytes: a line that is not UTF-8 is an error naming
+/// its file and line.
+fn parse_lines(text: &[u8], origin: &Path, config: &mut Config) -> Result<(), ConfigError> {
     let at = |line: usize, message: String| {
         ConfigError::new(format!("{}:{line}: {message}", origin.display()))
     };
     let mut alias_lines = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
+    let lines = text
+        .strip_suffix(b"\n")
+        .unwrap_or(text)
+        .split(|&b| b == b'\n');
+    for (index, raw) in lines.enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(raw) = std::str::from_utf8(raw) else {
+            return Err(at(index + 1, "not valid UTF-8".to_string()));
+        };
         let line = strip_comment(raw).trim();
         if line.is_empty() {
             continue;
@@ -420,7 +561,7 @@ fn parse_text(text: &str, origin: &Path, config: &mut Config) -> Result<(), Conf
         let Some((key, value)) = line.split_once('=') else {
             return Err(at(
                 index + 1,
-                format!("expected `key = value`, found `{line}`"),
+                format!("expected `key = value`, found `{}`", quote(line)),
             ));
         };
         let key = key.trim();
@@ -432,6 +573,7 @@ fn parse_text(text: &str, origin: &Path, config: &mut Config) -> Result<(), Conf
     // Aliases come only from the file, so alias_lines matches config.aliases.
     if let Some((i, chain)) = alias_cycle(&config.aliases) {
         let line = alias_lines.get(i).copied().unwrap_or(0);
+        let chain: Vec<String> = chain.into_iter().map(quote).collect();
         return Err(at(line, format!("alias loop: {}", chain.join(" -> "))));
     }
     Ok(())
@@ -453,8 +595,10 @@ fn strip_comment(line: &str) -> &str {
 /// One setting. Single-valued keys given twice: the last one wins.
 fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
     let bad = |e: String| format!("bad `{key}`: {e}");
+    let number = |min, max| parse_number(value, min, max).map_err(bad);
+    let seconds = |max| number(1, max).map(Duration::from_secs);
     match key {
-        "hostname" => config.hostname = parse_word(value).map_err(bad)?,
+        "hostname" => config.hostname = parse_hostname(value).map_err(bad)?,
         "listen" => config.listen.push(parse_listen(value).map_err(bad)?),
         "domain" => config.domains.push(parse_domain(value).map_err(bad)?),
         "maildir" => config.maildir = Some(parse_path(value).map_err(bad)?),
@@ -463,23 +607,27 @@ fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "tls_cert" => config.tls_cert = Some(parse_path(value).map_err(bad)?),
         "tls_key" => config.tls_key = Some(parse_path(value).map_err(bad)?),
         "users" => config.users = Some(parse_path(value).map_err(bad)?),
-        "max_message_size" => config.max_message_size = parse_number(value, 1).map_err(bad)?,
-        "max_recipients" => config.max_recipients = parse_number(value, 1).map_err(bad)?,
-        "max_connections" => config.max_connections = parse_number(value, 1).map_err(bad)?,
+        "max_message_size" => config.max_message_size = number(1, MAX_SIZE)?,
+        "max_recipients" => config.max_recipients = count(number(1, MAX_RECIPIENTS)?),
+        "max_connections" => config.max_connections = count(number(1, MAX_CONNECTIONS)?),
         "max_connections_per_ip" => {
-            config.max_connections_per_ip = parse_number(value, 1).map_err(bad)?
+            config.max_connections_per_ip = count(number(1, MAX_CONNECTIONS)?)
         }
-        "timeout" => config.timeout = Duration::from_secs(parse_number(value, 1).map_err(bad)?),
-        "session_timeout" => {
-            config.session_timeout = Duration::from_secs(parse_number(value, 1).map_err(bad)?)
-        }
-        "max_errors" => config.max_errors = parse_number(value, 1).map_err(bad)?,
-        "maildir_quota" => config.maildir_quota = parse_number(value, 0).map_err(bad)?,
+        "timeout" => config.timeout = seconds(MAX_TIMEOUT)?,
+        "session_timeout" => config.session_timeout = seconds(MAX_SESSION_TIMEOUT)?,
+        "max_errors" => config.max_errors = number(1, MAX_ERRORS)? as u32,
+        "maildir_quota" => config.maildir_quota = number(0, MAX_SIZE)?,
         "bare_lf" => config.bare_lf = parse_bare_lf(value).map_err(bad)?,
-        "user" => config.user = Some(parse_word(value).map_err(bad)?),
-        _ => return Err(format!("unknown key `{key}`")),
+        "user" => config.user = Some(parse_user(value).map_err(bad)?),
+        "local_socket" => config.local_socket = Some(parse_socket_path(value).map_err(bad)?),
+        _ => return Err(format!("unknown key `{}`", quote(key))),
     }
     Ok(())
+}
+
+/// A bounded count as a `usize` (every bound fits in 32 bits).
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 // ---- Values (shared by the file and the command line) ----
@@ -489,50 +637,145 @@ fn parse_listen(spec: &str) -> Result<Listen, String> {
     let (addr, mode) = match spec.rsplit_once('/') {
         Some((addr, mode)) => {
             let mode = Mode::parse(mode).ok_or_else(|| {
-                format!("unknown mode `{mode}` in `{spec}` (expected smtp, submission or tls)")
+                format!(
+                    "unknown mode `{}` in `{}` (expected smtp, submission or tls)",
+                    quote(mode),
+                    quote(spec)
+                )
             })?;
             (addr, mode)
         }
         None => (spec, Mode::Smtp),
     };
     let addr = addr.parse().map_err(|_| {
-        format!("bad listen address `{spec}` (expected ADDR:PORT[/MODE], IPv6 as [::1]:25)")
+        format!(
+            "bad listen address `{}` (expected ADDR:PORT[/MODE], IPv6 as [::1]:25)",
+            quote(spec)
+        )
     })?;
     Ok(Listen { addr, mode })
 }
 
 fn parse_domain(value: &str) -> Result<String, String> {
     let domain = normalize_domain(value);
-    if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c == '@') {
-        return Err(format!("`{value}` is not a domain name"));
+    let odd = |c: char| c.is_whitespace() || c.is_control() || c == '@';
+    if domain.is_empty() || domain.len() > MAX_HOSTNAME || domain.contains(odd) {
+        return Err(format!("`{}` is not a domain name", quote(value)));
     }
     Ok(domain)
-}
-
-/// Lowercased, one trailing dot dropped (`Example.ORG.` is `example.org`).
-fn normalize_domain(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_lowercase()
 }
 
 /// A host or user name: one word.
 fn parse_word(value: &str) -> Result<String, String> {
     if value.is_empty() || value.contains(char::is_whitespace) {
-        return Err(format!("expected one word, found `{value}`"));
+        return Err(format!("expected one word, found `{}`", quote(value)));
     }
     Ok(value.to_string())
 }
 
+/// A path in the config file: absolute (SPEC §3), so that what it names
+/// does not depend on the directory smtpbox was started in.
 fn parse_path(value: &str) -> Result<PathBuf, String> {
     if value.is_empty() {
         return Err("missing path".to_string());
     }
+    if !value.starts_with('/') {
+        return Err(format!("`{}` is not an absolute path", quote(value)));
+    }
     Ok(PathBuf::from(value))
+}
+
+/// An account name as passwd(5) can hold one: one word, no `:` or
+/// control characters, at most 256 octets.
+fn parse_user(value: &str) -> Result<String, String> {
+    let name = parse_word(value)?;
+    if name.len() > 256 || name.contains(|c: char| c == ':' || c.is_control()) {
+        return Err(format!("`{}` is not a user name", quote(&name)));
+    }
+    Ok(name)
+}
+
+fn parse_hostname(value: &str) -> Result<String, String> {
+    check_hostname(value)?;
+    Ok(value.to_string())
+}
+
+/// SPEC §3: the hostname is a domain name (labels of letters, digits, `-`
+/// and `_`, one trailing dot allowed) or an address literal (`[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]`), at most 253 octets. It goes into the banner and
+/// every Received header.
+fn check_hostname(name: &str) -> Result<(), String> {
+    let bad = |why: &str| format!("`{}` is {why}", quote(name));
+    // The limit is on the name without its optional trailing dot.
+    if name.strip_suffix('.').unwrap_or(name).len() > MAX_HOSTNAME {
+        return Err(bad("longer than 253 octets"));
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        let ip = match inner.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                inner[5..].parse::<Ipv6Addr>().is_ok()
+            }
+            _ => inner.parse::<Ipv4Addr>().is_ok(),
+        };
+        return if ip {
+            Ok(())
+        } else {
+            Err(bad("not an address literal"))
+        };
+    }
+    let labels = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if labels.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(bad("not a domain name or an address literal"))
+    }
+}
+
+/// At most [`QUOTED`] bytes of `text`, control characters escaped, for an
+/// error message: a bad value may be huge, or hold bytes a terminal acts on.
+fn quote(text: &str) -> String {
+    let mut end = text.len().min(QUOTED);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::new();
+    for c in text[..end].chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    if end < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// A Unix socket's path: absolute, and short enough for `sun_path`
+/// (108 bytes with its NUL on Linux).
+fn parse_socket_path(value: &str) -> Result<PathBuf, String> {
+    let path = parse_path(value)?;
+    if !path.is_absolute() || path.parent().is_none() {
+        return Err(format!("`{value}` is not an absolute file path"));
+    }
+    if value.len() > 107 {
+        return Err(format!(
+            "`{value}` is longer than a socket path may be (107 bytes)"
+        ));
+    }
+    Ok(path)
 }
 
 /// `LOCALPART PATH` or `ADDRESS PATH`; the path is the rest of the line.
 fn parse_mailbox(value: &str) -> Result<(String, PathBuf), String> {
     let Some((name, path)) = value.split_once(char::is_whitespace) else {
-        return Err(format!("expected `NAME PATH`, found `{value}`"));
+        return Err(format!("expected `NAME PATH`, found `{}`", quote(value)));
     };
     Ok((parse_entry_name(name)?, parse_path(path.trim())?))
 }
@@ -544,7 +787,7 @@ fn parse_alias(value: &str) -> Result<(String, String), String> {
         (Some(name), Some(target), None) => {
             Ok((parse_entry_name(name)?, parse_recipient_name(target)?))
         }
-        _ => Err(format!("expected `NAME TARGET`, found `{value}`")),
+        _ => Err(format!("expected `NAME TARGET`, found `{}`", quote(value))),
     }
 }
 
@@ -557,147 +800,187 @@ fn parse_entry_name(name: &str) -> Result<String, String> {
         .map_or(name.as_str(), |(local, _)| local);
     if strip_detail(local) != local {
         return Err(format!(
-            "`{name}` can never match: `+detail` is dropped before lookup"
+            "`{}` can never match: `+detail` is dropped before lookup",
+            quote(&name)
         ));
     }
     Ok(name)
 }
 
 /// A local part or `local@domain` as `mailbox` and `alias` name them,
-/// lowercased like the lookups in [`Config::route`].
+/// lowercased like the lookups in [`crate::routing::route`].
 fn parse_recipient_name(name: &str) -> Result<String, String> {
     match name.rsplit_once('@') {
         None => Ok(name.to_lowercase()),
         Some((local, domain)) if !local.is_empty() && domain != "." && !domain.is_empty() => Ok(
             format!("{}@{}", local.to_lowercase(), normalize_domain(domain)),
         ),
-        Some(_) => Err(format!("`{name}` is not a local part or address")),
+        Some(_) => Err(format!("`{}` is not a local part or address", quote(name))),
     }
 }
 
-/// A whole number >= `min`, digits only (no sign), that fits in `T`.
-fn parse_number<T: TryFrom<u64>>(value: &str, min: u64) -> Result<T, String> {
-    let digits = value.bytes().all(|b| b.is_ascii_digit());
-    let number = (value.parse::<u64>().ok())
-        .filter(|n| digits && *n >= min)
-        .and_then(|n| T::try_from(n).ok());
+/// A whole number in `min..=max`, digits only (no sign).
+fn parse_number(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
     let what = if min == 0 { "whole" } else { "positive whole" };
-    number.ok_or_else(|| format!("expected a {what} number, found `{value}`"))
+    match value.parse::<u64>() {
+        Ok(n) if digits && n > max => Err(format!("{n} is over the limit of {max}")),
+        Ok(n) if digits && n >= min => Ok(n),
+        // All digits, yet no u64: far over the limit.
+        Err(_) if digits => Err(format!("`{}` is over the limit of {max}", quote(value))),
+        _ => Err(format!(
+            "expected a {what} number, found `{}`",
+            quote(value)
+        )),
+    }
 }
 
 fn parse_bare_lf(value: &str) -> Result<BareLf, String> {
     match value {
         "normalize" => Ok(BareLf::Normalize),
         "reject" => Ok(BareLf::Reject),
-        _ => Err(format!("expected normalize or reject, found `{value}`")),
+        _ => Err(format!(
+            "expected normalize or reject, found `{}`",
+            quote(value)
+        )),
     }
 }
 
-fn system_hostname() -> String {
-    let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    match name.trim() {
-        "" => "localhost".to_string(),
-        name => name.to_string(),
-    }
+/// The node name from uname(2): unlike /proc/sys/kernel/hostname it is
+/// there under systemd's `ProcSubset=pid`, in chroots and without /proc.
+/// `localhost` when it is empty or not a usable name. The one place the
+/// host name is read: config defaults and Maildir file names use it.
+pub fn system_hostname() -> String {
+    hostname_from_nodename(&uname_nodename())
 }
 
-// ---- Routing (SPEC §4) ----
-
-/// A recipient reduced to what `alias` and `mailbox` entries are matched
-/// against: the lowercased local part without `+detail`, and with it
-/// `local@domain` when the domain is a name.
-struct Key {
-    local: String,
-    full: Option<String>,
+/// `struct utsname` on Linux: six fields of 65 bytes (`_UTSNAME_LENGTH`).
+#[repr(C)]
+struct UtsName {
+    fields: [[u8; 65]; 6],
 }
 
-impl Key {
-    fn new(local: &str, domain: Option<&str>) -> Key {
-        let local = strip_detail(&local.to_lowercase()).to_string();
-        let full = domain.map(|d| format!("{local}@{d}"));
-        Key { local, full }
-    }
+extern "C" {
+    fn uname(buf: *mut UtsName) -> i32;
+}
 
-    /// An alias TARGET, as stored by [`parse_recipient_name`].
-    fn from_name(name: &str) -> Key {
-        match name.rsplit_once('@') {
-            Some((local, domain)) => Key::new(local, Some(domain)),
-            None => Key::new(name, None),
+/// The `nodename` field of uname(2), up to its NUL; empty on failure.
+fn uname_nodename() -> Vec<u8> {
+    let mut uts = UtsName {
+        fields: [[0; 65]; 6],
+    };
+    // SAFETY: `uts` is a writable struct utsname that outlives the call.
+    if unsafe { uname(&mut uts) } != 0 {
+        return Vec::new();
+    }
+    let node = &uts.fields[1];
+    let len = node.iter().position(|&b| b == 0).unwrap_or(node.len());
+    node[..len].to_vec()
+}
+
+/// The hostname for a node name: trimmed, `localhost` when empty or not
+/// one printable word (the kernel accepts any bytes there).
+fn hostname_from_nodename(node: &[u8]) -> String {
+    match std::str::from_utf8(node).map(str::trim) {
+        Ok(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) => {
+            name.to_string()
         }
+        _ => "localhost".to_string(),
     }
-}
-
-/// `root+disk` is looked up as `root`; a local part that starts with `+`
-/// has no base to strip to and is kept whole.
-fn strip_detail(local: &str) -> &str {
-    match local.find('+') {
-        Some(i) if i > 0 => &local[..i],
-        _ => local,
-    }
-}
-
-/// The entry for `key`: one naming the full address wins over one naming
-/// the local part alone.
-fn find<T>(entries: &[(String, T)], key: &Key) -> Option<usize> {
-    let by_full = key
-        .full
-        .as_ref()
-        .and_then(|full| entries.iter().position(|(name, _)| name == full));
-    by_full.or_else(|| entries.iter().position(|(name, _)| *name == key.local))
-}
-
-/// Is `ip` an address of this box: loopback, or one the caller knows.
-fn is_box_ip(ip: IpAddr, box_ips: &[IpAddr]) -> bool {
-    let ip = ip.to_canonical();
-    ip.is_loopback() || box_ips.iter().any(|b| b.to_canonical() == ip)
-}
-
-/// Follows each alias chain; one that comes back to its start is a loop
-/// (SPEC §4). Returns the first such alias in file order and the loop.
-fn alias_cycle(aliases: &[(String, String)]) -> Option<(usize, Vec<&str>)> {
-    for start in 0..aliases.len() {
-        let mut chain = vec![aliases[start].0.as_str()];
-        let mut current = start;
-        // A chain longer than the alias count has repeated an alias.
-        for _ in 0..aliases.len() {
-            let Some(next) = find(aliases, &Key::from_name(&aliases[current].1)) else {
-                break;
-            };
-            chain.push(aliases[next].0.as_str());
-            if next == start {
-                return Some((start, chain));
-            }
-            current = next;
-        }
-    }
-    None
 }
 
 // ---- Check ----
 
-/// Creates the Maildir and its `tmp/`, `new/`, `cur/` (mode 0700, SPEC §7)
-/// when missing, then creates and removes a file in `tmp/`.
-fn check_maildir(dir: &Path) -> Result<(), ConfigError> {
-    let fail = |path: &Path, what: &str, e: std::io::Error| {
+/// Looks at a Maildir without touching it (`--check` writes nothing):
+/// an existing `tmp/`, `new/` and `cur/` must be directories (not
+/// symlinks: delivery never follows one) that this process may write; a
+/// missing part must be creatable, that is its nearest existing ancestor
+/// is a directory this process may write. Returns what the first delivery
+/// would create, if anything.
+fn check_maildir(dir: &Path) -> Result<Option<String>, ConfigError> {
+    let fail = |path: &Path, what: &str, e: io::Error| {
         ConfigError::new(format!("{}: {what}: {e}", path.display()))
     };
-    let subs = ["tmp", "new", "cur"].map(|s| dir.join(s));
-    for sub in std::iter::once(dir.to_path_buf()).chain(subs) {
-        if sub.exists() && !sub.is_dir() {
-            return Err(ConfigError::new(format!(
-                "{}: not a directory (a Maildir needs tmp/, new/ and cur/)",
-                sub.display()
-            )));
+    let not_dir = |path: &Path, kind: &str| {
+        ConfigError::new(format!(
+            "{}: not a directory but a {kind} (a Maildir needs tmp/, new/ and cur/)",
+            path.display()
+        ))
+    };
+    let subs = ["tmp", "new", "cur"];
+    let mut missing = Vec::new();
+    match fs::metadata(dir) {
+        // The Maildir itself may be a symlink (/var/mail -> /data/mail).
+        Ok(meta) if !meta.is_dir() => return Err(not_dir(dir, file_kind(&meta))),
+        Ok(_) => {
+            for sub in subs {
+                let path = dir.join(sub);
+                match fs::symlink_metadata(&path) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(ConfigError::new(format!(
+                            "{}: a symlink (delivery never follows one)",
+                            path.display()
+                        )))
+                    }
+                    Ok(m) if !m.is_dir() => return Err(not_dir(&path, file_kind(&m))),
+                    Ok(_) => writable(&path).map_err(|e| fail(&path, "cannot write", e))?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(sub),
+                    Err(e) => return Err(fail(&path, "cannot inspect", e)),
+                }
+            }
+            if missing.is_empty() {
+                return Ok(None);
+            }
+            writable(dir).map_err(|e| fail(dir, "cannot create its subdirectories", e))?;
         }
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&sub)
-            .map_err(|e| fail(&sub, "cannot create directory", e))?;
+        Err(e) if absent(&e) => {
+            missing.extend(subs);
+            let mut ancestor = dir;
+            let existing = loop {
+                ancestor = match ancestor.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                match fs::metadata(ancestor) {
+                    Ok(meta) if meta.is_dir() => break ancestor,
+                    Ok(meta) => return Err(not_dir(ancestor, file_kind(&meta))),
+                    Err(e) if absent(&e) && ancestor != Path::new(".") => {}
+                    Err(e) => return Err(fail(ancestor, "cannot inspect", e)),
+                }
+            };
+            writable(existing)
+                .map_err(|e| fail(existing, &format!("cannot create {}", dir.display()), e))?;
+        }
+        Err(e) => return Err(fail(dir, "cannot inspect", e)),
     }
-    let probe = dir.join(format!("tmp/.smtpbox-check.{}", std::process::id()));
-    File::create_new(&probe).map_err(|e| fail(dir, "cannot write", e))?;
-    fs::remove_file(&probe).map_err(|e| fail(&probe, "cannot remove", e))
+    Ok(Some(format!(
+        "{}: the first delivery will create {}/{{{}}}",
+        dir.display(),
+        dir.display(),
+        missing.join(",")
+    )))
+}
+
+/// ENOENT, or ENOTDIR (a file where a directory of the path should be:
+/// the walk up the path names it).
+fn absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// access(2) W_OK | X_OK: may this process create entries in `dir`.
+fn writable(dir: &Path) -> io::Result<()> {
+    const W_OK: i32 = 2;
+    const X_OK: i32 = 1;
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+    match unsafe { access(path.as_ptr(), W_OK | X_OK) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 #[cfg(test)]
@@ -758,24 +1041,15 @@ mod tests {
         }
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+    impl AsRef<Path> for TempDir {
+        fn as_ref(&self) -> &Path {
+            &self.0
         }
     }
 
-    /// `local@domain`, `local@[ip]` or a bare `local`.
-    fn addr(text: &str) -> Address {
-        let (local, domain) = match text.rsplit_once('@') {
-            None => (text, None),
-            Some((local, d)) => match d.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-                Some(ip) => (local, Some(Domain::Literal(ip.parse().unwrap()))),
-                None => (local, Some(Domain::Name(d.to_string()))),
-            },
-        };
-        Address {
-            local: local.to_string(),
-            domain,
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
         }
     }
 
@@ -823,6 +1097,20 @@ mod tests {
     }
 
     #[test]
+    fn local_socket_is_an_absolute_short_path() {
+        assert_eq!(parse("").unwrap().local_socket, None, "off by default");
+        let c = parse("local_socket = /run/smtpbox/smtpbox.sock\n").unwrap();
+        assert_eq!(
+            c.local_socket,
+            Some(PathBuf::from("/run/smtpbox/smtpbox.sock"))
+        );
+        for bad in ["smtpbox.sock", "/", &format!("/{}", "s".repeat(107))] {
+            let e = parse_err(&format!("local_socket = {bad}\n"));
+            assert!(e.contains(":1: bad `local_socket`"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn comments_and_blank_lines() {
         let c = parse("# comment\n\n  \n  # indented\nmaildir = /srv/mail#1 # trailing\n").unwrap();
         assert_eq!(c.maildir, Some(PathBuf::from("/srv/mail#1")));
@@ -848,11 +1136,22 @@ mod tests {
             max_connections = x => bad `max_connections`: expected a positive whole number, found `x`
             max_connections_per_ip = 0 => bad `max_connections_per_ip`: expected a positive whole number, found `0`
             max_message_size = 0 => bad `max_message_size`: expected a positive whole number, found `0`
-            max_errors = 9999999999 => bad `max_errors`: expected a positive whole number, found `9999999999`
+            max_errors = 9999999999 => bad `max_errors`: 9999999999 is over the limit of 10000
+            timeout = 86401 => bad `timeout`: 86401 is over the limit of 86400
+            session_timeout = 18446744073709551615 => bad `session_timeout`: 18446744073709551615 is over the limit of 604800
+            session_timeout = 18446744073709551616 => bad `session_timeout`: `18446744073709551616` is over the limit of 604800
+            max_message_size = 1099511627776 => bad `max_message_size`: 1099511627776 is over the limit of 1099511627775
+            maildir_quota = 1099511627776 => bad `maildir_quota`: 1099511627776 is over the limit of 1099511627775
+            max_recipients = 100001 => bad `max_recipients`: 100001 is over the limit of 100000
+            max_connections = 65536 => bad `max_connections`: 65536 is over the limit of 65535
+            maildir = ../../etc => bad `maildir`: `../../etc` is not an absolute path
+            tls_key = key.pem => bad `tls_key`: `key.pem` is not an absolute path
+            mailbox = alice Maildir => bad `mailbox`: `Maildir` is not an absolute path
             maildir_quota = x => bad `maildir_quota`: expected a whole number, found `x`
             bare_lf = strip => bad `bare_lf`: expected normalize or reject, found `strip`
-            hostname = a b => bad `hostname`: expected one word, found `a b`
+            hostname = a b => bad `hostname`: `a b` is not a domain name or an address literal
             user = => bad `user`: expected one word, found ``
+            user = a:b => bad `user`: `a:b` is not a user name
             domain = a@b => bad `domain`: `a@b` is not a domain name
             mailbox = alice => bad `mailbox`: expected `NAME PATH`, found `alice`
             mailbox = @x /m => bad `mailbox`: `@x` is not a local part or address
@@ -883,6 +1182,21 @@ mod tests {
             let e = parse_listen(bad).unwrap_err();
             assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn hostname_comes_from_uname() {
+        // uname(2) and /proc agree where /proc is there; only uname is
+        // there under ProcSubset=pid.
+        let node = uname_nodename();
+        assert!(!node.is_empty(), "uname gave no node name");
+        if let Ok(proc_name) = fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(system_hostname(), proc_name.trim());
+        }
+        assert_eq!(hostname_from_nodename(b"box.example\n"), "box.example");
+        assert_eq!(hostname_from_nodename(b""), "localhost");
+        assert_eq!(hostname_from_nodename(b"two words"), "localhost");
+        assert_eq!(hostname_from_nodename(b"bad\xff"), "localhost");
     }
 
     #[test]
@@ -931,7 +1245,7 @@ mod tests {
             (Some("/c".into()), Some("/k".into()))
         );
         // The default path is read when it exists and -c is absent.
-        match from_args_with_default(&[], &file) {
+        match from_args_with_default::<String>(&[], &file) {
             Ok(Invocation::Run(c, _)) => assert_eq!(c.hostname, "file.example"),
             other => panic!("{other:?}"),
         }
@@ -1005,87 +1319,220 @@ mod tests {
     }
 
     #[test]
-    fn routing() {
-        let c = load(
-            "domain = example.org\ndomain = box.lan\nmaildir = /m/all\n\
-             mailbox = alice /m/alice\nmailbox = alice@box.lan /m/alice-lan\n\
-             mailbox = ops@example.org /m/ops\nmailbox = other /m/other\n\
-             alias = root admin\nalias = admin alice\nalias = abuse@example.org ops@example.org\n\
-             alias = bounce other@elsewhere.example\n",
-        );
-        let mine: IpAddr = "192.0.2.7".parse().unwrap();
-        let route = |a: &str| match c.route(&addr(a), &[mine]) {
-            Route::Mailbox(path) => path.display().to_string(),
-            other => format!("{other:?}"),
-        };
-        let cases = [
-            // Domains: case-insensitive, one trailing dot ignored.
-            ("alice@EXAMPLE.org", "/m/alice"),
-            ("alice@example.org.", "/m/alice"),
-            ("alice@example.org..", "NotLocal"),
-            ("alice@example.com", "NotLocal"),
-            ("alice@localhost", "NotLocal"),
-            // Local part case-insensitive; +detail stripped; "+x" kept whole.
-            ("ALICE+disk@example.org", "/m/alice"),
-            ("+alice", "/m/all"),
-            // Full-address entries win over local-part entries.
-            ("Alice@box.lan", "/m/alice-lan"),
-            ("ops@example.org", "/m/ops"),
-            ("ops@box.lan", "/m/all"),
-            // Aliases, chained, by local part and by address.
-            ("root+cron", "/m/alice"),
-            ("abuse@example.org", "/m/ops"),
-            ("abuse@box.lan", "/m/all"),
-            // A target in another domain is still looked up locally.
-            ("bounce", "/m/other"),
-            // Bare local parts and postmaster go to the default maildir.
-            ("postmaster", "/m/all"),
-            ("nobody@example.org", "/m/all"),
-            // Address literals of the box: loopback and the given IPs.
-            ("alice@[127.0.0.1]", "/m/alice"),
-            ("x@[::1]", "/m/all"),
-            ("x@[192.0.2.7]", "/m/all"),
-            ("x@[::ffff:192.0.2.7]", "/m/all"),
-            ("x@[198.51.100.1]", "NotLocal"),
-        ];
-        for (rcpt, want) in cases {
-            assert_eq!(route(rcpt), want, "{rcpt}");
+    fn bounds_are_inclusive() {
+        let c = parse(&format!(
+            "timeout = {MAX_TIMEOUT}\nsession_timeout = {MAX_SESSION_TIMEOUT}\n\
+             max_message_size = {MAX_SIZE}\nmaildir_quota = {MAX_SIZE}\n\
+             max_recipients = {MAX_RECIPIENTS}\nmax_connections = {MAX_CONNECTIONS}\n\
+             max_connections_per_ip = {MAX_CONNECTIONS}\nmax_errors = {MAX_ERRORS}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.session_timeout, Duration::from_secs(MAX_SESSION_TIMEOUT));
+        assert_eq!((c.max_message_size, c.maildir_quota), (MAX_SIZE, MAX_SIZE));
+        assert_eq!(c.max_errors, 10_000);
+        // No deadline computed from a bound overflows.
+        let now = std::time::Instant::now();
+        assert!(now.checked_add(c.session_timeout + c.timeout).is_some());
+    }
+
+    #[test]
+    fn hostname_is_a_domain_name_or_address_literal() {
+        for good in [
+            "mx.example.org",
+            "Box.Example.",
+            "localhost",
+            "my_box-1",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            &format!(
+                "{}.{}.{}.{}",
+                "a".repeat(63),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(61)
+            ),
+        ] {
+            assert_eq!(check_hostname(good), Ok(()), "{good}");
         }
-    }
-
-    #[test]
-    fn routing_without_default_maildir() {
-        let mut c =
-            load("domain = example.org\nmailbox = alice /m/alice\nalias = postmaster alice\n");
-        assert_eq!(c.route(&addr("bob@example.org"), &[]), Route::NoMailbox);
+        for bad in [
+            "a\0b",
+            "mx\x1bevil",
+            "a..b",
+            ".a",
+            "a b",
+            "[192.0.2.1",
+            "[2001:db8::1]",
+            "[IPv6:192.0.2.1]",
+            "[300.1.1.1]",
+            "ünicode.example",
+            &"a".repeat(64),
+            &format!(
+                "{}.{}.{}.{}",
+                "a".repeat(63),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(62)
+            ),
+        ] {
+            assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+        // From the file, and from -H, with control bytes escaped and a long
+        // name quoted by its first 64 bytes only.
+        let e = parse_err("maildir = /m\nhostname = mx\u{0}evil\n");
         assert_eq!(
-            c.route(&addr("Postmaster"), &[]),
-            Route::Mailbox("/m/alice".into())
+            e,
+            "t.conf:2: bad `hostname`: `mx\\0evil` is not a domain name or an address literal"
         );
-        c.aliases.clear();
-        assert_eq!(c.route(&addr("postmaster"), &[]), Route::NoMailbox);
-        // A loop slipped in through the public fields cannot spin forever.
-        c.aliases = vec![("a".into(), "b".into()), ("b".into(), "a".into())];
-        assert_eq!(c.route(&addr("a"), &[]), Route::NoMailbox);
+        let e = parse_err(&format!("hostname = {}\n", "h".repeat(10_000_000)));
+        assert_eq!(
+            e,
+            format!(
+                "t.conf:1: bad `hostname`: `{}…` is longer than 253 octets",
+                "h".repeat(64)
+            )
+        );
+        let e = run_err("-m /m -H a\u{7}b");
+        assert!(e.starts_with("--hostname: `a\\u{7}b` is not"), "{e}");
+        // Set some other way, it is checked as a whole.
+        let mut c = parse("maildir = /m\n").unwrap();
+        c.hostname = "a b".into();
+        let e = c.finish().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "bad hostname: `a b` is not a domain name or an address literal"
+        );
     }
 
     #[test]
-    fn check_creates_and_probes_maildirs() {
-        use std::os::unix::fs::PermissionsExt;
+    fn long_keys_and_values_are_quoted_short() {
+        let key = "k".repeat(100_000);
+        let e = parse_err(&format!("{key} = 1\n"));
+        assert_eq!(e, format!("t.conf:1: unknown key `{}…`", "k".repeat(64)));
+        let e = parse_err(&format!("timeout = {}\n", "9".repeat(100_000)));
+        assert_eq!(
+            e,
+            format!(
+                "t.conf:1: bad `timeout`: `{}…` is over the limit of 86400",
+                "9".repeat(64)
+            )
+        );
+        let (a, b) = ("a".repeat(1000), "b".repeat(1000));
+        let e = parse_err(&format!("alias = {a} {b}\nalias = {b} {a}\n"));
+        let (qa, qb) = (&a[..64], &b[..64]);
+        assert_eq!(e, format!("t.conf:1: alias loop: {qa}… -> {qb}… -> {qa}…"));
+        let e = parse_err(&format!("user = {}\n", "u".repeat(1000)));
+        assert_eq!(
+            e,
+            format!(
+                "t.conf:1: bad `user`: `{}…` is not a user name",
+                "u".repeat(64)
+            )
+        );
+        // A multi-byte character is never cut in half.
+        let e = parse_err(&format!("user = {}\u{e9}x y\n", "u".repeat(63)));
+        assert!(e.ends_with(&format!("`{}…`", "u".repeat(63))), "{e}");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_named() {
+        let mut c = Config::unset();
+        let e = parse_lines(b"maildir = /m\r\n# \xff\xfe\n", Path::new("t.conf"), &mut c);
+        assert_eq!(e.unwrap_err().to_string(), "t.conf:2: not valid UTF-8");
+        let dir = temp_dir("utf8");
+        let file = dir.join("x.conf");
+        fs::write(&file, b"maildir = /m\n\nhostname = \xc3\n").unwrap();
+        let args = [OsString::from("-c"), file.clone().into_os_string()];
+        let e = from_args_with_default(&args, Path::new("/nonexistent/x.conf")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}:3: not valid UTF-8", file.display())
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn arguments_need_not_be_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let os = |b: &[u8]| OsStr::from_bytes(b).to_os_string();
+        let run_os = |args: &[OsString]| {
+            from_args_with_default(args, Path::new("/nonexistent/smtpbox.conf"))
+        };
+        // Paths keep their bytes, a real U+10FF85 included.
+        let maildir = b"/srv/\xff\xfe/\xf4\x8f\xbe\x85/m";
+        let tls = [os(b"--tls-cert=/c\x80"), os(b"--tls-key"), os(b"/k\xc3")];
+        let mut args = vec![os(b"-m"), os(maildir), os(b"-H"), os(b"mx.test")];
+        args.extend(tls);
+        match run_os(&args) {
+            Ok(Invocation::Run(c, _)) => {
+                assert_eq!(c.maildir.unwrap().as_os_str().as_bytes(), maildir);
+                assert_eq!(c.tls_cert.unwrap().as_os_str().as_bytes(), b"/c\x80");
+                assert_eq!(c.tls_key.unwrap().as_os_str().as_bytes(), b"/k\xc3");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = run_os(&[os(b"-c"), os(b"/nonexistent/\xff\xfe.conf")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/\u{fffd}\u{fffd}.conf: cannot read"),
+            "{e}"
+        );
+        let e = run_os(&[os(b"-m"), os(b"/m"), os(b"-H"), os(b"\xff")]).unwrap_err();
+        assert_eq!(e.to_string(), "--hostname: not UTF-8: `\u{fffd}`");
+        let e = run_os(&[os(b"-m"), os(b"/m"), os(b"-d"), os(b"a\xff")]).unwrap_err();
+        assert_eq!(e.to_string(), "--domain: not UTF-8: `a\u{fffd}`");
+        let e = run_os(&[os(b"-m"), os(b"/m"), os(b"x\xff")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unexpected argument `x\u{fffd}` (see --help)"
+        );
+        let e = run_os(&[os(b"--\xff")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Unrecognized option: '\u{fffd}' (see --help)"
+        );
+    }
+
+    #[test]
+    fn check_writes_nothing_and_reports_what_delivery_creates() {
+        use std::os::unix::fs::symlink;
         let dir = temp_dir("check");
         let mut c = parse("").unwrap();
         c.maildir = Some(dir.join("all"));
         c.mailboxes = vec![("a".into(), dir.join("deep/alice"))];
-        check(&c).unwrap();
-        for sub in ["all/tmp", "all/new", "all/cur", "deep/alice/cur"] {
-            let meta = fs::metadata(dir.join(sub)).unwrap();
-            assert!(
-                meta.is_dir() && meta.permissions().mode() & 0o777 == 0o700,
-                "{sub}"
-            );
+        let notes = check(&c).unwrap();
+        let all = dir.join("all").display().to_string();
+        let alice = dir.join("deep/alice").display().to_string();
+        assert_eq!(
+            notes,
+            [
+                format!("{all}: the first delivery will create {all}/{{tmp,new,cur}}"),
+                format!("{alice}: the first delivery will create {alice}/{{tmp,new,cur}}"),
+            ]
+        );
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "nothing created");
+        // Complete: nothing to report. Half made: the missing parts.
+        for sub in ["all/tmp", "all/new", "all/cur", "deep/alice/new"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        assert_eq!(fs::read_dir(dir.join("all/tmp")).unwrap().count(), 0);
-        check(&c).unwrap(); // idempotent
+        let notes = check(&c).unwrap();
+        assert_eq!(
+            notes,
+            [format!(
+                "{alice}: the first delivery will create {alice}/{{tmp,cur}}"
+            )]
+        );
+        assert!(!dir.join("deep/alice/tmp").exists());
+
+        // A symlinked tmp/ or new/ is refused (delivery never follows one).
+        fs::remove_dir(dir.join("all/new")).unwrap();
+        symlink("/etc", dir.join("all/new")).unwrap();
+        let e = check(&c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{all}/new: a symlink (delivery never follows one)")
+        );
+        fs::remove_file(dir.join("all/new")).unwrap();
+        fs::create_dir(dir.join("all/new")).unwrap();
 
         let file = dir.join("file");
         fs::write(&file, "x").unwrap();
@@ -1095,25 +1542,72 @@ mod tests {
             e.starts_with(&format!("{}: not a directory", file.display())),
             "{e}"
         );
+        c.mailboxes = vec![("a".into(), file.join("below"))];
+        let e = check(&c).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: not a directory", file.display())),
+            "{e}"
+        );
 
         c.mailboxes.clear();
-        c.users = Some(file);
-        check(&c).unwrap();
+        c.users = Some(file.clone());
+        assert_eq!(check(&c).unwrap(), Vec::<String>::new());
         let missing = dir.join("missing.pem");
         c.tls_cert = Some(missing.clone());
         let e = check(&c).unwrap_err().to_string();
-        assert!(
-            e.starts_with(&format!("{}: cannot read", missing.display())),
-            "{e}"
+        assert_eq!(
+            e,
+            format!(
+                "{}: cannot read: No such file or directory (os error 2)",
+                missing.display()
+            )
         );
         c.tls_cert = Some(dir.join("all"));
-        assert!(check(&c).unwrap_err().to_string().contains("cannot read"));
+        let e = check(&c).unwrap_err().to_string();
+        assert_eq!(e, format!("{all}: not a regular file (directory)"));
+        c.tls_cert = Some("/dev/zero".into());
+        let e = check(&c).unwrap_err().to_string();
+        assert_eq!(e, "/dev/zero: not a regular file (device)");
+        let big = dir.join("big.pem");
+        File::create(&big)
+            .unwrap()
+            .set_len(MAX_SECRET_FILE + 1)
+            .unwrap();
+        c.tls_cert = Some(big.clone());
+        let e = check(&c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}: too large (more than 4194304 bytes)", big.display())
+        );
+        // Only what --check itself was given was made here.
+        let mut left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["all", "big.pem", "deep", "file"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_file_is_read_up_to_a_cap() {
+        let mut c = Config::unset();
+        let e = read_file(Path::new("/dev/zero"), &mut c)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "/dev/zero: too large (more than 1048576 bytes)");
+        assert!(read_file(Path::new("/dev/null"), &mut c).is_ok());
     }
 
     #[test]
     fn example_config_parses() {
         let text = include_str!("../etc/smtpbox.conf");
-        assert!(parse(text).unwrap().maildir.is_some());
+        let shipped = parse(text).unwrap();
+        assert!(shipped.maildir.is_some());
+        // SPEC §3: the shipped config and units agree on the local socket.
+        let socket = Path::new("/run/smtpbox/smtpbox.sock");
+        assert_eq!(shipped.local_socket.as_deref(), Some(socket));
         // Every setting shown commented out (`#key = value`) parses too,
         // and every key of SPEC §3 is shown.
         let uncomment = |l: &'static str| match l.strip_prefix('#') {
@@ -1124,7 +1618,7 @@ mod tests {
         assert!(parse(&all).unwrap().finish().is_ok());
         let keys = "hostname listen domain maildir mailbox alias tls_cert tls_key users \
                     max_message_size max_recipients max_connections max_connections_per_ip \
-                    timeout session_timeout max_errors maildir_quota bare_lf user";
+                    timeout session_timeout max_errors maildir_quota bare_lf user local_socket";
         for key in keys.split_whitespace() {
             assert!(
                 all.lines().any(|l| l.starts_with(&format!("{key} = "))),

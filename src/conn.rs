@@ -1,10 +1,10 @@
 //! One connection: drives a [`Session`] over a [`Transport`].
 //!
-//! This is the I/O around the sans-IO session: the line framer with its hard
-//! cap, timeouts, the synchronization checks, spooling and delivery of
-//! message content. Replies are queued and written in one go when the input
-//! buffer runs dry, right before a read that would block (PIPELINING,
-//! RFC 2920), as qmail does.
+//! This is the I/O around the sans-IO session and the sans-IO [`Framer`]:
+//! reads and writes, timeouts, TLS, the synchronization checks, spooling and
+//! delivery of message content. Replies are queued and written in one go
+//! when the input buffer runs dry, right before a read that would block
+//! (PIPELINING, RFC 2920), as qmail does.
 
 use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
@@ -12,17 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::data::{self, ContentSink, DataEnd, DataReader};
+use crate::framer::{Frame, Framer};
 use crate::maildir::{self, Spool};
 use crate::reply::Reply;
-use crate::session::{Action, ContentSummary, Session};
+use crate::session::{Action, ContentSummary, Session, Step};
 use crate::tls::{self, TlsFiles};
 use crate::transport::Transport;
 
-/// Longest command line accepted, line ending excluded (SPEC §5).
-pub const MAX_LINE: usize = 2048;
-
 /// Input buffer while reading commands: a pipelined group fits, and an
-/// idle session stays small (longer lines are assembled in `line`).
+/// idle session stays small (longer lines are assembled by the framer).
 const COMMAND_BUFFER: usize = 512;
 
 /// Input buffer while reading message content: fewer, larger reads.
@@ -46,14 +44,13 @@ pub struct Limits {
 ///
 /// Stack budget: every stack page a session thread has touched stays
 /// resident while it waits for its client, so it counts in the RSS of
-/// each idle session. glibc and std take about 5.2 KiB at the top of a
-/// thread's stack (struct pthread, static TLS, thread start). Below that,
-/// a plaintext session that has sent EHLO reaches about 7.8 KiB from the
-/// top in all, just inside two pages (three before: 16 KiB -> 13 KiB per
-/// idle session). For that, the Session and the Connection are built on
-/// the heap in calls of their own (a `Box::new` of a large value leaves
-/// its temporary in the caller's frame), and the session loop (`run`) is
-/// a call of its own.
+/// each idle session (the README's idle-session row). glibc and std
+/// already fill much of the top page (struct pthread, static TLS, thread
+/// start); the aim is that a plaintext session that has sent EHLO stays
+/// within two pages. For that, the Session and the Connection are built
+/// on the heap in calls of their own (a `Box::new` of a large value leaves
+/// its temporary in the caller's frame), the session loop (`run`) is a
+/// call of its own, and the content paths keep their frames out of it.
 pub fn serve(
     transport: Box<dyn Transport>,
     session: Box<Session>,
@@ -96,18 +93,11 @@ struct Connection {
     session: Session,
     limits: Limits,
     tls: Option<Arc<TlsFiles>>,
-    line: Vec<u8>,
+    framer: Framer,
     /// The client has ended a command line with CRLF at least once; until
     /// then a bare LF . LF may end DATA (SPEC §6, people typing into nc).
     sent_crlf: bool,
     chunked: Option<Chunked>,
-}
-
-/// One command line from the framer.
-enum Line {
-    Command,
-    TooLong,
-    Eof,
 }
 
 impl Connection {
@@ -125,7 +115,7 @@ impl Connection {
             session: *session,
             limits,
             tls,
-            line: Vec::new(),
+            framer: Framer::new(),
             sent_crlf: false,
             chunked: None,
         })
@@ -147,10 +137,8 @@ impl Connection {
         self.send(&greeting);
         loop {
             self.input.resize(COMMAND_BUFFER);
-            let step = match self.read_line()? {
-                Line::Eof => return Ok("client closed"),
-                Line::TooLong => self.session.line_too_long(),
-                Line::Command => self.session.command(&self.line),
+            let Some(step) = self.next_command()? else {
+                return Ok("client closed");
             };
             for reply in &step.replies {
                 self.send(reply);
@@ -207,11 +195,7 @@ impl Connection {
 
     fn reject_unsynchronized(&mut self, what: &str) {
         log::warn!("{} {} (554 5.5.0)", self.session.peer().describe(), what);
-        self.send(&Reply::new(
-            554,
-            "5.5.0",
-            "Protocol error: wait for the server's reply",
-        ));
+        self.send(&Reply::unsynchronized());
         let _ = self.input.get_mut().flush();
     }
 
@@ -239,47 +223,31 @@ impl Connection {
         }
     }
 
-    /// Reads one command line into `self.line`, without its line ending.
-    /// A line over [`MAX_LINE`] is skipped to its end without being buffered.
-    fn read_line(&mut self) -> io::Result<Line> {
-        self.line.clear();
-        let mut too_long = false;
-        let mut first = true;
+    /// Reads until the framer has a whole line, hands it to the session
+    /// and returns the session's answer; None at the end of the input (a
+    /// line the client did not finish is dropped).
+    fn next_command(&mut self) -> io::Result<Option<Step>> {
         loop {
             // Mid-line the client is still sending: replies wait, so that
             // a pipelined group split across two reads still gets one write.
-            self.input.get_mut().mid_line = !first;
-            first = false;
+            self.input.get_mut().mid_line = self.framer.mid_line();
             let buf = self.input.fill_buf()?;
             if buf.is_empty() {
-                return Ok(Line::Eof);
+                return Ok(None);
             }
-            let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (&buf[..i], Some(i + 1)),
-                None => (buf, None),
-            };
-            // MAX_LINE + 1 leaves room for the CR of the line ending.
-            if !too_long && self.line.len() + chunk.len() <= MAX_LINE + 1 {
-                self.line.extend_from_slice(chunk);
-            } else {
-                too_long = true;
-                self.line.clear();
-            }
-            let used = found.unwrap_or(buf.len());
+            let (used, frame) = self.framer.push(buf);
+            let step = frame.map(|frame| {
+                if let Frame::Line(line) = frame {
+                    self.sent_crlf |= line.crlf;
+                }
+                self.session.framed(frame)
+            });
             self.input.consume(used);
-            if found.is_some() {
-                break;
+            if step.is_some() {
+                self.input.get_mut().mid_line = false;
+                return Ok(step);
             }
         }
-        self.input.get_mut().mid_line = false;
-        if self.line.last() == Some(&b'\r') {
-            self.line.pop();
-            self.sent_crlf = true;
-        }
-        if too_long || self.line.len() > MAX_LINE {
-            return Ok(Line::TooLong);
-        }
-        Ok(Line::Command)
     }
 
     /// Creates the spool file in the first recipient's Maildir and writes
@@ -435,8 +403,8 @@ impl Input {
 
     /// Sets the buffer size, keeping what is buffered; a shrink waits until
     /// what is buffered fits. The new buffer comes zeroed from the allocator
-    /// (calloc): `Vec::resize` filled 64 KiB byte by byte per message and
-    /// was 8% of the server's CPU time in the tmpfs benchmark.
+    /// (calloc) rather than from `Vec::resize`, which fills it byte by byte:
+    /// 64 KiB for every message.
     fn resize(&mut self, size: usize) {
         let pending = self.end - self.pos;
         if self.buf.len() == size || pending > size {
@@ -547,12 +515,30 @@ struct Deadline {
 /// How long past the session deadline the last replies may take.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
+/// `at + wait`, or the latest instant that can be made when that
+/// overflows.
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait).unwrap_or_else(|| {
+        let mut step = wait;
+        let mut latest = at;
+        while !step.is_zero() {
+            match latest.checked_add(step) {
+                Some(t) => latest = t,
+                None => step /= 2,
+            }
+        }
+        latest
+    })
+}
+
 impl Deadline {
     fn new(inner: Box<dyn Transport>, limits: Limits) -> Deadline {
         Deadline {
             inner,
             timeout: limits.timeout,
-            deadline: Instant::now() + limits.session_timeout,
+            // Config bounds keep this far from overflow; Limits' fields are
+            // public, so a session must not panic on one anyway.
+            deadline: later(Instant::now(), limits.session_timeout),
             applied: None,
         }
     }
@@ -589,7 +575,7 @@ impl Read for Deadline {
 impl Write for Deadline {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            self.arm(self.deadline + LAST_WORDS)?;
+            self.arm(later(self.deadline, LAST_WORDS))?;
             match self.inner.write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => return other,
@@ -776,10 +762,10 @@ mod tests {
             panic!("config");
         };
         let config = Arc::new(config);
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("192.0.2.25:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("192.0.2.25:25".parse().unwrap()),
+        );
         let services = Services {
             quota: Arc::new(MaildirQuota),
             users: None,
@@ -938,5 +924,15 @@ mod tests {
             out.ends_with("500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_deadline_past_the_clock_range_saturates() {
+        let now = Instant::now();
+        let latest = later(now, Duration::MAX);
+        assert!(latest > now + Duration::from_secs(86_400 * 365 * 100));
+        assert!(latest.checked_add(Duration::from_secs(1)).is_none());
+        assert_eq!(later(latest, LAST_WORDS), latest);
+        assert_eq!(later(now, LAST_WORDS), now + LAST_WORDS);
     }
 }

@@ -1,11 +1,16 @@
 //! smtpbox: a minimal SMTP server that stores mail in Maildir folders.
 //!
-//! The modules, by job: `config` (command line, config file, routing),
-//! `command` (parsing command lines), `session` (the sans-IO SMTP state
-//! machine), `data` (the DATA/BDAT byte automaton), `maildir` (durable
-//! delivery), `conn` (one connection's I/O), `server` (listeners and
-//! threads), `transport` (sockets and stdio), `activation` (systemd),
-//! `privilege` (dropping root), `reply`, `date`.
+//! The modules, by job: `config` (command line, config file), `routing`
+//! (which recipients are local, and their Maildirs), `framer` (bytes into
+//! command lines), `command` (parsing command lines), `session` (the
+//! sans-IO SMTP state machine), `data` (the DATA/BDAT byte automaton),
+//! `maildir` (durable delivery), `conn` (one connection's I/O), `server`
+//! (listeners, the local socket and threads), `transport` (sockets and
+//! stdio), `tls` (rustls and the certificate pair), `auth` (the users file
+//! and SASL), `watched` (files re-read when they change), `sendmail` (the
+//! sendmail command) and `submit` (its client for the local socket),
+//! `activation` (systemd), `slots` (limits across --inetd processes),
+//! `privilege` (dropping root), `sandbox` (Landlock), `logging`, `reply`, `date`.
 
 pub mod activation;
 pub mod auth;
@@ -14,12 +19,18 @@ pub mod config;
 pub mod conn;
 pub mod data;
 pub mod date;
+pub mod framer;
 pub mod logging;
 pub mod maildir;
 pub mod privilege;
 pub mod reply;
+pub mod routing;
+pub mod sandbox;
 pub mod sendmail;
 pub mod server;
 pub mod session;
+pub mod slots;
+pub mod submit;
 pub mod tls;
 pub mod transport;
+pub mod watched;

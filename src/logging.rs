@@ -25,7 +25,57 @@ pub fn init(default_level: &str, guard_stderr: bool) {
         builder.target(env_logger::Target::Pipe(target));
         builder.format(|buf, record| writeln!(buf, "{}: {}", record.level(), record.args()));
     }
-    builder.init();
+    let logger = Demoting {
+        inner: builder.build(),
+    };
+    log::set_max_level(logger.inner.filter());
+    // Fails only when a logger is already set (a second init): keep that one.
+    let _ = log::set_boxed_logger(Box::new(logger));
+}
+
+/// rustls warns for every client that sends an IP address as SNI, which
+/// RFC 6066 §3 forbids but many SMTP clients do when they connect by
+/// address: noise, not an event. Those records are logged at debug level;
+/// everything else passes through unchanged.
+struct Demoting {
+    inner: env_logger::Logger,
+}
+
+impl log::Log for Demoting {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !is_sni_ip_warning(record) {
+            self.inner.log(record);
+            return;
+        }
+        let demoted = log::Record::builder()
+            .args(*record.args())
+            .level(log::Level::Debug)
+            .target(record.target())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .build();
+        self.inner.log(&demoted);
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+/// rustls's "Illegal SNI extension: ignoring IP address presented as
+/// hostname" warning (rustls::msgs::handshake).
+fn is_sni_ip_warning(record: &log::Record<'_>) -> bool {
+    record.level() == log::Level::Warn
+        && record.target().starts_with("rustls")
+        && record
+            .args()
+            .to_string()
+            .starts_with("Illegal SNI extension: ignoring IP address")
 }
 
 /// True when fd 2 is a socket (inetd's connection), not a tty, pipe or file.
@@ -68,5 +118,44 @@ impl Write for Syslog {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(level: log::Level, target: &'a str, args: std::fmt::Arguments<'a>) -> bool {
+        is_sni_ip_warning(
+            &log::Record::builder()
+                .level(level)
+                .target(target)
+                .args(args)
+                .build(),
+        )
+    }
+
+    #[test]
+    fn only_rustls_sni_ip_warning_is_demoted() {
+        let ip = "192.0.2.1";
+        let text = "Illegal SNI extension: ignoring IP address presented as hostname";
+        let target = "rustls::msgs::handshake";
+        assert!(record(
+            log::Level::Warn,
+            target,
+            format_args!("{text} ({ip})")
+        ));
+        assert!(!record(
+            log::Level::Warn,
+            "smtpbox::conn",
+            format_args!("{text}")
+        ));
+        assert!(!record(log::Level::Error, target, format_args!("{text}")));
+        let duplicate = "Illegal SNI extension: duplicate host_name received";
+        assert!(!record(
+            log::Level::Warn,
+            target,
+            format_args!("{duplicate}")
+        ));
     }
 }

@@ -1,21 +1,37 @@
-//! Maildir delivery (SPEC §7), qmail style: a message is written once to a
-//! file exclusively created in `tmp/`, fsynced, then hard-linked (or copied
+//! Maildir delivery (SPEC §7), qmail style, by descriptor: a message is
+//! written once to an unnamed `O_TMPFILE` file in `tmp/` (or, where the
+//! kernel, the filesystem or `/proc` does not allow that, a file exclusively
+//! created there under a unique name), fsynced, then hard-linked (or copied
 //! when on another filesystem) into the `new/` of every recipient's Maildir,
 //! and every `new/` directory is fsynced before the client is told `250`.
 //! Any failure removes what was already linked, so no `new/` ever holds a
 //! partial or half-delivered message.
 //!
+//! The inode linked into `new/` is always the one that was written and
+//! fsynced: the unnamed file is linked through `/proc/self/fd/N`, and a named
+//! one only after its inode is compared with the name's, before and after the
+//! link, failing closed. `tmp/` and `new/` are opened without following
+//! symlinks and files are created and linked relative to them, so a symlink
+//! planted in a Maildir is never written through; `linkat` never replaces a
+//! name that exists.
+//!
+//! Deliveries into the same `new/` at the same time share its fsync (group
+//! commit, [`GroupCommit`]): one fsync started after a link covers it.
+//!
 //! File names: `SECONDS.MMICROSPPIDQCOUNTER.HOST,S=SIZE` in `new/`, the same
-//! without `,S=SIZE` in `tmp/` (the size is unknown until the end).
+//! without `,S=SIZE` in `tmp/` for a named spool file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString};
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, Metadata};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
+use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::reply::Reply;
@@ -32,59 +48,43 @@ pub fn ensure(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A message being received: a file exclusively created (mode 0600) in
-/// `<maildir>/tmp/` under a unique name. Writes are buffered. Dropping a
-/// `Spool` that was not delivered removes its file, so an aborted session
-/// never leaves anything in `tmp/`.
+/// A message being received: an unnamed file (mode 0600) in
+/// `<maildir>/tmp/`, or a named one where that is not possible. Writes are
+/// buffered. Dropping a `Spool` that was not delivered throws the file away
+/// (a named one is unlinked), so an aborted session leaves nothing in `tmp/`.
 pub struct Spool {
-    out: Option<BufWriter<File>>,
+    out: Option<BufWriter<TmpFile>>,
     /// Bytes accepted so far: the file's size once the buffer is flushed.
     written: u64,
+    /// Where the message is being written, for error messages.
     path: PathBuf,
     base: String,
     id: String,
+    /// Forced named files (tests of the fallback); copies follow the spool.
+    named: bool,
 }
 
 impl Spool {
-    /// Creates a new tmp file in `maildir`, making the Maildir first when it
-    /// is missing. Create the spool in one of the target Maildirs (or on the
-    /// same filesystem) so delivery is a hard link rather than a copy.
+    /// Creates the spool file in `maildir`'s `tmp/`, making the Maildir
+    /// first when it is missing. Create the spool in one of the target
+    /// Maildirs (or on the same filesystem) so delivery is a hard link rather
+    /// than a copy. A `tmp/` that is a symlink is refused.
     pub fn create(maildir: &Path) -> Result<Spool, DeliveryError> {
-        let tmp = maildir.join("tmp");
-        // The name is unique by construction; a clash means a stale file from
-        // a recycled PID, so take a fresh counter value and try again.
-        let mut attempts = 0;
-        loop {
-            let (id, base) = unique_name();
-            let path = tmp.join(&base);
-            let opened = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path);
-            match opened {
-                Ok(file) => {
-                    let out = Some(BufWriter::with_capacity(64 * 1024, file));
-                    return Ok(Spool {
-                        out,
-                        written: 0,
-                        path,
-                        base,
-                        id,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 3 => {
-                    attempts += 1;
-                }
-                // The common case costs no mkdir calls: only a missing
-                // Maildir is made, once.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => {
-                    ensure(maildir).map_err(|e| DeliveryError::io(maildir, e))?;
-                    attempts += 1;
-                }
-                Err(e) => return Err(DeliveryError::io(&path, e)),
-            }
-        }
+        Spool::create_in(maildir, false)
+    }
+
+    fn create_in(maildir: &Path, named: bool) -> Result<Spool, DeliveryError> {
+        let (id, base) = unique_name();
+        let file = TmpFile::create_or_ensure(maildir, &base, named)?;
+        let path = file.path.clone();
+        Ok(Spool {
+            out: Some(BufWriter::with_capacity(64 * 1024, file)),
+            written: 0,
+            path,
+            base,
+            id,
+            named,
+        })
     }
 
     /// The message ID shown to the client, in logs and in the Received
@@ -93,18 +93,13 @@ impl Spool {
         &self.id
     }
 
-    /// The tmp file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Turns an error from writing to this spool into a [`DeliveryError`]
     /// that names the tmp file (and maps ENOSPC/EDQUOT to `NoSpace`).
     pub fn error(&self, err: io::Error) -> DeliveryError {
         DeliveryError::io(&self.path, err)
     }
 
-    fn writer(&mut self) -> io::Result<&mut BufWriter<File>> {
+    fn writer(&mut self) -> io::Result<&mut BufWriter<TmpFile>> {
         self.out
             .as_mut()
             .ok_or_else(|| io::Error::other("spool already closed"))
@@ -126,35 +121,34 @@ impl Write for Spool {
 impl Drop for Spool {
     fn drop(&mut self) {
         if let Some(out) = self.out.take() {
-            // Throw the buffer away rather than flush it into a doomed file.
+            // Throw the buffer away rather than flush it into a doomed file;
+            // dropping the file unlinks a named one.
             let _ = out.into_parts();
         }
-        // After a delivery the links in new/ hold the data; otherwise the
-        // message is abandoned. Either way the tmp name goes.
-        let _ = fs::remove_file(&self.path);
     }
 }
 
-/// Durable delivery (SPEC §7): flush and fsync the tmp file, hard-link it into
+/// Durable delivery (SPEC §7): flush and fsync the spool file, link it into
 /// the `new/` of every target Maildir (each once, even if listed twice;
-/// copying when the link fails with EXDEV), fsync every `new/` directory, then
-/// remove the tmp file. On failure every link or copy already made is
-/// removed, the tmp file too, and the error is returned. With `quota > 0`, a
-/// target whose usage plus this message would exceed `quota` fails with
-/// [`DeliveryError::Quota`] before anything is linked. Returns the ID.
+/// copying when the link fails with EXDEV), fsync every `new/` directory
+/// (shared with concurrent deliveries, [`GroupCommit`]). On failure every
+/// link or copy already made is removed and the error is returned. With
+/// `quota > 0`, a target whose usage plus this message would exceed `quota`
+/// fails with [`DeliveryError::Quota`] before anything is linked. Returns
+/// the ID.
 pub fn deliver(mut spool: Spool, targets: &[&Path], quota: u64) -> Result<String, DeliveryError> {
     let out = spool
         .out
         .take()
         .ok_or_else(|| spool.error(io::Error::other("spool already closed")))?;
     let file = out.into_inner().map_err(|e| spool.error(e.into_error()))?;
-    file.sync_all().map_err(|e| spool.error(e))?;
-    drop(file);
+    file.file.sync_all().map_err(|e| spool.error(e))?;
     let size = spool.written;
 
-    let maildirs = distinct_maildirs(targets)?;
+    let dirs = new_dirs(targets)?;
     if quota > 0 {
-        for dir in &maildirs {
+        for target in &dirs {
+            let dir = target.maildir;
             let used = usage(dir).map_err(|e| DeliveryError::io(dir, e))?;
             if used.saturating_add(size) > quota {
                 return Err(DeliveryError::Quota {
@@ -169,25 +163,28 @@ pub fn deliver(mut spool: Spool, targets: &[&Path], quota: u64) -> Result<String
 
     let name = format!("{},S={}", spool.base, size);
     let mut made = Vec::new();
-    let linked = link_all(&spool, &maildirs, &name, &mut made).and_then(|()| sync_new(&maildirs));
+    let linked = link_all(&file, &spool, &dirs, &name, &mut made).and_then(|()| commit(&made));
     if let Err(e) = linked {
-        for path in &made {
-            let _ = fs::remove_file(path);
+        for (dir, dest) in &made {
+            if let Ok(c_name) = c_string(Path::new(&name)) {
+                let _ = unlink_at(dir.fd.as_raw_fd(), &c_name);
+            }
+            log::debug!("removed {} after a failed delivery", dest.display());
         }
         // Best effort: make the removals durable too, so a crash cannot bring
         // back a message the client was told to retry.
-        let _ = sync_new(&maildirs);
+        for (dir, _) in &made {
+            let _ = dir.fd.sync_all();
+        }
         return Err(e);
     }
-    // Drop removes the tmp file.
     Ok(spool.id.clone())
 }
 
-/// Drops a message that will not be delivered: removes its tmp file.
+/// Drops a message that will not be delivered: throws its file away.
 pub fn discard(spool: Spool) {
     drop(spool);
 }
-
 /// Why a delivery failed. Every variant maps to a temporary (4xx) reply.
 #[derive(Debug)]
 pub enum DeliveryError {
@@ -204,10 +201,6 @@ pub enum DeliveryError {
     Io { path: PathBuf, source: io::Error },
 }
 
-const ENOSPC: i32 = 28;
-const EDQUOT: i32 = 122;
-const EXDEV: i32 = 18;
-
 impl DeliveryError {
     /// Wraps an I/O error on `path`, classifying a full disk as `NoSpace`.
     pub fn io(path: &Path, source: io::Error) -> DeliveryError {
@@ -222,11 +215,9 @@ impl DeliveryError {
     /// The SMTP reply for this failure (SPEC §7).
     pub fn reply(&self) -> Reply {
         match self {
-            DeliveryError::Quota { .. } => Reply::new(452, "4.2.2", "Mailbox full"),
-            DeliveryError::NoSpace { .. } => {
-                Reply::new(452, "4.3.1", "Insufficient system storage")
-            }
-            DeliveryError::Io { .. } => Reply::new(451, "4.3.0", "Local error in processing"),
+            DeliveryError::Quota { .. } => Reply::mailbox_full(),
+            DeliveryError::NoSpace { .. } => Reply::no_storage(),
+            DeliveryError::Io { .. } => Reply::local_error(),
         }
     }
 }
@@ -332,7 +323,8 @@ pub fn escape_host(host: &str) -> String {
 
 /// Returns `(id, base)`: the ID is the base name without `.HOST`.
 fn unique_name() -> (String, String) {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    // 32 bits: 64-bit atomics do not exist on every target (32-bit MIPS).
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -355,97 +347,520 @@ fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// The system host name, escaped, read once.
+/// The system host name (uname(2), so right under `ProcSubset=pid`),
+/// escaped, read once.
 fn host() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let name = name.trim();
-        escape_host(if name.is_empty() { "localhost" } else { name })
-    })
+    HOST.get_or_init(|| escape_host(&crate::config::system_hostname()))
 }
 
-/// Drops duplicate targets (same directory by device and inode, however the
-/// path is spelled), making any Maildir that is missing. A single target
-/// costs no system call: the spool was made in it, and `link_all` makes a
-/// `new/` that has gone missing.
-fn distinct_maildirs<'a>(targets: &[&'a Path]) -> Result<Vec<&'a Path>, DeliveryError> {
-    if let [one] = targets {
-        return Ok(vec![*one]);
-    }
+// ------------------------------------------------------------ internals
+
+/// One target's `new/`: the Maildir it belongs to, the directory (opened
+/// O_NOFOLLOW, cached) and its path for messages.
+struct Target<'a> {
+    maildir: &'a Path,
+    dir: Arc<Dir>,
+    path: PathBuf,
+}
+
+/// A `new/` directory opened `O_DIRECTORY | O_NOFOLLOW`, kept open across
+/// messages, with the group-commit state of its fsyncs.
+struct Dir {
+    fd: File,
+    commit: GroupCommit,
+}
+
+/// The `new/` of every target, each directory once (by device and inode,
+/// however the path is spelled), making a Maildir that is missing. A `new/`
+/// that is a symlink or not a directory fails the message.
+fn new_dirs<'a>(targets: &[&'a Path]) -> Result<Vec<Target<'a>>, DeliveryError> {
     let mut seen = HashSet::new();
     let mut dirs = Vec::new();
-    for &dir in targets {
-        let meta = fs::metadata(dir.join("new")).or_else(|e| {
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(e);
-            }
-            ensure(dir)?;
-            fs::metadata(dir.join("new"))
-        });
-        let meta = meta.map_err(|e| DeliveryError::io(dir, e))?;
-        if seen.insert((meta.dev(), meta.ino())) {
-            dirs.push(dir);
+    for &maildir in targets {
+        let path = maildir.join("new");
+        let (key, dir) = open_new(maildir, &path).map_err(|e| DeliveryError::io(&path, e))?;
+        if seen.insert(key) {
+            dirs.push(Target { maildir, dir, path });
         }
     }
     Ok(dirs)
 }
 
-/// Links (or copies) the spool file to `new/NAME` in every Maildir, recording
-/// each file made in `made` so the caller can roll back.
-fn link_all(
-    spool: &Spool,
-    maildirs: &[&Path],
-    name: &str,
-    made: &mut Vec<PathBuf>,
-) -> Result<(), DeliveryError> {
-    for dir in maildirs {
-        let dest = dir.join("new").join(name);
-        let mut linked = fs::hard_link(&spool.path, &dest);
-        if matches!(&linked, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-            ensure(dir).map_err(|e| DeliveryError::io(dir, e))?;
-            linked = fs::hard_link(&spool.path, &dest);
+/// The open `new/` of `maildir`, from the cache when the directory now
+/// named `path` is one already open. One `statx` per message instead of
+/// `open`, `fsync` and `close`.
+///
+/// Why a cached descriptor is safe: the name is looked up (without following
+/// a symlink) for every message, and the cache is keyed by the device and
+/// inode found there, so a `new/` that was renamed, removed or replaced by
+/// another directory is never used for a later message: the new directory
+/// gets its own entry. The cached descriptor pins its inode, so its number
+/// cannot be reused by another directory while the entry exists. A rename
+/// between the lookup and the link puts the message where a rename just
+/// after the link would have.
+fn open_new(maildir: &Path, path: &Path) -> io::Result<((u64, u64), Arc<Dir>)> {
+    let meta = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure(maildir)?;
+            fs::symlink_metadata(path)?
         }
-        match linked {
+        other => other?,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(symlink_refused());
+    }
+    if !meta.is_dir() {
+        return Err(io::ErrorKind::NotADirectory.into());
+    }
+    let key = (meta.dev(), meta.ino());
+    if let Some(dir) = lock(open_dirs()).get(&key) {
+        return Ok((key, Arc::clone(dir)));
+    }
+    let fd = open_dir(path)?;
+    let meta = fd.metadata()?;
+    let key = (meta.dev(), meta.ino());
+    let mut dirs = lock(open_dirs());
+    // Directories that went away keep an entry (and a descriptor) each;
+    // drop the idle ones now and then so they cannot pile up.
+    if dirs.len() >= 256 {
+        dirs.retain(|_, dir| Arc::strong_count(dir) > 1);
+    }
+    let dir = dirs.entry(key).or_insert_with(|| {
+        Arc::new(Dir {
+            fd,
+            commit: GroupCommit::default(),
+        })
+    });
+    Ok((key, Arc::clone(dir)))
+}
+
+/// Open `new/` directories by (device, inode).
+type OpenDirs = Mutex<HashMap<(u64, u64), Arc<Dir>>>;
+
+fn open_dirs() -> &'static OpenDirs {
+    static DIRS: OnceLock<OpenDirs> = OnceLock::new();
+    DIRS.get_or_init(Default::default)
+}
+
+/// Locks a mutex; a thread that panicked while holding it (none should)
+/// left consistent data, since every critical section here is a few
+/// assignments.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Links (or copies) the spool file to `new/NAME` in every Maildir,
+/// recording each file made in `made` so the caller can roll back.
+fn link_all(
+    file: &TmpFile,
+    spool: &Spool,
+    dirs: &[Target<'_>],
+    name: &str,
+    made: &mut Vec<(Arc<Dir>, PathBuf)>,
+) -> Result<(), DeliveryError> {
+    let c_name = c_string(Path::new(name)).map_err(|e| spool.error(e))?;
+    for target in dirs {
+        let dest = target.path.join(name);
+        match file.link(&target.dir, &c_name) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(EXDEV) => {
-                copy_into(&spool.path, dir, &spool.base, &dest)?;
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                copy_into(file, spool, target, &c_name).map_err(|e| DeliveryError::io(&dest, e))?;
             }
             Err(e) => return Err(DeliveryError::io(&dest, e)),
         }
-        made.push(dest);
+        made.push((Arc::clone(&target.dir), dest));
     }
     Ok(())
 }
 
-/// Delivers to a Maildir on another filesystem: copies `src` into
-/// `maildir/tmp/BASE`, fsyncs it, links it to `dest`, and removes the copy's
-/// tmp name, so `dest` only ever names a complete file.
-#[inline(never)] // io::copy's 8 KiB buffer stays out of deliver's frame.
-fn copy_into(src: &Path, maildir: &Path, base: &str, dest: &Path) -> Result<(), DeliveryError> {
-    let tmp = maildir.join("tmp").join(base);
-    let mut input = File::open(src).map_err(|e| DeliveryError::io(src, e))?;
-    let mut output = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| DeliveryError::io(&tmp, e))?;
-    let copied = io::copy(&mut input, &mut output)
-        .and_then(|_| output.sync_all())
-        .map_err(|e| DeliveryError::io(&tmp, e))
-        .and_then(|()| fs::hard_link(&tmp, dest).map_err(|e| DeliveryError::io(dest, e)));
-    let _ = fs::remove_file(&tmp);
-    copied
+/// Delivers to a Maildir on another filesystem: copies the spool file by
+/// descriptor into a new file in that Maildir's `tmp/`, fsyncs it and links
+/// it into `new/` the same way, so `new/NAME` only ever names a complete,
+/// durable file.
+#[inline(never)] // The copy buffer stays out of deliver's frame.
+fn copy_into(src: &TmpFile, spool: &Spool, target: &Target<'_>, name: &CStr) -> io::Result<()> {
+    let mut copy = TmpFile::create(target.maildir, &spool.base, spool.named)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = match src.file.read_at(&mut buf, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        copy.file.write_all(&buf[..n])?;
+        offset += n as u64;
+    }
+    copy.file.sync_all()?;
+    copy.link(&target.dir, name)
 }
 
-/// Fsyncs the `new/` directory of every Maildir, making the links durable.
-fn sync_new(maildirs: &[&Path]) -> Result<(), DeliveryError> {
-    for dir in maildirs {
-        let new = dir.join("new");
-        File::open(&new)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| DeliveryError::io(&new, e))?;
+/// Makes every link in `made` durable: an fsync of each `new/` that
+/// started after the link returned.
+fn commit(made: &[(Arc<Dir>, PathBuf)]) -> Result<(), DeliveryError> {
+    // Tickets after every link: each is taken after its own link returned.
+    let tickets: Vec<u64> = made.iter().map(|(dir, _)| dir.commit.ticket()).collect();
+    for ((dir, dest), ticket) in made.iter().zip(tickets) {
+        dir.commit
+            .wait(ticket, || dir.fd.sync_all())
+            .map_err(|e| DeliveryError::io(dest.parent().unwrap_or(dest), e))?;
+    }
+    Ok(())
+}
+
+/// Group commit of one directory's fsyncs. Every link into the directory
+/// takes a ticket (a generation number) after `linkat` returns; it is
+/// durable once an fsync that *started* after that generation was counted
+/// has succeeded. One caller runs the fsync, the others wait for it: a
+/// caller whose ticket is newer than the running fsync's start waits for
+/// that one to end and then has a fresh fsync run (by itself or by another
+/// waiter), so a link never rides on an fsync that began before it.
+#[derive(Default)]
+struct GroupCommit {
+    state: Mutex<CommitState>,
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Tickets handed out: links counted so far.
+    linked: u64,
+    /// The generation a running fsync covers (it started after that many
+    /// links had returned).
+    running: Option<u64>,
+    /// Every ticket up to this is durable.
+    durable: u64,
+    /// Every ticket up to this (and above `durable`) saw its fsync fail.
+    failed: u64,
+    /// That failure, for the waiters it covered.
+    error: Option<(io::ErrorKind, Option<i32>)>,
+}
+
+impl GroupCommit {
+    /// Counts a link that has returned; call right after `linkat`.
+    fn ticket(&self) -> u64 {
+        let mut state = lock(&self.state);
+        state.linked += 1;
+        state.linked
+    }
+
+    /// Returns once the link with `ticket` is durable, running `sync` (an
+    /// fsync of the directory) when no running fsync covers it.
+    fn wait(&self, ticket: u64, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let mut sync = Some(sync);
+        let mut state = lock(&self.state);
+        loop {
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            if state.failed >= ticket {
+                // The fsync that covered this link failed. Trying again
+                // could report success for data the kernel has dropped.
+                return Err(match state.error {
+                    Some((_, Some(code))) => io::Error::from_raw_os_error(code),
+                    Some((kind, None)) => io::Error::new(kind, "directory fsync failed"),
+                    None => io::Error::other("directory fsync failed"),
+                });
+            }
+            if state.running.is_some() {
+                state = self
+                    .ended
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            let Some(run) = sync.take() else {
+                // Unreachable: a caller that ran its fsync is covered by it.
+                return Err(io::Error::other("directory fsync not run"));
+            };
+            let start = state.linked;
+            state.running = Some(start);
+            drop(state);
+            let result = run();
+            state = lock(&self.state);
+            state.running = None;
+            match &result {
+                Ok(()) => state.durable = state.durable.max(start),
+                Err(e) => {
+                    state.failed = state.failed.max(start);
+                    state.error = Some((e.kind(), e.raw_os_error()));
+                }
+            }
+            self.ended.notify_all();
+        }
+    }
+}
+
+/// The file a message is written to: unnamed (`O_TMPFILE`) in `tmp/`, or
+/// named there, with the `tmp/` descriptor it was created relative to.
+/// Dropping a named one unlinks the name.
+struct TmpFile {
+    file: File,
+    named: Option<(File, CString)>,
+    /// `tmp/` or `tmp/NAME`, for messages.
+    path: PathBuf,
+}
+
+impl TmpFile {
+    /// As [`TmpFile::create`], making the Maildir first when `tmp/` is
+    /// missing; a name already taken (a stale file from a recycled PID) is
+    /// retried under a fresh counter value.
+    fn create_or_ensure(maildir: &Path, base: &str, named: bool) -> Result<TmpFile, DeliveryError> {
+        let tmp = maildir.join("tmp");
+        let mut base = base.to_string();
+        for attempt in 0.. {
+            match TmpFile::create(maildir, &base, named) {
+                Ok(file) => return Ok(file),
+                // The common case costs no mkdir calls: only a missing
+                // Maildir is made, once.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => {
+                    ensure(maildir).map_err(|e| DeliveryError::io(maildir, e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 3 => {
+                    base = unique_name().1;
+                }
+                Err(e) => return Err(DeliveryError::io(&tmp, e)),
+            }
+        }
+        Err(DeliveryError::io(&tmp, io::Error::other("no spool file")))
+    }
+
+    /// A new file (mode 0600 before the umask) in `maildir/tmp/`, which must
+    /// be a directory, not a symlink. Unnamed where `O_TMPFILE` and
+    /// `/proc/self/fd` both work (and `named` is false), else `tmp/BASE`,
+    /// created exclusively.
+    fn create(maildir: &Path, base: &str, named: bool) -> io::Result<TmpFile> {
+        let tmp = maildir.join("tmp");
+        if !named && proc_fd_links() {
+            // The path names the directory itself, resolved once with
+            // O_NOFOLLOW: a symlinked tmp/ fails (ENOTDIR), as opening tmp/
+            // O_DIRECTORY | O_NOFOLLOW and creating relative to it would,
+            // one system call fewer.
+            let flags = O_TMPFILE | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+            match open_at(AT_FDCWD, &c_string(&tmp)?, flags, 0o600) {
+                Ok(file) => {
+                    return Ok(TmpFile {
+                        file,
+                        named: None,
+                        path: tmp,
+                    })
+                }
+                Err(e) if tmpfile_unsupported(&e) => {}
+                Err(e) => return Err(refused(&tmp, e)),
+            }
+        }
+        let dir = open_dir(&tmp)?;
+        let name = c_string(Path::new(base))?;
+        let flags = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+        let file = open_at(dir.as_raw_fd(), &name, flags, 0o600)?;
+        Ok(TmpFile {
+            file,
+            named: Some((dir, name)),
+            path: tmp.join(base),
+        })
+    }
+
+    /// Links this very inode into `new` as `name`; never replaces a name
+    /// that exists (EEXIST).
+    fn link(&self, new: &Dir, name: &CStr) -> io::Result<()> {
+        let new_fd = new.fd.as_raw_fd();
+        let Some((tmp, tmp_name)) = &self.named else {
+            let proc = c_string(Path::new(&format!(
+                "/proc/self/fd/{}",
+                self.file.as_raw_fd()
+            )))?;
+            return link_at(AT_FDCWD, &proc, new_fd, name, AT_SYMLINK_FOLLOW);
+        };
+        // By name: only when the name still holds our inode, checked right
+        // before a link that does not follow symlinks, and checked again on
+        // the link made, which is removed when it is not ours (a swap in
+        // between), failing closed.
+        let ours = self.file.metadata()?;
+        let there = stat_at(tmp.as_raw_fd(), tmp_name)?;
+        if !same_inode(&ours, &there) {
+            return Err(swapped());
+        }
+        link_at(tmp.as_raw_fd(), tmp_name, new_fd, name, 0)?;
+        match stat_at(new_fd, name) {
+            Ok(linked) if same_inode(&ours, &linked) => Ok(()),
+            _ => {
+                let _ = unlink_at(new_fd, name);
+                Err(swapped())
+            }
+        }
+    }
+}
+
+impl Write for TmpFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        // After a delivery the links in new/ hold the data; otherwise the
+        // message is abandoned. Either way a tmp name goes (relative to the
+        // tmp/ it was made in).
+        if let Some((dir, name)) = &self.named {
+            let _ = unlink_at(dir.as_raw_fd(), name);
+        }
+    }
+}
+
+fn swapped() -> io::Error {
+    io::Error::other("spool file was replaced in tmp/; not linked")
+}
+
+fn symlink_refused() -> io::Error {
+    io::Error::other("is a symbolic link; not followed")
+}
+
+/// A clearer error for a Maildir subdirectory that could not be opened
+/// because it is a symlink.
+fn refused(path: &Path, err: io::Error) -> io::Error {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    match err.kind() {
+        io::ErrorKind::NotADirectory if is_link => symlink_refused(),
+        _ if err.raw_os_error() == Some(ELOOP) && is_link => symlink_refused(),
+        _ => err,
+    }
+}
+
+fn same_inode(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Whether unnamed files can be linked: `linkat` through `/proc/self/fd/N`
+/// needs /proc (an `AT_EMPTY_PATH` link would need CAP_DAC_READ_SEARCH).
+fn proc_fd_links() -> bool {
+    static PROC: OnceLock<bool> = OnceLock::new();
+    *PROC.get_or_init(|| Path::new("/proc/self/fd").is_dir())
+}
+
+/// `O_TMPFILE` refused by the filesystem (EOPNOTSUPP) or unknown to an old
+/// kernel (EISDIR: it reads as O_DIRECTORY; EINVAL on some filesystems).
+fn tmpfile_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::IsADirectory | io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+    ) || err.raw_os_error() == Some(EOPNOTSUPP)
+}
+
+/// A directory opened `O_DIRECTORY | O_NOFOLLOW`: a symlink is refused.
+fn open_dir(path: &Path) -> io::Result<File> {
+    let flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    open_at(AT_FDCWD, &c_string(path)?, flags, 0).map_err(|e| refused(path, e))
+}
+
+/// The metadata of `name` in `dir` without following a symlink (an
+/// `O_PATH | O_NOFOLLOW` descriptor's, which is the link's own).
+fn stat_at(dir: RawFd, name: &CStr) -> io::Result<Metadata> {
+    open_at(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0)?.metadata()
+}
+
+fn c_string(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
+}
+
+// Linux's values (asm-generic, with the architectures that differ).
+const AT_FDCWD: RawFd = -100;
+const AT_SYMLINK_FOLLOW: i32 = 0x400;
+const O_RDONLY: i32 = 0;
+const O_RDWR: i32 = 2;
+const O_CLOEXEC: i32 = 0o2000000;
+const O_PATH: i32 = 0o10000000;
+const O_TMPFILE: i32 = 0o20000000 | O_DIRECTORY;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+mod flags {
+    pub const O_CREAT: i32 = 0x100;
+    pub const O_EXCL: i32 = 0x400;
+    pub const O_DIRECTORY: i32 = 0x10000;
+    pub const O_NOFOLLOW: i32 = 0x20000;
+    pub const ELOOP: i32 = 90;
+    pub const EOPNOTSUPP: i32 = 122;
+    pub const EDQUOT: i32 = 1133;
+}
+#[cfg(any(
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+))]
+mod flags {
+    pub const O_CREAT: i32 = 0o100;
+    pub const O_EXCL: i32 = 0o200;
+    pub const O_DIRECTORY: i32 = 0o40000;
+    pub const O_NOFOLLOW: i32 = 0o100000;
+    pub const ELOOP: i32 = 40;
+    pub const EOPNOTSUPP: i32 = 95;
+    pub const EDQUOT: i32 = 122;
+}
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+mod flags {
+    pub const O_CREAT: i32 = 0o100;
+    pub const O_EXCL: i32 = 0o200;
+    pub const O_DIRECTORY: i32 = 0o200000;
+    pub const O_NOFOLLOW: i32 = 0o400000;
+    pub const ELOOP: i32 = 40;
+    pub const EOPNOTSUPP: i32 = 95;
+    pub const EDQUOT: i32 = 122;
+}
+use flags::*;
+const ENOSPC: i32 = 28;
+
+extern "C" {
+    fn openat(dirfd: RawFd, path: *const std::ffi::c_char, flags: i32, ...) -> RawFd;
+    fn linkat(
+        olddirfd: RawFd,
+        oldpath: *const std::ffi::c_char,
+        newdirfd: RawFd,
+        newpath: *const std::ffi::c_char,
+        flags: i32,
+    ) -> i32;
+    fn unlinkat(dirfd: RawFd, path: *const std::ffi::c_char, flags: i32) -> i32;
+}
+
+fn open_at(dir: RawFd, path: &CStr, flags: i32, mode: u32) -> io::Result<File> {
+    // SAFETY: `path` is NUL-terminated; the mode is passed as the C
+    // variadic `mode_t` (an unsigned int) openat reads with O_CREAT or
+    // O_TMPFILE; a returned descriptor is new and owned by the File.
+    let fd = unsafe { openat(dir, path.as_ptr(), flags, mode as std::ffi::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn link_at(old_dir: RawFd, old: &CStr, new_dir: RawFd, new: &CStr, flags: i32) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
+    let rc = unsafe { linkat(old_dir, old.as_ptr(), new_dir, new.as_ptr(), flags) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn unlink_at(dir: RawFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is a NUL-terminated C string that outlives the call.
+    if unsafe { unlinkat(dir, name.as_ptr(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -631,17 +1046,21 @@ mod tests {
 
     #[test]
     fn tmp_is_empty_after_discard_and_drop() {
-        let s = Scratch::new("discard");
-        let spool = spool_with(&s.0, b"data");
-        assert_eq!(names(&s.0.join("tmp")).len(), 1);
-        discard(spool);
-        assert!(names(&s.0.join("tmp")).is_empty());
-        {
-            let _spool = spool_with(&s.0, b"data");
-            assert_eq!(names(&s.0.join("tmp")).len(), 1);
+        // An unnamed spool file has no name in tmp/ at all; a named one
+        // (the fallback) has one until it is discarded or dropped.
+        for (named, while_spooling) in [(false, 0), (true, 1)] {
+            let s = Scratch::new("discard");
+            let spool = Spool::create_in(&s.0, named).unwrap();
+            assert_eq!(names(&s.0.join("tmp")).len(), while_spooling);
+            discard(spool);
+            assert!(names(&s.0.join("tmp")).is_empty());
+            {
+                let _spool = Spool::create_in(&s.0, named).unwrap();
+                assert_eq!(names(&s.0.join("tmp")).len(), while_spooling);
+            }
+            assert!(names(&s.0.join("tmp")).is_empty());
+            assert!(names(&s.0.join("new")).is_empty());
         }
-        assert!(names(&s.0.join("tmp")).is_empty());
-        assert!(names(&s.0.join("new")).is_empty());
     }
 
     #[test]
@@ -685,7 +1104,7 @@ mod tests {
         let spool = spool_with(&a, &[b'x'; 50]);
         let err = deliver(spool, &[&a, &b], 120).unwrap_err();
         assert!(err.to_string().contains("(100 + 50 > 120 bytes)"), "{err}");
-        assert_eq!(err.reply(), Reply::new(452, "4.2.2", "Mailbox full"));
+        assert_eq!(err.reply(), Reply::mailbox_full());
         assert!(names(&a.join("new")).is_empty());
         assert!(names(&a.join("tmp")).is_empty());
         assert!(names(&b.join("new")).is_empty());
@@ -723,20 +1142,277 @@ mod tests {
         assert_eq!(names(&s.0.join("tmp")), vec!["fresh".to_string()]);
     }
 
+    fn local_error() -> Reply {
+        Reply::local_error()
+    }
+
+    /// Both ways of spooling: unnamed (O_TMPFILE) and the named fallback.
+    const MODES: [bool; 2] = [false, true];
+
+    #[test]
+    fn named_fallback_delivers_exact_bytes_and_copies_across_filesystems() {
+        let s = Scratch::new("named");
+        let shm = Scratch::under(Path::new("/dev/shm"), "named");
+        let (a, b) = (s.0.join("a"), shm.0.join("b"));
+        let body = b"Subject: named\r\n\r\nbody\r\n".repeat(3000);
+        let mut spool = Spool::create_in(&a, true).unwrap();
+        spool.write_all(&body).unwrap();
+        let id = deliver(spool, &[&a, &b], 0).unwrap();
+        let expected = format!("{id}.{},S={}", super::host(), body.len());
+        for md in [&a, &b] {
+            assert_eq!(names(&md.join("new")), vec![expected.clone()]);
+            assert_eq!(fs::read(md.join("new").join(&expected)).unwrap(), body);
+            assert!(names(&md.join("tmp")).is_empty(), "{}", md.display());
+        }
+    }
+
+    #[test]
+    fn named_spool_swapped_in_tmp_is_not_linked() {
+        // A file and a symlink renamed over tmp/NAME after the message was
+        // written: the fallback compares inodes and fails closed.
+        for swap in ["file", "symlink"] {
+            let s = Scratch::new("swap");
+            let md = s.0.join("Maildir");
+            let spool = spool_with_mode(&md, b"the real message\r\n", true);
+            let name = names(&md.join("tmp")).pop().unwrap();
+            let evil = s.0.join("evil");
+            fs::write(&evil, b"attacker's bytes\r\n").unwrap();
+            let planted = s.0.join("planted");
+            match swap {
+                "file" => fs::copy(&evil, &planted).map(drop).unwrap(),
+                _ => std::os::unix::fs::symlink(&evil, &planted).unwrap(),
+            }
+            fs::rename(&planted, md.join("tmp").join(&name)).unwrap();
+            let err = deliver(spool, &[&md], 0).unwrap_err();
+            assert_eq!(err.reply(), local_error(), "{swap}");
+            assert!(err.to_string().contains("replaced in tmp/"), "{err}");
+            assert!(names(&md.join("new")).is_empty(), "{swap}");
+            assert_eq!(fs::read(&evil).unwrap(), b"attacker's bytes\r\n");
+        }
+    }
+
+    #[test]
+    fn unnamed_spool_ignores_names_planted_in_tmp() {
+        let s = Scratch::new("plant");
+        let md = s.0.join("Maildir");
+        let body = b"Subject: x\r\n\r\nreal\r\n";
+        let spool = spool_with_mode(&md, body, false);
+        // Every likely name, as a file and as a symlink.
+        let evil = s.0.join("evil");
+        fs::write(&evil, b"attacker").unwrap();
+        let tmp = md.join("tmp");
+        fs::write(tmp.join(&spool.base), b"attacker").unwrap();
+        std::os::unix::fs::symlink(&evil, tmp.join(format!("{},S=20", spool.base))).unwrap();
+        let id = deliver(spool, &[&md], 0).unwrap();
+        let stored = names(&md.join("new"));
+        assert_eq!(stored.len(), 1);
+        assert!(stored[0].starts_with(&id));
+        let path = md.join("new").join(&stored[0]);
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read(path).unwrap(), body);
+    }
+
+    fn spool_with_mode(maildir: &Path, body: &[u8], named: bool) -> Spool {
+        let mut spool = Spool::create_in(maildir, named).unwrap();
+        spool.write_all(body).unwrap();
+        spool
+    }
+
+    #[test]
+    fn symlinked_new_fails_451_and_writes_nothing_there() {
+        for named in MODES {
+            let s = Scratch::new("newlink");
+            let (md, other) = (s.0.join("alice"), s.0.join("other"));
+            ensure(&md).unwrap();
+            fs::create_dir(&other).unwrap();
+            // A first message opens (and caches) the real new/.
+            deliver(spool_with_mode(&md, b"first\r\n", named), &[&md], 0).unwrap();
+            fs::rename(md.join("new"), s.0.join("old-new")).unwrap();
+            std::os::unix::fs::symlink(&other, md.join("new")).unwrap();
+            let err = deliver(spool_with_mode(&md, b"second\r\n", named), &[&md], 0).unwrap_err();
+            assert_eq!(err.reply(), local_error());
+            let text = err.to_string();
+            let path = md.join("new").display().to_string();
+            assert!(
+                text.contains(&path) && text.contains("symbolic link"),
+                "{text}"
+            );
+            assert!(names(&other).is_empty());
+            assert_eq!(names(&s.0.join("old-new")).len(), 1);
+            assert!(names(&md.join("tmp")).is_empty());
+        }
+    }
+
+    #[test]
+    fn symlinked_tmp_fails_451_and_writes_nothing_there() {
+        for named in MODES {
+            let s = Scratch::new("tmplink");
+            let (md, other) = (s.0.join("alice"), s.0.join("other"));
+            ensure(&md).unwrap();
+            fs::create_dir(&other).unwrap();
+            fs::remove_dir(md.join("tmp")).unwrap();
+            std::os::unix::fs::symlink(&other, md.join("tmp")).unwrap();
+            let err = Spool::create_in(&md, named).err().unwrap();
+            assert_eq!(err.reply(), local_error());
+            let text = err.to_string();
+            let path = md.join("tmp").display().to_string();
+            assert!(
+                text.contains(&path) && text.contains("symbolic link"),
+                "{text}"
+            );
+            assert!(names(&other).is_empty());
+        }
+    }
+
+    #[test]
+    fn existing_name_in_new_is_451_and_never_overwritten() {
+        for named in MODES {
+            let s = Scratch::new("collide");
+            let md = s.0.join("Maildir");
+            let spool = spool_with_mode(&md, b"message", named);
+            // The exact name this delivery will use.
+            let taken = format!("{},S=7", spool.base);
+            fs::write(md.join("new").join(&taken), b"other").unwrap();
+            let err = deliver(spool, &[&md], 0).unwrap_err();
+            assert_eq!(err.reply(), local_error());
+            assert!(err.to_string().contains(&taken), "{err}");
+            assert_eq!(names(&md.join("new")), vec![taken.clone()]);
+            assert_eq!(fs::read(md.join("new").join(&taken)).unwrap(), b"other");
+            assert!(names(&md.join("tmp")).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_replaced_new_dir_gets_the_next_message() {
+        // The cached descriptor of new/ is used only while new/ is still
+        // the directory it refers to.
+        let s = Scratch::new("replaced");
+        let md = s.0.join("Maildir");
+        deliver(spool_with(&md, b"one\r\n"), &[&md], 0).unwrap();
+        fs::rename(md.join("new"), s.0.join("old-new")).unwrap();
+        fs::create_dir(md.join("new")).unwrap();
+        deliver(spool_with(&md, b"two\r\n"), &[&md], 0).unwrap();
+        let stored = names(&md.join("new"));
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            fs::read(md.join("new").join(&stored[0])).unwrap(),
+            b"two\r\n"
+        );
+        assert_eq!(names(&s.0.join("old-new")).len(), 1);
+    }
+
+    /// An injected fsync that blocks until released, recording when it ran.
+    struct Gate {
+        started: std::sync::mpsc::Sender<u64>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    #[test]
+    fn a_link_made_after_the_fsync_began_does_not_ride_on_it() {
+        use std::sync::mpsc::channel;
+        let commit = Arc::new(GroupCommit::default());
+        let (started_tx, started) = channel();
+        let (release, release_rx) = channel();
+        let gate = Arc::new(Gate {
+            started: started_tx,
+            release: Mutex::new(release_rx),
+        });
+        let syncs = Arc::new(AtomicU32::new(0));
+        let fsync = |gate: &Arc<Gate>, syncs: &Arc<AtomicU32>| {
+            let (gate, syncs) = (Arc::clone(gate), Arc::clone(syncs));
+            move || {
+                let n = syncs.fetch_add(1, Ordering::SeqCst) + 1;
+                gate.started.send(u64::from(n)).unwrap();
+                // Bounded: a test that goes wrong fails instead of hanging.
+                let released = lock(&gate.release).recv_timeout(Duration::from_secs(10));
+                released.map_err(|_| io::Error::other("never released"))
+            }
+        };
+        // Link 1, then its fsync starts and blocks.
+        let t1 = commit.ticket();
+        let first = {
+            let (c, f) = (Arc::clone(&commit), fsync(&gate, &syncs));
+            std::thread::spawn(move || c.wait(t1, f))
+        };
+        let next_fsync = || started.recv_timeout(Duration::from_secs(10)).ok();
+        assert_eq!(next_fsync(), Some(1));
+        // Links 2 and 3 return while fsync 1 runs.
+        let done = Arc::new(AtomicU32::new(0));
+        let later: Vec<_> = (0..2)
+            .map(|_| {
+                let t = commit.ticket();
+                let (c, f, d) = (Arc::clone(&commit), fsync(&gate, &syncs), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    let r = c.wait(t, f);
+                    d.fetch_add(1, Ordering::SeqCst);
+                    r
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        release.send(()).unwrap();
+        first.join().unwrap().unwrap();
+        // Fsync 1 is over, but it began before links 2 and 3: they are
+        // still waiting, for one fsync that starts now and covers both.
+        assert_eq!(next_fsync(), Some(2), "links 2 and 3 rode on fsync 1");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(done.load(Ordering::SeqCst), 0, "rode on an earlier fsync");
+        release.send(()).unwrap();
+        for t in later {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(syncs.load(Ordering::SeqCst), 2, "links 2 and 3 share one");
+        assert!(started.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_fsync_failure_fails_every_link_it_covered() {
+        let commit = GroupCommit::default();
+        let (t1, t2) = (commit.ticket(), commit.ticket());
+        let eio = || Err(io::Error::from_raw_os_error(5));
+        assert_eq!(commit.wait(t2, eio).unwrap_err().raw_os_error(), Some(5));
+        // Link 1 was covered by that failed fsync: no second try.
+        let never = || -> io::Result<()> { panic!("a second fsync for a failed generation") };
+        assert_eq!(commit.wait(t1, never).unwrap_err().raw_os_error(), Some(5));
+        // A later link gets its own fsync.
+        let t3 = commit.ticket();
+        commit.wait(t3, || Ok(())).unwrap();
+    }
+
+    #[test]
+    fn concurrent_deliveries_into_one_new_all_land() {
+        let s = Scratch::new("concurrent");
+        let md = s.0.join("Maildir");
+        ensure(&md).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let md = md.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        let body = format!("thread {t} message {i}\r\n");
+                        deliver(spool_with(&md, body.as_bytes()), &[&md], 0).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(names(&md.join("new")).len(), 160);
+        assert!(names(&md.join("tmp")).is_empty());
+    }
+
     #[test]
     fn errors_map_to_replies() {
         let error =
             |errno| DeliveryError::io(Path::new("/m/new/x"), io::Error::from_raw_os_error(errno));
-        let full = Reply::new(452, "4.3.1", "Insufficient system storage");
+        let full = Reply::no_storage();
         assert_eq!(error(ENOSPC).reply(), full);
         assert_eq!(error(EDQUOT).reply(), full);
         let wrapped = io::Error::other(io::Error::from_raw_os_error(ENOSPC));
         assert_eq!(DeliveryError::io(Path::new("x"), wrapped).reply(), full);
         let eio = error(5);
-        assert_eq!(
-            eio.reply(),
-            Reply::new(451, "4.3.0", "Local error in processing")
-        );
+        assert_eq!(eio.reply(), Reply::local_error());
         let text = eio.to_string();
         assert!(
             text.starts_with("/m/new/x: ") && text.contains("os error 5"),

@@ -29,6 +29,38 @@ pub fn is_root() -> bool {
     unsafe { geteuid() == 0 }
 }
 
+/// The real uid: who ran us (sendmail mode's caller).
+pub fn real_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { getuid() }
+}
+
+/// The effective uid: who owns what we create.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { geteuid() }
+}
+
+/// The login name of `uid` from /etc/passwd, or the uid in decimal when it
+/// has none there (or a name that is not one printable word), so that a
+/// Received header or a log line can always name the caller.
+pub fn login_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    user_name(&passwd, uid)
+        .filter(|n| n.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The login name for `uid` in passwd(5) text.
+pub fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let found = fields.nth(1)?.parse::<u32>().ok()? == uid;
+        (found && !name.is_empty()).then(|| name.to_string())
+    })
+}
+
 /// Finds `name` in /etc/passwd.
 pub fn lookup(name: &str) -> Result<Account, String> {
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
@@ -110,5 +142,14 @@ mod tests {
         );
         assert_eq!(find_account(passwd, "nobod"), None);
         assert_eq!(find_account("broken:x:abc:1::\n", "broken"), None);
+    }
+
+    #[test]
+    fn user_names_from_passwd() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nbad\njoe:x:1000:1000::/home/joe:/bin/sh\n";
+        assert_eq!(user_name(passwd, 1000).as_deref(), Some("joe"));
+        assert_eq!(user_name(passwd, 5), None);
+        assert_eq!(login_name(0), "root");
+        assert_eq!(login_name(4_000_000_123), "4000000123", "no entry: the uid");
     }
 }

@@ -1,35 +1,39 @@
 //! Sendmail mode (SPEC §8): `sendmail [-t] [-i|-oi] [-f SENDER] [-F NAME]
 //! [-C CONFIG] [RCPT…]`, which cron, smartd, mdadm, at and mail(1) call as
-//! /usr/sbin/sendmail. One message is read from stdin, its recipients are
-//! routed with the config's rules (SPEC §4) and it is delivered by the SMTP
-//! path's code (`maildir::Spool`, `maildir::deliver`): all recipients or
-//! none. The exit status follows sysexits.h.
+//! /usr/sbin/sendmail. One message is read from stdin. When the running
+//! server answers on `local_socket`, it is handed over there by SMTP
+//! (`submit`), so the server writes the files whoever called; otherwise
+//! its recipients are routed with the config's rules (SPEC §4) and it is
+//! delivered by the SMTP path's code (`maildir::Spool`, `maildir::deliver`).
+//! Either way all recipients or none. The exit status follows sysexits.h,
+//! the same for the same cause on both paths. Also the admin names:
+//! `mailq`/`-bp`, `newaliases`/`-bi`, `-q…`, `--help`.
 //!
 //! Input: without `-i`/`-oi` a line holding a single `.` ends the message,
 //! as in sendmail (and outside SMTP there is no dot-unstuffing); otherwise
 //! only end of file does. Bare LF line endings are stored as CRLF. The
 //! header section is held in memory (at most `max_message_size` bytes) to
 //! read `-t` recipients, drop `Bcc:` and add a missing `From:`, `Date:` and
-//! `Message-ID:`; the body is streamed to the spool file.
+//! `Message-ID:`; the body is streamed to the spool file or the socket.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::command::{self, Address, Command, Domain, ReversePath};
-use crate::config::{Config, Route, DEFAULT_CONFIG_PATH};
+use crate::command::{self, Address, Domain, ReversePath};
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::data::ContentSink;
 use crate::maildir::{self, DeliveryError, Spool};
 use crate::privilege;
+use crate::routing::{self, Route};
 use crate::session::MAX_RECEIVED;
+use crate::submit::{self, Submission};
 
 /// The environment variable naming the config file when `-C` is not given.
 pub const CONFIG_ENV: &str = "SMTPBOX_CONFIG";
-
-extern "C" {
-    fn getuid() -> u32;
-}
 
 /// Runs sendmail mode and returns the exit status (0, or a sysexits.h code
 /// after a message on stderr). `args` are the arguments after the program
@@ -37,7 +41,10 @@ extern "C" {
 /// `smtp_session` with the loaded config, which serves one SMTP session on
 /// stdin/stdout as `--inetd` does; then exits 0, or 78 (EX_CONFIG) with its
 /// error (a certificate or users file that cannot be loaded).
-pub fn main(args: &[String], smtp_session: impl FnOnce(Config) -> Result<(), String>) -> ExitCode {
+pub fn main<S: AsRef<OsStr>>(
+    args: &[S],
+    smtp_session: impl FnOnce(Config) -> Result<(), String>,
+) -> ExitCode {
     let stdin = io::stdin();
     match run(args, &mut stdin.lock(), smtp_session) {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,18 +56,54 @@ pub fn main(args: &[String], smtp_session: impl FnOnce(Config) -> Result<(), Str
 }
 
 /// The arguments for [`main`] when `argv` (program name included) asks for
-/// sendmail mode: the program was invoked as `sendmail` (argv[0] basename),
-/// or as `smtpbox sendmail …`.
-pub fn sendmail_args(argv: &[String]) -> Option<&[String]> {
-    let program = Path::new(argv.first()?).file_name()?;
-    if program == "sendmail" {
-        return Some(&argv[1..]);
+/// sendmail mode: the program was invoked as `sendmail`, `mailq` or
+/// `newaliases` (argv[0] basename; the last two as `-bp` and `-bi`, as
+/// sendmail does), or as `smtpbox sendmail …`.
+pub fn sendmail_args<S: AsRef<OsStr>>(argv: &[S]) -> Option<Vec<OsString>> {
+    let program = Path::new(argv.first()?.as_ref()).file_name()?;
+    let rest = || argv[1..].iter().map(|a| a.as_ref().to_os_string());
+    let named = |mode: &str| {
+        std::iter::once(OsString::from(mode))
+            .chain(rest())
+            .collect()
+    };
+    match program.to_str() {
+        Some("sendmail") => return Some(rest().collect()),
+        Some("mailq") => return Some(named("-bp")),
+        Some("newaliases") => return Some(named("-bi")),
+        _ => {}
     }
     match argv.get(1) {
-        Some(mode) if mode == "sendmail" => Some(&argv[2..]),
+        Some(mode) if mode.as_ref() == "sendmail" => Some(
+            argv[2..]
+                .iter()
+                .map(|a| a.as_ref().to_os_string())
+                .collect(),
+        ),
         _ => None,
     }
 }
+
+/// What `sendmail --help` prints.
+const USAGE: &str = "\
+Usage: sendmail [-t] [-i|-oi] [-f SENDER] [-F NAME] [-C CONFIG] [RCPT...]
+       (or smtpbox sendmail ...)
+Reads one message from stdin and delivers it to local Maildirs: through
+the running server's local_socket when it answers, else directly.
+  -t          also take recipients from To:, Cc: and Bcc: (Bcc: is removed)
+  -i, -oi     a line holding a single '.' is content; only end of file ends
+  -f SENDER   envelope sender (<> for none); default: you@hostname
+  -F NAME     full name for a generated From:
+  -C CONFIG   config file; default $SMTPBOX_CONFIG, else
+              /etc/smtpbox/smtpbox.conf
+  -bs         one SMTP session on stdin/stdout
+  -bp, mailq  there is no queue: says so
+  -bi, newaliases
+              checks the aliases in the config
+  -q...       no queue to run: does nothing
+Exit status (sysexits.h): 0 delivered, 64 usage, 65 bad message, 67 unknown
+recipient, 75 temporary failure (try again), 78 configuration error.
+";
 
 /// The sysexits.h codes sendmail mode exits with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,13 +138,41 @@ impl Failure {
     fn delivery(error: DeliveryError) -> Failure {
         Exit::TempFail.with(error.to_string())
     }
+
+    /// Direct delivery failed after the local socket did not answer: a
+    /// temporary failure names both causes, on one line (SPEC §8). Any
+    /// other failure (an unknown user, a message too big) is the answer
+    /// either way, and is told as it is.
+    fn after(self, socket_cause: &str) -> Failure {
+        if self.exit != Exit::TempFail {
+            return self;
+        }
+        Exit::TempFail.with(format!("{socket_cause}; direct delivery: {}", self.message))
+    }
+}
+
+/// What the command line asks sendmail mode to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Task {
+    /// `-bm` (the default): deliver one message.
+    #[default]
+    Deliver,
+    /// `-bs`: one SMTP session on stdin/stdout.
+    SmtpSession,
+    /// `-bp`, `mailq`: list the queue, which smtpbox does not have.
+    ListQueue,
+    /// `-bi`, `newaliases`: check the aliases (the config is the database).
+    CheckAliases,
+    /// `-q…`: run the queue; there is none.
+    RunQueue,
+    /// `--help`.
+    Help,
 }
 
 /// The command line, parsed (sendmail's getopt-style options).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Options {
-    /// `-bs`: one SMTP session on stdin/stdout instead of a delivery.
-    smtp_session: bool,
+    task: Task,
     /// `-t`: recipients also come from To:, Cc: and Bcc:.
     extract: bool,
     /// `-i`, `-oi`: a lone `.` line is content, only EOF ends the input.
@@ -120,26 +191,56 @@ struct Options {
 const TAKES_VALUE: &str = "ABCFLNORVXbdfhopr";
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Options, String> {
+    fn parse<S: AsRef<OsStr>>(args: &[S]) -> Result<Options, String> {
         let mut options = Options::default();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
+        let mut args = args.iter().map(AsRef::as_ref);
+        while let Some(raw) = args.next() {
+            // Only a -C path may be other than UTF-8 (SPEC §2).
+            let Some(arg) = raw.to_str() else {
+                match raw.as_bytes().strip_prefix(b"-C") {
+                    Some(path) if !path.is_empty() => {
+                        options.config = Some(PathBuf::from(OsStr::from_bytes(path)))
+                    }
+                    _ => return Err(not_utf8(raw)),
+                }
+                continue;
+            };
             if arg == "--" {
-                options.recipients.extend(args.cloned());
+                for rest in args.by_ref() {
+                    options
+                        .recipients
+                        .push(rest.to_str().ok_or_else(|| not_utf8(rest))?.into());
+                }
                 break;
             }
+            if arg == "--help" {
+                options.task = Task::Help;
+                continue;
+            }
             let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) else {
-                options.recipients.push(arg.clone());
+                options.recipients.push(arg.to_string());
                 continue;
             };
             for (i, flag) in cluster.char_indices() {
+                if flag == 'q' {
+                    // -q, -q30m, -qf, -qRsite…: the rest is the queue's business.
+                    options.task = Task::RunQueue;
+                    break;
+                }
                 if !TAKES_VALUE.contains(flag) {
                     options.flag(flag)?;
                     continue;
                 }
                 let glued = &cluster[i + flag.len_utf8()..];
                 let value = match glued {
-                    "" => args.next().ok_or(format!("option -{flag} needs a value"))?,
+                    "" => {
+                        let next = args.next().ok_or(format!("option -{flag} needs a value"))?;
+                        if flag == 'C' {
+                            options.config = Some(PathBuf::from(next));
+                            break;
+                        }
+                        next.to_str().ok_or_else(|| not_utf8(next))?
+                    }
                     _ => glued,
                 };
                 options.option(flag, value.to_string())?;
@@ -162,9 +263,15 @@ impl Options {
 
     fn option(&mut self, flag: char, value: String) -> Result<(), String> {
         match (flag, value.as_str()) {
-            ('b', "m") => self.smtp_session = false,
-            ('b', "s") => self.smtp_session = true,
-            ('b', mode) => return Err(format!("unsupported mode -b{mode} (only -bm and -bs)")),
+            ('b', "m") => self.task = Task::Deliver,
+            ('b', "s") => self.task = Task::SmtpSession,
+            ('b', "p") => self.task = Task::ListQueue,
+            ('b', "i") => self.task = Task::CheckAliases,
+            ('b', mode) => {
+                return Err(format!(
+                    "unsupported mode -b{mode} (only -bm, -bs, -bp and -bi)"
+                ))
+            }
             ('o', "i") => self.ignore_dots = true,
             ('f' | 'r', _) => self.sender = Some(value),
             ('F', _) => self.full_name = Some(value),
@@ -177,6 +284,12 @@ impl Options {
     }
 }
 
+/// The error for an argument that is not UTF-8, quoting a short prefix.
+fn not_utf8(arg: &OsStr) -> String {
+    let shown: String = arg.to_string_lossy().chars().take(64).collect();
+    format!("argument `{shown}` is not UTF-8")
+}
+
 /// The user who runs sendmail (the real uid), for the sender and trace.
 struct Invoker {
     uid: u32,
@@ -185,23 +298,41 @@ struct Invoker {
 
 impl Invoker {
     fn current() -> Invoker {
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { getuid() };
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let name = user_name(&passwd, uid).unwrap_or_else(|| uid.to_string());
+        let uid = privilege::real_uid();
+        let name = privilege::login_name(uid);
         Invoker { uid, name }
     }
 }
 
 /// The whole delivery; `stdin` is the message.
-fn run<R: BufRead>(
-    args: &[String],
+fn run<R: BufRead, S: AsRef<OsStr>>(
+    args: &[S],
     stdin: &mut R,
     smtp_session: impl FnOnce(Config) -> Result<(), String>,
 ) -> Result<(), Failure> {
     let options = Options::parse(args).map_err(|e| Exit::Usage.with(e))?;
+    // The admin names (SPEC §8): none of them reads mail or starts a server.
+    match options.task {
+        Task::Help => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        Task::ListQueue => {
+            println!(
+                "Mail queue is empty (smtpbox has no queue: mail is delivered or refused at once)"
+            );
+            return Ok(());
+        }
+        Task::RunQueue => return Ok(()),
+        Task::CheckAliases => {
+            let config = load_config(options.config.as_deref())?;
+            println!("{}", check_aliases(&config)?);
+            return Ok(());
+        }
+        Task::SmtpSession | Task::Deliver => {}
+    }
     let config = load_config(options.config.as_deref())?;
-    if options.smtp_session {
+    if options.task == Task::SmtpSession {
         become_config_user(&config)?;
         return smtp_session(config).map_err(|e| Exit::Config.with(e));
     }
@@ -211,14 +342,22 @@ fn run<R: BufRead>(
         );
     }
     let user = Invoker::current();
-    become_config_user(&config)?;
     let sender = envelope_sender(options.sender.as_deref(), &user.name, &config.hostname)?;
+    // SO_PEERCRED records the caller at connect(2): connect before any
+    // change of privileges, so that the server names who called.
+    let server = config.local_socket.as_deref().map(|path| {
+        Submission::connect(path, config.timeout.min(SOCKET_TIMEOUT))
+            .map_err(|e| format!("local socket {}: {e}", path.display()))
+    });
+    // Then the account and the sandbox, before a byte of the message is
+    // read: a submission needs neither, a direct delivery both.
+    become_config_user(&config)?;
     let mut input = Input {
         source: stdin,
         lines: LineReader::new(options.ignore_dots),
         done: false,
     };
-    let delivered = receive(&options, &config, &user, &sender, &mut input);
+    let delivered = receive(&options, &config, &user, &sender, server, &mut input);
     if delivered.is_err() {
         // Read to the end anyway, as sendmail does: the writer gets no EPIPE.
         input.drain();
@@ -226,28 +365,219 @@ fn run<R: BufRead>(
     delivered
 }
 
-/// Reads the header, routes the recipients, spools and delivers.
+/// How long sendmail mode waits for the server on the local socket, at
+/// most: a server that does not greet in this time is not answering.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The message as sendmail mode prepares it, whichever way it goes: the
+/// header fields read so far, what was read past them, and who sends it.
+struct Message<'a> {
+    options: &'a Options,
+    /// The header fields as given (`Bcc:` is dropped when writing).
+    fields: Vec<&'a [u8]>,
+    /// Content read past the header section.
+    rest: &'a [u8],
+    user: &'a Invoker,
+    /// The envelope sender as text, empty for `<>`.
+    sender: String,
+    host: &'a str,
+}
+
+impl Message<'_> {
+    /// Writes the content: the fields but `Bcc:`, a `From:`, `Date:` and
+    /// `Message-ID:` when missing, then the body, streamed from `input`.
+    fn write<W: Write, R: BufRead>(
+        &self,
+        sink: &mut ContentSink<W>,
+        id: &str,
+        date: &str,
+        input: &mut Input<'_, R>,
+    ) -> Result<(), Failure> {
+        let host = self.host;
+        // Bcc: names hidden recipients; it is never stored.
+        for field in self.fields.iter().filter(|f| !is(f, "Bcc")) {
+            sink.write(field);
+        }
+        let has = |name| self.fields.iter().any(|f| is(f, name));
+        if !has("From") {
+            let address = if self.sender.is_empty() {
+                qualified(&self.user.name, host).to_string()
+            } else {
+                self.sender.clone()
+            };
+            let from = from_header(&address, self.options.full_name.as_deref());
+            sink.write(format!("From: {from}\r\n").as_bytes());
+        }
+        if !has("Date") {
+            sink.write(format!("Date: {date}\r\n").as_bytes());
+        }
+        if !has("Message-ID") {
+            sink.write(format!("Message-ID: <{id}@{host}>\r\n").as_bytes());
+        }
+        // A body that began with a line that is not a field needs its empty line.
+        if !(self.rest.is_empty() || self.rest.starts_with(b"\r\n")) {
+            sink.write(b"\r\n");
+        }
+        sink.write(self.rest);
+        let mut chunk = Vec::new();
+        while !input.done {
+            chunk.clear();
+            input.read(&mut chunk)?;
+            sink.write(&chunk);
+        }
+        Ok(())
+    }
+}
+
+/// Reads the header and the recipients, then hands the message to the
+/// server on the local socket when it answered, else delivers it directly.
 fn receive<R: BufRead>(
     options: &Options,
     config: &Config,
     user: &Invoker,
     sender: &ReversePath,
+    server: Option<Result<Submission, String>>,
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
     let (buf, end) = input.read_header(config.max_message_size)?;
     let (header, rest) = buf.split_at(end);
     let fields = fields(header);
     let recipients = recipients(options, &fields)?;
-    let targets = route_all(config, &recipients)?;
+    let message = Message {
+        options,
+        fields,
+        rest,
+        user,
+        sender: match sender {
+            ReversePath::Address(address) => address.to_string(),
+            ReversePath::Null => String::new(),
+        },
+        host: &config.hostname,
+    };
+    match server {
+        // The server would take only max_recipients of them (452 4.5.3),
+        // and a message goes to all its recipients or to none.
+        Some(Ok(server)) if recipients.len() > config.max_recipients => {
+            server.quit();
+            let cause = format!(
+                "local socket: {} recipients, over max_recipients ({})",
+                recipients.len(),
+                config.max_recipients
+            );
+            deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
+        }
+        Some(Ok(server)) => submit(server, config, &message, &recipients, input),
+        Some(Err(cause)) => {
+            log::info!("{cause}: delivering directly");
+            deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
+        }
+        None => deliver_directly(config, &message, &recipients, input),
+    }
+}
+
+/// Submits over SMTP on the local socket (SPEC §8). Replies map to the
+/// exit statuses direct delivery gives for the same cause: a recipient
+/// refused for good is EX_NOUSER (67) and nothing is sent; a message
+/// refused for good (too big, a mail loop) EX_DATAERR (65); any 4xx, and
+/// a connection lost on the way, EX_TEMPFAIL (75).
+fn submit<R: BufRead>(
+    mut server: Submission,
+    config: &Config,
+    message: &Message<'_>,
+    recipients: &[Address],
+    input: &mut Input<'_, R>,
+) -> Result<(), Failure> {
+    let shown = config
+        .local_socket
+        .as_deref()
+        .map_or(String::new(), |p| p.display().to_string());
+    let lost = |e: io::Error| Exit::TempFail.with(format!("local socket {shown}: {e}"));
+    let refused = |stage: &str, reply: &submit::ServerReply| {
+        let exit = if reply.is_permanent() {
+            Exit::DataErr
+        } else {
+            Exit::TempFail
+        };
+        exit.with(format!("local socket {shown}: {stage}: {reply}"))
+    };
+    let ehlo = server
+        .command(&format!("EHLO {}", config.hostname))
+        .map_err(lost)?;
+    if !ehlo.is_positive() {
+        return Err(refused("EHLO", &ehlo));
+    }
+    let utf8 = !message.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
+    let mail = format!(
+        "MAIL FROM:<{}>{}",
+        message.sender,
+        if utf8 { " SMTPUTF8" } else { "" }
+    );
+    let reply = server.command(&mail).map_err(lost)?;
+    if !reply.is_positive() {
+        return Err(refused("MAIL", &reply));
+    }
+    let mut unknown = Vec::new();
+    for rcpt in recipients {
+        let reply = server.command(&format!("RCPT TO:<{rcpt}>")).map_err(lost)?;
+        if reply.is_permanent() {
+            unknown.push(format!("<{rcpt}>: {reply}"));
+        } else if !reply.is_positive() {
+            return Err(Exit::TempFail.with(format!("<{rcpt}>: {reply}")));
+        }
+    }
+    if !unknown.is_empty() {
+        server.quit();
+        return Err(Exit::NoUser.with(unknown.join("; ") + "; nothing delivered"));
+    }
+    let reply = server.command("DATA").map_err(lost)?;
+    if reply.code != 354 {
+        return Err(refused("DATA", &reply));
+    }
+    // From here on, a failure drops the connection without the end
+    // marker: the server then stores nothing.
+    let id = message_id();
+    let date = crate::date::now_rfc5322();
+    let mut sink = ContentSink::new(server.content(), u64::MAX);
+    message.write(&mut sink, &id, &date, input)?;
+    if let Some(e) = sink.take_error() {
+        return Err(lost(e));
+    }
+    sink.into_inner().finish().map_err(lost)?;
+    let reply = server.data_reply().map_err(lost)?;
+    if !reply.is_positive() {
+        return Err(refused("end of data", &reply));
+    }
+    server.quit();
+    log::info!("submitted on local socket {shown}: {reply}");
+    Ok(())
+}
+
+/// A Message-ID left part as unique as a Maildir name: its first two
+/// fields, `SECONDS.MmicrosPpidQcounter`.
+fn message_id() -> String {
+    let base = maildir::unique_base();
+    let mut fields = base.splitn(3, '.');
+    match (fields.next(), fields.next()) {
+        (Some(seconds), Some(unique)) => format!("{seconds}.{unique}"),
+        _ => base,
+    }
+}
+
+/// Routes, spools and delivers into the Maildirs ourselves (as the
+/// config's `user` when run as root: [`become_config_user`] came first).
+fn deliver_directly<R: BufRead>(
+    config: &Config,
+    message: &Message<'_>,
+    recipients: &[Address],
+    input: &mut Input<'_, R>,
+) -> Result<(), Failure> {
+    let targets = route_all(config, recipients)?;
     let first = targets.first().ok_or(Exit::Usage.with("no recipients"))?;
     let mut spool = Spool::create(first).map_err(Failure::delivery)?;
     let id = spool.id().to_string();
     let date = crate::date::now_rfc5322();
     let host = &config.hostname;
-    let sender = match sender {
-        ReversePath::Address(address) => address.to_string(),
-        ReversePath::Null => String::new(),
-    };
+    let (sender, user) = (&message.sender, message.user);
     let trace = format!(
         "Return-Path: <{sender}>\r\nReceived: by {host} (smtpbox) via sendmail id {id}\r\n\
          \t(uid {} user {}); {date}\r\n",
@@ -257,38 +587,7 @@ fn receive<R: BufRead>(
         return Err(Failure::delivery(spool.error(e)));
     }
     let mut sink = ContentSink::new(spool, config.max_message_size);
-    // Bcc: names hidden recipients; it is never stored.
-    for field in fields.iter().filter(|f| !is(f, "Bcc")) {
-        sink.write(field);
-    }
-    let has = |name| fields.iter().any(|f| is(f, name));
-    if !has("From") {
-        let address = if sender.is_empty() {
-            qualified(&user.name, host).to_string()
-        } else {
-            sender.clone()
-        };
-        let from = from_header(&address, options.full_name.as_deref());
-        sink.write(format!("From: {from}\r\n").as_bytes());
-    }
-    if !has("Date") {
-        sink.write(format!("Date: {date}\r\n").as_bytes());
-    }
-    if !has("Message-ID") {
-        sink.write(format!("Message-ID: <{id}@{host}>\r\n").as_bytes());
-    }
-    // A body that began with a line that is not a field needs its empty line.
-    if !(rest.is_empty() || rest.starts_with(b"\r\n")) {
-        sink.write(b"\r\n");
-    }
-    sink.write(rest);
-    let mut chunk = Vec::new();
-    while !input.done {
-        chunk.clear();
-        input.read(&mut chunk)?;
-        sink.write(&chunk);
-    }
-
+    message.write(&mut sink, &id, &date, input)?;
     if sink.oversized() {
         let limit = config.max_message_size;
         return Err(Exit::DataErr.with(format!("message too big (over {limit} bytes)")));
@@ -314,15 +613,18 @@ fn receive<R: BufRead>(
 }
 
 /// Run as root (cron, smartd), deliver as the config's `user`, so that the
-/// Maildir files belong to the same account as the server's.
+/// Maildir files belong to the same account as the server's; then the
+/// sandbox.
 fn become_config_user(config: &Config) -> Result<(), Failure> {
     match &config.user {
         Some(name) if privilege::is_root() => {
             let account = privilege::lookup(name).map_err(|e| Exit::Config.with(e))?;
-            privilege::drop_to(&account).map_err(|e| Exit::TempFail.with(e))
+            privilege::drop_to(&account).map_err(|e| Exit::TempFail.with(e))?;
         }
-        _ => Ok(()),
+        _ => {}
     }
+    crate::sandbox::enter(config, &[]);
+    Ok(())
 }
 
 /// The config named by `-C`, else by `$SMTPBOX_CONFIG`, else the default.
@@ -343,6 +645,29 @@ fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
     })
 }
 
+/// `newaliases`: the config is the alias database, so there is nothing to
+/// build; loading it has already refused loops. What is left to check is
+/// that every alias leads to a mailbox. EX_CONFIG naming those that don't.
+fn check_aliases(config: &Config) -> Result<String, Failure> {
+    let mut broken = Vec::new();
+    for (name, target) in &config.aliases {
+        let routed = match command::parse_address(name) {
+            Ok(to) => routing::route(config, &to, None),
+            Err(_) => Route::NoMailbox,
+        };
+        if !matches!(routed, Route::Mailbox(_)) {
+            broken.push(format!("alias {name} -> {target}: no mailbox"));
+        }
+    }
+    if !broken.is_empty() {
+        return Err(Exit::Config.with(broken.join("; ")));
+    }
+    Ok(format!(
+        "{} alias(es) in the config, each leading to a mailbox",
+        config.aliases.len()
+    ))
+}
+
 /// `-f`: empty or `<>` is the null sender; a bare local part is qualified
 /// with the hostname. Without `-f`, the invoking user at the hostname.
 fn envelope_sender(flag: Option<&str>, user: &str, host: &str) -> Result<ReversePath, Failure> {
@@ -354,14 +679,13 @@ fn envelope_sender(flag: Option<&str>, user: &str, host: &str) -> Result<Reverse
         .strip_prefix('<')
         .and_then(|t| t.strip_suffix('>'))
         .unwrap_or(text);
-    let line = format!("MAIL FROM:<{bare}>");
-    match command::parse(line.as_bytes()) {
-        Ok(Command::Mail {
-            from: ReversePath::Address(a),
-            ..
-        }) if a.domain.is_none() => Ok(ReversePath::Address(qualified(&a.local, host))),
-        Ok(Command::Mail { from, .. }) => Ok(from),
-        _ => Err(Exit::Usage.with(format!("-f {text}: invalid sender address"))),
+    if bare.is_empty() {
+        return Ok(ReversePath::Null);
+    }
+    match command::parse_address(bare) {
+        Ok(a) if a.domain.is_none() => Ok(ReversePath::Address(qualified(&a.local, host))),
+        Ok(a) => Ok(ReversePath::Address(a)),
+        Err(_) => Err(Exit::Usage.with(format!("-f {text}: invalid sender address"))),
     }
 }
 
@@ -391,8 +715,7 @@ fn recipients(options: &Options, fields: &[&[u8]]) -> Result<Vec<Address>, Failu
     }
     let mut addresses: Vec<Address> = Vec::new();
     for text in texts {
-        let line = format!("RCPT TO:<{text}>");
-        let Ok(Command::Rcpt { to, .. }) = command::parse(line.as_bytes()) else {
+        let Ok(to) = command::parse_address(&text) else {
             return Err(Exit::DataErr.with(format!("<{text}>: invalid address")));
         };
         if !addresses.contains(&to) {
@@ -407,13 +730,12 @@ fn recipients(options: &Options, fields: &[&[u8]]) -> Result<Vec<Address>, Failu
 
 /// Every recipient's Maildir, or EX_NOUSER naming each one that has none.
 fn route_all(config: &Config, recipients: &[Address]) -> Result<Vec<PathBuf>, Failure> {
-    // Address literals (`root@[127.0.0.1]`): loopback and the listen addresses.
-    let mut box_ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
-    box_ips.extend(config.listen.iter().map(|l| l.addr.ip()));
     let mut targets = Vec::new();
     let mut unknown = Vec::new();
     for rcpt in recipients {
-        match config.route(rcpt, &box_ips) {
+        // No connection: an address literal is local when it names loopback or
+        // a listen address.
+        match routing::route(config, rcpt, None) {
             Route::Mailbox(path) => targets.push(path),
             Route::NoMailbox => unknown.push(format!("<{rcpt}>: user unknown")),
             Route::NotLocal => unknown.push(format!("<{rcpt}>: not local (smtpbox never relays)")),
@@ -619,16 +941,6 @@ fn from_header(address: &str, full_name: Option<&str>) -> String {
     format!("\"{escaped}\" <{address}>")
 }
 
-/// The login name for `uid` in passwd(5) text.
-fn user_name(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let found = fields.nth(1)?.parse::<u32>().ok()? == uid;
-        (found && !name.is_empty()).then(|| name.to_string())
-    })
-}
-
 /// Sendmail's input rules as a byte automaton, sans-IO like
 /// `data::DataReader`: a line holding a single `.` (then LF or CRLF, or end
 /// of file) ends the input unless `ignore_dots`; a bare LF becomes CRLF;
@@ -759,26 +1071,62 @@ mod tests {
             }
         );
         let o = parse(&["-oi", "-bm", "-Nnever", "-v", "--", "-x"]).unwrap();
-        assert!(o.ignore_dots && !o.smtp_session && o.recipients == ["-x"]);
-        assert!(parse(&["-bs"]).unwrap().smtp_session);
+        assert!(o.ignore_dots && o.task == Task::Deliver && o.recipients == ["-x"]);
+        assert_eq!(parse(&["-bs"]).unwrap().task, Task::SmtpSession);
+    }
+
+    #[test]
+    fn admin_modes() {
+        let task = |args: &[&str]| parse(args).map(|o| o.task);
+        assert_eq!(task(&["-bp"]), Ok(Task::ListQueue));
+        assert_eq!(task(&["-bi"]), Ok(Task::CheckAliases));
+        assert_eq!(task(&["-q"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["-q30m"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["-qRexample.com"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["-v", "-qf"]), Ok(Task::RunQueue));
+        assert_eq!(task(&["--help"]), Ok(Task::Help));
     }
 
     #[test]
     fn options_refused() {
         assert_eq!(parse(&["-f"]).unwrap_err(), "option -f needs a value");
-        assert_eq!(parse(&["-q"]).unwrap_err(), "unknown option -q");
-        assert!(parse(&["-bp"])
+        assert_eq!(parse(&["-x"]).unwrap_err(), "unknown option -x");
+        assert!(parse(&["-bd"])
             .unwrap_err()
-            .starts_with("unsupported mode -bp"));
+            .starts_with("unsupported mode -bd"));
+    }
+
+    #[test]
+    fn a_config_path_need_not_be_utf8() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        for args in [
+            vec![os(b"-C"), os(b"/etc/\xff.conf"), os(b"root")],
+            vec![os(b"-C/etc/\xff.conf"), os(b"root")],
+        ] {
+            let o = Options::parse(&args).unwrap();
+            assert_eq!(o.config, Some(PathBuf::from(os(b"/etc/\xff.conf"))));
+            assert_eq!(o.recipients, ["root"]);
+        }
+        let e = Options::parse(&[os(b"r\xffot")]).unwrap_err();
+        assert_eq!(e, "argument `r\u{fffd}ot` is not UTF-8");
+        let e = Options::parse(&[os(b"-f"), os(b"\xff")]).unwrap_err();
+        assert_eq!(e, "argument `\u{fffd}` is not UTF-8");
     }
 
     #[test]
     fn sendmail_args_by_name_or_word() {
+        let os = |a: &[&str]| Some(a.iter().map(OsString::from).collect::<Vec<_>>());
         let argv = strings(&["/usr/sbin/sendmail", "-t"]);
-        assert_eq!(sendmail_args(&argv), Some(&argv[1..]));
+        assert_eq!(sendmail_args(&argv), os(&["-t"]));
         let argv = strings(&["smtpbox", "sendmail", "root"]);
-        assert_eq!(sendmail_args(&argv), Some(&argv[2..]));
+        assert_eq!(sendmail_args(&argv), os(&["root"]));
         assert_eq!(sendmail_args(&strings(&["smtpbox", "-c", "x"])), None);
+        let argv = strings(&["/usr/bin/mailq", "-v"]);
+        assert_eq!(sendmail_args(&argv), os(&["-bp", "-v"]));
+        let argv = strings(&["newaliases"]);
+        assert_eq!(sendmail_args(&argv), os(&["-bi"]));
     }
 
     /// Feeds `input` whole and byte by byte: (output, consumed, ended).
@@ -885,12 +1233,5 @@ mod tests {
             from_header("a@b", Some("D. \"X\"\r\n")),
             "\"D. \\\"X\\\"\" <a@b>"
         );
-    }
-
-    #[test]
-    fn user_names_from_passwd() {
-        let passwd = "root:x:0:0::/root:/bin/sh\nbad\njoe:x:1000:1000::/home/joe:/bin/sh\n";
-        assert_eq!(user_name(passwd, 1000).as_deref(), Some("joe"));
-        assert_eq!(user_name(passwd, 5), None);
     }
 }

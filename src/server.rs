@@ -1,9 +1,15 @@
-//! The standalone server (SPEC §8): one accept thread per listener, one
-//! thread per session with a small stack, and the connection limits.
+//! The standalone server (SPEC §8): one accept thread per listener (the
+//! TCP ones and the local submission socket), one thread per session with
+//! a small stack, and the connection limits.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::fs;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -13,14 +19,22 @@ use std::time::Duration;
 use crate::auth::UsersFile;
 use crate::config::{Config, Listen, Mode};
 use crate::conn::{self, Limits};
+use crate::privilege;
 use crate::reply::Reply;
-use crate::session::{Authenticator, MaildirQuota, Peer, Services, Session};
+use crate::session::{Authenticator, LocalCaller, MaildirQuota, Peer, Services, Session};
 use crate::tls::TlsFiles;
-use crate::transport::Transport;
+use crate::transport::{self, Transport};
 
 /// Session threads' stack: debug builds overflow 64 KiB in the TLS
 /// handshake; touched pages are all that count towards RSS.
 const SESSION_STACK: usize = 256 * 1024;
+
+/// The listen backlog when the kernel's limit cannot be read.
+const DEFAULT_BACKLOG: usize = 4096;
+
+extern "C" {
+    fn listen(fd: i32, backlog: i32) -> i32;
+}
 
 /// A bound listener, ready to accept.
 pub struct Bound {
@@ -32,8 +46,9 @@ pub struct Bound {
 /// no IPv6 is skipped with a warning; any other failure is fatal.
 pub fn bind(config: &Config) -> Result<Vec<Bound>, String> {
     let mut bound = Vec::new();
+    let backlog = backlog(config);
     for listen in &config.listen {
-        match TcpListener::bind(listen.addr) {
+        match TcpListener::bind(listen.addr).and_then(|l| widen_backlog(l, backlog)) {
             Ok(listener) => bound.push(Bound {
                 listener,
                 listen: *listen,
@@ -48,6 +63,142 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, String> {
         return Err("no address to listen on".to_string());
     }
     Ok(bound)
+}
+
+/// SPEC §8: a backlog that absorbs bursts, so that a client over the limits
+/// is accepted and reads `421 4.3.2` instead of waiting in the queue (std
+/// listens with 128): the kernel's SOMAXCONN, at least 4096, and at least
+/// the configured connection limits. The kernel caps it at SOMAXCONN.
+fn backlog(config: &Config) -> i32 {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_BACKLOG);
+    let wanted = somaxconn
+        .max(DEFAULT_BACKLOG)
+        .max(config.max_connections)
+        .max(config.max_connections_per_ip);
+    i32::try_from(wanted).unwrap_or(i32::MAX)
+}
+
+/// listen(2) again on a listening socket: Linux then takes the new backlog.
+fn widen_backlog(listener: TcpListener, backlog: i32) -> io::Result<TcpListener> {
+    // SAFETY: the descriptor is owned by `listener`, alive for the call.
+    match unsafe { listen(listener.as_raw_fd(), backlog) } {
+        0 => Ok(listener),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// The local submission socket (SPEC §5), bound or passed by systemd.
+pub struct LocalSocket {
+    pub listener: UnixListener,
+    /// Where it is, for logs.
+    pub path: PathBuf,
+}
+
+/// Creates the local submission socket at `path` (SPEC §3 `local_socket`):
+/// in a directory of ours (made 0755 when missing) that no one else may
+/// write to, so no one can put another socket in its place; mode 0666, so
+/// that every local user can submit. A socket left by an earlier run is
+/// removed; one a running server answers on, or any other file, is an
+/// error.
+pub fn bind_local(path: &Path) -> Result<LocalSocket, String> {
+    let fail = |what: &str, e: io::Error| format!("local_socket {}: {what}: {e}", path.display());
+    check_local(path)?;
+    let dir = socket_dir(path)?;
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| fail("cannot create its directory", e))?;
+        // The umask may have taken bits away: exactly 0755.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(|e| fail("cannot set its directory's mode", e))?;
+    }
+    if fs::symlink_metadata(path).is_ok() {
+        fs::remove_file(path).map_err(|e| fail("cannot remove the stale socket", e))?;
+        log::info!("removed stale socket {}", path.display());
+    }
+    let listener = UnixListener::bind(path).map_err(|e| fail("cannot listen", e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+        .map_err(|e| fail("cannot set its mode", e))?;
+    Ok(LocalSocket {
+        listener,
+        path: path.to_path_buf(),
+    })
+}
+
+/// What [`bind_local`] would refuse, found without creating or removing
+/// anything (`--check`): a directory that is not ours or that others may
+/// write, a missing directory whose parent is missing too, a file in the
+/// way that is not a socket, a socket a running server answers on (but
+/// not one the service manager holds for socket activation).
+pub fn check_local(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    // systemd's smtpbox-local.socket: the service manager (pid 1) listens
+    // there and passes the socket in, wherever its directory belongs.
+    if let Ok(stream) = UnixStream::connect(path) {
+        if crate::transport::peer_pid(&stream).ok() == Some(1) {
+            return Ok(());
+        }
+    }
+    let dir = socket_dir(path)?;
+    match fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            let me = privilege::effective_uid();
+            if !meta.is_dir() {
+                return Err(format!(
+                    "local_socket {shown}: {} is not a directory",
+                    dir.display()
+                ));
+            }
+            if meta.uid() != me {
+                return Err(format!(
+                    "local_socket {shown}: {} belongs to uid {}, not to this process (uid {me}): \
+                     smtpbox makes its socket only in a directory of its own",
+                    dir.display(),
+                    meta.uid()
+                ));
+            }
+            if meta.mode() & 0o022 != 0 {
+                return Err(format!(
+                    "local_socket {shown}: {} is writable by others (mode {:o})",
+                    dir.display(),
+                    meta.mode() & 0o7777
+                ));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = dir.parent().unwrap_or(Path::new("/"));
+            if !parent.is_dir() {
+                return Err(format!(
+                    "local_socket {shown}: {} is missing, and so is {}",
+                    dir.display(),
+                    parent.display()
+                ));
+            }
+            return Ok(()); // bind_local makes the directory.
+        }
+        Err(e) => return Err(format!("local_socket {shown}: {}: {e}", dir.display())),
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            Err(format!("local_socket {shown}: exists and is not a socket"))
+        }
+        Ok(_) if UnixStream::connect(path).is_ok() => Err(format!(
+            "local_socket {shown}: a running server answers there"
+        )),
+        Ok(_) => Ok(()), // Stale: bind_local removes it.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("local_socket {shown}: {e}")),
+    }
+}
+
+fn socket_dir(path: &Path) -> Result<&Path, String> {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| format!("local_socket {}: no directory", path.display()))
 }
 
 /// What every session of a server shares: the configuration, the
@@ -97,13 +248,21 @@ impl Shared {
     }
 }
 
-/// Serves on every listener until the process is stopped.
-pub fn run(shared: Shared, listeners: Vec<Bound>) {
+/// Serves on every listener, and on the local socket when there is one,
+/// until the process is stopped.
+pub fn run(shared: Shared, listeners: Vec<Bound>, local: Option<LocalSocket>) {
     let config = &shared.config;
     let limiter = Arc::new(Limiter::new(
         config.max_connections,
         config.max_connections_per_ip,
     ));
+    let local_thread = local.map(|local| {
+        let shared = shared.clone();
+        let limiter = Arc::clone(&limiter);
+        // Not "listening on": that line names a TCP address to tools and tests.
+        log::info!("local submission socket {}", local.path.display());
+        thread::spawn(move || local_accept_loop(local, shared, limiter))
+    });
     let threads: Vec<_> = listeners
         .into_iter()
         .map(|bound| {
@@ -115,8 +274,51 @@ pub fn run(shared: Shared, listeners: Vec<Bound>) {
             thread::spawn(move || accept_loop(bound, shared, limiter))
         })
         .collect();
-    for t in threads {
+    for t in threads.into_iter().chain(local_thread) {
         let _ = t.join();
+    }
+}
+
+/// Accepts on the local submission socket: the caller is who the kernel
+/// says (SO_PEERCRED), and counts against the limits by uid.
+fn local_accept_loop(local: LocalSocket, shared: Shared, limiter: Arc<Limiter>) {
+    let workers = Workers::new(shared);
+    loop {
+        let stream = match local.listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log::warn!("accept on {}: {}", local.path.display(), e);
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let uid = match transport::peer_uid(&stream) {
+            Ok(uid) => uid,
+            Err(e) => {
+                // Never serve a caller we cannot name.
+                log::warn!("local connection without credentials: {e}");
+                continue;
+            }
+        };
+        let caller = LocalCaller {
+            uid,
+            user: privilege::login_name(uid),
+        };
+        let Some(slot) = limiter.acquire(Source::Uid(uid)) else {
+            log::warn!(
+                "too many connections, refusing local uid={} user={} (421 4.3.2)",
+                caller.uid,
+                caller.user
+            );
+            refuse(stream);
+            continue;
+        };
+        workers.run(Job {
+            stream: Box::new(stream),
+            peer: Peer::local_caller(caller),
+            mode: Mode::Smtp,
+            slot,
+        });
     }
 }
 
@@ -125,7 +327,9 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
     loop {
         // accept(2) gives the client's address: no getpeername.
         let (stream, remote) = match bound.listener.accept() {
-            Ok(accepted) => accepted,
+            // An IPv4 client on a dual-stack socket is counted and logged
+            // as IPv4, not `::ffff:a.b.c.d` (SPEC §6).
+            Ok((stream, remote)) => (stream, canonical(remote)),
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 log::warn!("accept on {}: {}", bound.listen.addr, e);
@@ -133,7 +337,7 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
                 continue;
             }
         };
-        let Some(slot) = limiter.acquire(remote.ip()) else {
+        let Some(slot) = limiter.acquire(Source::Ip(remote.ip())) else {
             log::warn!(
                 "too many connections, refusing [{}]:{} (421 4.3.2)",
                 remote.ip(),
@@ -145,12 +349,9 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
         // Replies are batched by the connection: Nagle would only add a
         // delayed-ACK stall to the second write of a split group.
         let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            remote: Some(remote),
-            local: stream.local_addr().ok(),
-        };
+        let peer = Peer::network(Some(remote), stream.local_addr().ok());
         workers.run(Job {
-            stream,
+            stream: Box::new(stream),
             peer,
             mode: bound.listen.mode,
             slot,
@@ -158,9 +359,14 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
     }
 }
 
+/// `::ffff:a.b.c.d` as `a.b.c.d`; every other address as it is.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// One accepted connection, with its place under the limits.
 struct Job {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     peer: Peer,
     mode: Mode,
     slot: Slot,
@@ -234,7 +440,7 @@ impl Workers {
             mode,
             slot,
         } = job;
-        self.shared.serve(Box::new(stream), peer, mode);
+        self.shared.serve(stream, peer, mode);
         drop(slot); // Freed by a panic in serve too, as it unwinds.
     }
 
@@ -283,30 +489,45 @@ pub fn limits(config: &Config) -> Limits {
 }
 
 /// Over the limits: one reply, written without blocking for long, then close.
-fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+fn refuse(mut stream: impl Transport) {
+    let _ = stream.set_timeout(Duration::from_secs(1));
     let mut out = Vec::new();
-    Reply::new(421, "4.3.2", "Too many connections, try again later").write_to(&mut out);
+    Reply::too_busy().write_to(&mut out);
     let _ = stream.write_all(&out);
 }
 
-/// Counts sessions, in all and per client address.
+/// Counts sessions, in all and per client (address, or uid on the local
+/// socket).
 struct Limiter {
     max: usize,
     max_per_ip: usize,
     state: Mutex<Counts>,
 }
 
+/// Who a session is counted against for `max_connections_per_ip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    Ip(IpAddr),
+    /// A caller on the local socket.
+    Uid(u32),
+}
+
+impl From<IpAddr> for Source {
+    fn from(ip: IpAddr) -> Source {
+        Source::Ip(ip)
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<Source, usize>,
 }
 
 /// One session's place under the limits, given back on drop.
 struct Slot {
     limiter: Arc<Limiter>,
-    ip: IpAddr,
+    ip: Source,
 }
 
 impl Limiter {
@@ -318,7 +539,8 @@ impl Limiter {
         }
     }
 
-    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    fn acquire(self: &Arc<Self>, ip: impl Into<Source>) -> Option<Slot> {
+        let ip = ip.into();
         let mut counts = lock(&self.state);
         let for_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
         if counts.total >= self.max || for_ip >= self.max_per_ip {
@@ -375,7 +597,8 @@ mod tests {
 
     #[test]
     fn a_finished_session_thread_serves_the_next_connection() {
-        use std::io::{BufRead, BufReader};
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpStream;
         let dir =
             TempDir(std::env::temp_dir().join(format!("smtpbox-workers-{}", std::process::id())));
         let args: Vec<String> = ["-m", &dir.0.display().to_string(), "-H", "mx.test"]
@@ -397,11 +620,8 @@ mod tests {
             let client = TcpStream::connect(addr).unwrap();
             let (stream, remote) = listener.accept().unwrap();
             workers.run(Job {
-                stream,
-                peer: Peer {
-                    remote: Some(remote),
-                    local: Some(addr),
-                },
+                stream: Box::new(stream),
+                peer: Peer::network(Some(remote), Some(addr)),
                 mode: Mode::Smtp,
                 slot: limiter.acquire(remote.ip()).unwrap(),
             });

@@ -1,16 +1,23 @@
 //! The SMTP session as a sans-IO state machine (RFC 5321 §4.1, §4.3).
 //!
-//! The session takes command lines and the summary of received content, and
-//! returns replies and the action the connection must take next (read DATA,
-//! read a BDAT chunk, start TLS, close). It does no I/O of its own except
-//! asking a [`QuotaProbe`] whether a Maildir is full, so the same core serves
-//! standalone, inetd and socket-activated connections, and its tests are
-//! plain byte slices.
+//! The session takes the framer's command lines and the summary of received
+//! content, and returns replies and the action the connection must take
+//! next (read DATA, read a BDAT chunk, start TLS, close). It does no I/O of
+//! its own except through its [`Services`]: asking a [`QuotaProbe`] whether
+//! a Maildir is full and an [`Authenticator`] whether a password is right,
+//! so the same core serves standalone, inetd and socket-activated
+//! connections, and its tests are plain byte slices.
+//!
+//! The states are the session's fields rather than one enum: `greeting`
+//! (None until HELO or EHLO), `tx` (the transaction, from MAIL on) and its
+//! recipients, `tx.chunking` (a BDAT message under way), `auth_exchange`
+//! (an AUTH challenge waiting for its answer).
 //!
 //! ```text
-//!   greeting ──► Fresh ──HELO/EHLO──► Greeted ──MAIL──► Mail ──RCPT──► Rcpt
-//!                  ▲                     ▲                               │
-//!                  │ STARTTLS            └──── RSET / end of message ◄───┘ DATA, BDAT
+//!   greeting ──► no greeting ──HELO/EHLO──► greeted ──MAIL──► tx ──RCPT──► tx + recipients
+//!                   ▲                          ▲                                 │
+//!                   │ STARTTLS                 └── RSET, HELO/EHLO, end of ◄─────┘ DATA, BDAT
+//!                   │ (RFC 3207: forget all)       message
 //! ```
 //!
 //! The transaction (sender, recipients) is a separate value, so RSET and the
@@ -22,10 +29,12 @@ use std::sync::Arc;
 
 use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
-use crate::config::{Config, Mode, Route};
+use crate::config::{Config, Mode};
 use crate::data::BareLf;
+use crate::framer::{Frame, Line};
 use crate::maildir::DeliveryError;
-use crate::reply::{Reply, EHLO};
+use crate::reply::Reply;
+use crate::routing::{self, Route};
 
 /// Received headers beyond this mean a mail loop (RFC 5321 §6.3).
 pub const MAX_RECEIVED: usize = 100;
@@ -47,7 +56,9 @@ impl QuotaProbe for MaildirQuota {
 
 /// Checks AUTH credentials against the users file (SPEC §3 `users`).
 pub trait Authenticator: Send + Sync {
-    fn verify(&self, user: &str, password: &[u8]) -> bool;
+    /// Whether `password` is `user`'s; an error (naming the file and the
+    /// reason, for the log) when the users cannot be read now.
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String>;
 }
 
 /// What a session may ask of the world outside it.
@@ -61,39 +72,80 @@ pub struct Services {
 }
 
 impl Authenticator for auth::UsersFile {
-    fn verify(&self, user: &str, password: &[u8]) -> bool {
-        match self.current() {
-            Ok(users) => users.verify(user, password),
-            Err(e) => {
-                log::error!("users file: {e}");
-                false
-            }
-        }
+    fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+        Ok(self.current()?.verify(user, password))
     }
 }
 
 /// Who is on the other end, and on which address they reached us.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Peer {
-    /// The client's address; None when unknown (inetd over a pipe).
+    /// The client's address; None when unknown (inetd over a pipe) and on
+    /// the local socket.
     pub remote: Option<SocketAddr>,
     /// Our address on this connection, for address literals (`root@[IP]`).
     pub local: Option<SocketAddr>,
+    /// The caller on the local submission socket; None on the network.
+    pub caller: Option<LocalCaller>,
+}
+
+/// A caller on the local submission socket (SPEC §5): the uid the kernel
+/// reported (SO_PEERCRED), never one the client claims, and its login name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalCaller {
+    pub uid: u32,
+    /// From /etc/passwd; the uid in decimal when it has no entry there.
+    pub user: String,
 }
 
 impl Peer {
-    /// Loopback clients (and local pipes) are trusted for pipelining rules
-    /// and may AUTH without TLS.
-    pub fn is_loopback(&self) -> bool {
-        self.remote
-            .is_none_or(|a| a.ip().is_loopback() || is_mapped_loopback(a.ip()))
+    /// A network client. An IPv4 client reached through an IPv6 socket
+    /// (`::ffff:a.b.c.d`) is kept as the IPv4 address, so that logs, the
+    /// Received header and address literals see one form (SPEC §6).
+    pub fn network(remote: Option<SocketAddr>, local: Option<SocketAddr>) -> Peer {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        Peer {
+            remote: remote.map(canonical),
+            local: local.map(canonical),
+            caller: None,
+        }
     }
 
-    /// `[IP]:PORT` for logs, `unknown` when there is no address.
+    /// A caller on the local submission socket.
+    pub fn local_caller(caller: LocalCaller) -> Peer {
+        Peer {
+            remote: None,
+            local: None,
+            caller: Some(caller),
+        }
+    }
+
+    /// Loopback clients, local pipes and local-socket callers are trusted
+    /// for pipelining rules and may AUTH without TLS.
+    pub fn is_loopback(&self) -> bool {
+        self.caller.is_some()
+            || self
+                .remote
+                .is_none_or(|a| a.ip().is_loopback() || is_mapped_loopback(a.ip()))
+    }
+
+    /// `[IP]:PORT` for logs (`local uid=N user=NAME` on the local socket),
+    /// `unknown` when there is no address.
     pub fn describe(&self) -> String {
-        match self.remote {
-            Some(a) => format!("[{}]:{}", a.ip(), a.port()),
-            None => "unknown".to_string(),
+        match (&self.caller, self.remote) {
+            (Some(c), _) => format!("local uid={} user={}", c.uid, c.user),
+            (None, Some(a)) => format!("[{}]:{}", a.ip(), a.port()),
+            (None, None) => "unknown".to_string(),
+        }
+    }
+
+    /// The comment after HELO in the Received header: `[IP]`, or
+    /// `uid UID user NAME` on the local socket (SPEC §6).
+    pub fn trace_comment(&self) -> String {
+        match (&self.caller, self.remote) {
+            (Some(c), _) => format!("uid {} user {}", c.uid, c.user),
+            (None, Some(a)) => format!("[{}]", a.ip()),
+            (None, None) => "[unknown]".to_string(),
         }
     }
 }
@@ -242,7 +294,7 @@ impl Session {
 
     /// The 220 banner (the only reply without an enhanced status code).
     pub fn greeting(&self) -> Reply {
-        Reply::new(220, "", format!("{} ESMTP smtpbox", self.config.hostname))
+        Reply::greeting(&self.config.hostname)
     }
 
     pub fn peer(&self) -> &Peer {
@@ -261,12 +313,21 @@ impl Session {
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8]) -> Step {
+        self.framed(Frame::Line(Line::new(line, true)))
+    }
+
+    /// Handles what the [`crate::framer`] made of the client's next bytes:
+    /// a command line (or the answer to an AUTH challenge), or a line that
+    /// was too long.
+    pub fn framed(&mut self, frame: Frame<'_>) -> Step {
+        let line = match frame {
+            Frame::TooLong => return self.line_too_long(),
+            Frame::Line(line) => line,
+        };
         let step = match self.auth_exchange.take() {
-            Some(exchange) => self.auth_response(exchange, line),
-            None if line.contains(&0) => {
-                Step::reply(Reply::new(500, "5.5.2", "NUL byte in command"))
-            }
-            None => match command::parse(line) {
+            Some(exchange) => self.auth_response(exchange, line.text),
+            None if line.nul => Step::reply(Reply::nul_byte()),
+            None => match command::parse(line.text) {
                 Ok(command) => self.dispatch(command),
                 Err(reply) => Step::reply(reply),
             },
@@ -278,9 +339,9 @@ impl Session {
     }
 
     /// A command line over the 2048-byte limit was skipped.
-    pub fn line_too_long(&mut self) -> Step {
+    fn line_too_long(&mut self) -> Step {
         self.auth_exchange = None;
-        self.error(Reply::new(500, "5.5.2", "Line too long"))
+        self.error(Reply::line_too_long())
     }
 
     /// Called after a successful TLS handshake: RFC 3207 §4.2, the session
@@ -295,7 +356,7 @@ impl Session {
 
     /// The 354 reply, sent once the spool file exists.
     pub fn data_go_ahead(&self) -> Reply {
-        Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+        Reply::data_go_ahead()
     }
 
     /// The Maildirs the current message goes to, each once, first recipient
@@ -320,10 +381,7 @@ impl Session {
             .greeting
             .as_ref()
             .map_or("unknown", |g| g.name.as_str());
-        let ip = match self.peer.remote {
-            Some(a) => format!("[{}]", a.ip()),
-            None => "[unknown]".to_string(),
-        };
+        let ip = self.peer.trace_comment();
         let tls = match &self.tls {
             Some(t) => format!(" ({t})"),
             None => String::new(),
@@ -332,10 +390,9 @@ impl Session {
             [one] => format!(" for <{}>", one.address),
             _ => String::new(),
         };
-        format!(
-            "Return-Path: <{}>\r\nReceived: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}\r\n",
-            tx.sender,
-            sanitize(helo),
+        let received = format!(
+            "Received: from {} ({}) by {} (smtpbox) with {}{} id {}{}; {}",
+            cut(sanitize(helo), MAX_TRACE_HELO),
             ip,
             self.config.hostname,
             self.protocol(),
@@ -343,7 +400,8 @@ impl Session {
             id,
             rcpt,
             date
-        )
+        );
+        format!("Return-Path: <{}>\r\n{}\r\n", tx.sender, fold(&received))
     }
 
     /// The content has been read: applies the content rules of SPEC §6.
@@ -351,19 +409,11 @@ impl Session {
     /// is over.
     pub fn end_of_data(&mut self, summary: &ContentSummary) -> Result<(), Reply> {
         let reject = if summary.oversized {
-            Some(Reply::new(552, "5.3.4", "Message too big"))
+            Some(Reply::message_too_big())
         } else if summary.bare_line_ending && self.config.bare_lf == BareLf::Reject {
-            Some(Reply::new(
-                550,
-                "5.6.0",
-                "Bare CR or LF in message content is not allowed",
-            ))
+            Some(Reply::bare_line_ending())
         } else if summary.received_headers > MAX_RECEIVED {
-            Some(Reply::new(
-                554,
-                "5.4.6",
-                "Too many Received headers: mail loop",
-            ))
+            Some(Reply::mail_loop())
         } else {
             None
         };
@@ -400,7 +450,7 @@ impl Session {
                             .unwrap_or_default()
                     );
                 }
-                Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+                Reply::queued(&id)
             }
             Err(e) => {
                 let reply = e.reply();
@@ -417,7 +467,7 @@ impl Session {
 
     /// The reply to a non-final BDAT chunk.
     pub fn chunk_received(&self, size: u64) -> Reply {
-        Reply::new(250, "2.0.0", format!("{size} octets received"))
+        Reply::chunk_received(size)
     }
 
     /// Whether a BDAT message is being assembled (the connection keeps its
@@ -439,7 +489,7 @@ impl Session {
 
     /// The session is closed for a timeout.
     pub fn timeout() -> Reply {
-        Reply::new(421, "4.4.2", "Timeout: closing connection")
+        Reply::timeout()
     }
 
     /// RFC 3848 protocol name for the Received header and the log.
@@ -464,27 +514,18 @@ impl Session {
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
                 self.tx = None;
-                Step::reply(Reply::new(250, "2.0.0", "Ok"))
+                Step::reply(Reply::ok())
             }
-            Command::Noop => Step::reply(Reply::new(250, "2.0.0", "Ok")),
-            Command::Quit => Step::close(Reply::new(221, "2.0.0", "Bye")),
-            Command::Help => Step::reply(Reply::multi(
-                214,
-                "2.0.0",
-                vec![
-                    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS AUTH".to_string(),
-                    "smtpbox delivers to local Maildirs only".to_string(),
-                ],
-            )),
+            Command::Noop => Step::reply(Reply::ok()),
+            Command::Quit => Step::close(Reply::bye()),
+            Command::Help => Step::reply(Reply::help()),
             // RFC 5321 §3.5.3: 252 neither confirms nor denies.
-            Command::Vrfy => Step::reply(Reply::new(252, "2.5.0", "Cannot VRFY user, but will accept message")),
-            Command::Expn => Step::reply(Reply::new(502, "5.5.1", "EXPN not available")),
-            Command::NotImplemented(verb) => Step::reply(Reply::new(502, "5.5.1", format!("{verb} not implemented"))),
+            Command::Vrfy => Step::reply(Reply::vrfy()),
+            Command::Expn => Step::reply(Reply::expn()),
+            Command::NotImplemented(verb) => Step::reply(Reply::not_implemented(verb)),
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
-            Command::Forbidden => {
-                Step::close(Reply::new(521, "5.7.0", "This is an SMTP server"))
-            }
+            Command::Forbidden => Step::close(Reply::forbidden()),
         }
     }
 
@@ -494,26 +535,11 @@ impl Session {
         let hostname = self.config.hostname.clone();
         self.greeting = Some(Greeting { name, extended });
         if !extended {
-            return Step::reply(Reply::new(250, "", hostname));
+            return Step::reply(Reply::helo(hostname));
         }
-        let mut lines = vec![
-            hostname,
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.config.max_message_size),
-            "8BITMIME".to_string(),
-            "SMTPUTF8".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "CHUNKING".to_string(),
-            "DSN".to_string(),
-        ];
-        if self.services.tls && self.tls.is_none() {
-            lines.push("STARTTLS".to_string());
-        }
-        if self.auth_allowed() {
-            lines.push("AUTH PLAIN LOGIN".to_string());
-        }
-        lines.push("HELP".to_string());
-        Step::reply(Reply::multi(250, EHLO, lines))
+        let starttls = self.services.tls && self.tls.is_none();
+        let (size, auth) = (self.config.max_message_size, self.auth_allowed());
+        Step::reply(Reply::ehlo(hostname, size, starttls, auth))
     }
 
     fn auth_allowed(&self) -> bool {
@@ -522,41 +548,33 @@ impl Session {
 
     fn mail(&mut self, from: ReversePath, params: MailParams) -> Step {
         if self.greeting.is_none() {
-            return Step::reply(Reply::new(503, "5.5.1", "Send HELO or EHLO first"));
+            return Step::reply(Reply::hello_first());
         }
         if self.tx.is_some() {
-            return Step::reply(Reply::new(503, "5.5.1", "Nested MAIL command"));
+            return Step::reply(Reply::nested_mail());
         }
         // SPEC §2: on submission, STARTTLS and AUTH before MAIL, from
         // loopback clients too.
         if self.mode == Mode::Submission {
             if self.tls.is_none() {
-                return Step::reply(Reply::new(
-                    530,
-                    "5.7.0",
-                    "Must issue a STARTTLS command first",
-                ));
+                return Step::reply(Reply::starttls_first());
             }
             if self.auth_user.is_none() {
-                return Step::reply(Reply::new(530, "5.7.0", "Authentication required"));
+                return Step::reply(Reply::auth_required());
             }
         }
         if params
             .size
             .is_some_and(|s| s > self.config.max_message_size)
         {
-            return Step::reply(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
+            return Step::reply(Reply::size_over_limit());
         }
         let sender = match &from {
             ReversePath::Null => String::new(),
             ReversePath::Address(a) => {
                 // RFC 6531 §3.4: non-ASCII addresses need SMTPUTF8.
                 if !params.smtputf8 && !a.is_ascii() {
-                    return Step::reply(Reply::new(
-                        553,
-                        "5.6.7",
-                        "Non-ASCII address requires SMTPUTF8",
-                    ));
+                    return Step::reply(Reply::needs_smtputf8());
                 }
                 a.to_wire()
             }
@@ -567,56 +585,37 @@ impl Session {
             recipients: Vec::new(),
             chunking: false,
         });
-        Step::reply(Reply::new(250, "2.1.0", "Ok"))
+        Step::reply(Reply::sender_ok())
     }
 
     fn rcpt(&mut self, to: Address) -> Step {
-        // Only an address literal needs them: no vector per RCPT otherwise.
-        let box_ips = if to.has_literal_domain() {
-            self.box_ips()
-        } else {
-            Vec::new()
-        };
         let Some(tx) = &mut self.tx else {
-            return Step::reply(Reply::new(503, "5.5.1", "Need MAIL command first"));
+            return Step::reply(Reply::mail_first());
         };
         if !tx.params.smtputf8 && !to.is_ascii() {
-            return Step::reply(Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII address requires SMTPUTF8",
-            ));
+            return Step::reply(Reply::needs_smtputf8());
         }
         if tx.recipients.len() >= self.config.max_recipients {
-            return Step::reply(Reply::new(452, "4.5.3", "Too many recipients"));
+            return Step::reply(Reply::too_many_recipients());
         }
         let address = to.to_wire();
-        let reply = match self.config.route(&to, &box_ips) {
-            Route::NotLocal => {
-                Reply::new(550, "5.7.1", format!("<{address}>: Relay access denied"))
-            }
-            Route::NoMailbox => Reply::new(550, "5.1.1", format!("<{address}>: No such user here")),
+        let reply = match routing::route(&self.config, &to, self.peer.local.map(|a| a.ip())) {
+            Route::NotLocal => Reply::relay_denied(&address),
+            Route::NoMailbox => Reply::no_such_user(&address),
             Route::Mailbox(maildir) => {
                 if self
                     .services
                     .quota
                     .is_full(&maildir, self.config.maildir_quota)
                 {
-                    Reply::new(452, "4.2.2", format!("<{address}>: Mailbox full"))
+                    Reply::recipient_mailbox_full(&address)
                 } else {
                     tx.recipients.push(Recipient { address, maildir });
-                    return Step::reply(Reply::new(250, "2.1.5", "Ok"));
+                    return Step::reply(Reply::recipient_ok());
                 }
             }
         };
         Step::reply(reply)
-    }
-
-    /// Addresses a literal recipient domain may name to be local.
-    fn box_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self.config.listen.iter().map(|l| l.addr.ip()).collect();
-        ips.extend(self.peer.local.map(|a| a.ip()));
-        ips
     }
 
     fn data(&mut self) -> Step {
@@ -624,7 +623,7 @@ impl Session {
             Err(reply) => Step::reply(reply),
             Ok(tx) if tx.chunking || tx.params.body == Body::BinaryMime => {
                 // RFC 3030 §3: BINARYMIME needs BDAT, and BDAT and DATA don't mix.
-                Step::reply(Reply::new(503, "5.5.1", "Use BDAT for this message"))
+                Step::reply(Reply::use_bdat())
             }
             Ok(_) => Step {
                 replies: Vec::new(),
@@ -652,26 +651,22 @@ impl Session {
     /// The guard shared by DATA and BDAT: a transaction with a recipient.
     fn tx_ready(&mut self) -> Result<&mut Transaction, Reply> {
         match &mut self.tx {
-            None if self.greeting.is_none() => {
-                Err(Reply::new(503, "5.5.1", "Send HELO or EHLO first"))
-            }
-            None => Err(Reply::new(503, "5.5.1", "Need MAIL command first")),
-            Some(tx) if tx.recipients.is_empty() => {
-                Err(Reply::new(554, "5.5.1", "No valid recipients"))
-            }
+            None if self.greeting.is_none() => Err(Reply::hello_first()),
+            None => Err(Reply::mail_first()),
+            Some(tx) if tx.recipients.is_empty() => Err(Reply::no_valid_recipients()),
             Some(tx) => Ok(tx),
         }
     }
 
     fn starttls(&mut self) -> Step {
         if !self.services.tls {
-            return Step::reply(Reply::new(502, "5.5.1", "STARTTLS not available"));
+            return Step::reply(Reply::starttls_unavailable());
         }
         if self.tls.is_some() {
-            return Step::reply(Reply::new(503, "5.5.1", "TLS already active"));
+            return Step::reply(Reply::tls_active());
         }
         Step {
-            replies: vec![Reply::new(220, "2.0.0", "Ready to start TLS")],
+            replies: vec![Reply::ready_for_tls()],
             action: Action::StartTls,
         }
     }
@@ -679,27 +674,19 @@ impl Session {
     /// AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN.
     fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Step {
         if self.services.users.is_none() {
-            return Step::reply(Reply::new(503, "5.5.1", "Authentication not enabled"));
+            return Step::reply(Reply::auth_not_enabled());
         }
         if !self.auth_allowed() {
-            return Step::reply(Reply::new(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
-            ));
+            return Step::reply(Reply::auth_needs_tls());
         }
         if self.greeting.is_none() {
-            return Step::reply(Reply::new(503, "5.5.1", "Send EHLO first"));
+            return Step::reply(Reply::ehlo_first());
         }
         if self.auth_user.is_some() {
-            return Step::reply(Reply::new(503, "5.5.1", "Already authenticated"));
+            return Step::reply(Reply::already_authenticated());
         }
         if self.tx.is_some() {
-            return Step::reply(Reply::new(
-                503,
-                "5.5.1",
-                "AUTH not allowed during a mail transaction",
-            ));
+            return Step::reply(Reply::auth_in_transaction());
         }
         match (mechanism, initial) {
             // RFC 4954 §4: "=" is an empty initial response.
@@ -710,17 +697,13 @@ impl Session {
             ("PLAIN", None) => self.challenge(AuthExchange::Plain, ""),
             ("LOGIN", None) => self.challenge(AuthExchange::LoginUser, auth::LOGIN_USER_PROMPT),
             ("LOGIN", Some(user)) => self.login_user(user.as_bytes()),
-            _ => Step::reply(Reply::new(
-                504,
-                "5.5.4",
-                "Unrecognized authentication mechanism",
-            )),
+            _ => Step::reply(Reply::auth_mechanism_unknown()),
         }
     }
 
     fn challenge(&mut self, exchange: AuthExchange, prompt: &'static str) -> Step {
         self.auth_exchange = Some(exchange);
-        Step::reply(Reply::new(334, "", prompt))
+        Step::reply(Reply::auth_challenge(prompt))
     }
 
     /// The client's answer to a 334 challenge.
@@ -756,15 +739,27 @@ impl Session {
     }
 
     fn auth_check(&mut self, user: &str, password: &[u8]) -> Step {
-        let ok = self
-            .services
-            .users
-            .as_ref()
-            .is_some_and(|users| users.verify(user, password));
+        let verdict = match &self.services.users {
+            Some(users) => users.verify(user, password),
+            None => Ok(false),
+        };
+        let ok = match verdict {
+            Ok(ok) => ok,
+            // RFC 4954 §6: the server cannot check now; the client may try
+            // again later, and this attempt is no failure of its own.
+            Err(reason) => {
+                log::error!(
+                    "AUTH for {:?} unavailable (454 4.7.0) client={}: {reason}",
+                    user,
+                    self.peer.describe()
+                );
+                return Step::reply(Reply::auth_unavailable());
+            }
+        };
         if ok {
             log::info!("AUTH as {} client={}", user, self.peer.describe());
             self.auth_user = Some(user.to_string());
-            return Step::reply(Reply::new(235, "2.7.0", "Authentication successful"));
+            return Step::reply(Reply::auth_ok());
         }
         self.auth_failures += 1;
         log::warn!(
@@ -772,17 +767,14 @@ impl Session {
             user,
             self.peer.describe()
         );
-        let reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
+        let reply = Reply::auth_invalid();
         if self.auth_failures >= MAX_AUTH_FAILURES {
             log::warn!(
                 "too many AUTH failures (421) client={}",
                 self.peer.describe()
             );
             return Step {
-                replies: vec![
-                    reply,
-                    Reply::new(421, "4.7.0", "Too many authentication failures"),
-                ],
+                replies: vec![reply, Reply::too_many_auth_failures()],
                 action: Action::Close,
             };
         }
@@ -791,10 +783,10 @@ impl Session {
 
     fn auth_error(&mut self, error: auth::AuthError) -> Step {
         let reply = match error {
-            auth::AuthError::Cancelled => Reply::new(501, "5.7.0", "Authentication cancelled"),
-            auth::AuthError::BadBase64 => Reply::new(501, "5.5.2", "Cannot decode response"),
+            auth::AuthError::Cancelled => Reply::auth_cancelled(),
+            auth::AuthError::BadBase64 => Reply::auth_bad_base64(),
             auth::AuthError::Malformed | auth::AuthError::AuthzidMismatch => {
-                Reply::new(501, "5.5.2", "Malformed authentication response")
+                Reply::auth_malformed()
             }
         };
         Step::reply(reply)
@@ -809,11 +801,7 @@ impl Session {
     fn count_error(&mut self, mut step: Step) -> Step {
         self.errors += 1;
         if self.errors >= self.config.max_errors {
-            step.replies.push(Reply::new(
-                421,
-                "4.7.0",
-                "Too many errors, closing connection",
-            ));
+            step.replies.push(Reply::too_many_errors());
             step.action = Action::Close;
         }
         step
@@ -821,6 +809,56 @@ impl Session {
 }
 
 /// A HELO name goes into a header: keep it printable and on one line.
+/// RFC 5322 2.1.1: a header line is at most 998 octets, CRLF excluded.
+const MAX_HEADER_LINE: usize = 998;
+
+/// Where a header that must be folded is folded (RFC 5322 2.1.1's SHOULD).
+const FOLD_AT: usize = 78;
+
+/// The HELO argument in the trace: as long as a domain may be (RFC 5321
+/// 4.5.3.1.2). Longer is cut here; the HELO itself is answered as sent.
+const MAX_TRACE_HELO: usize = 255;
+
+/// At most `max` octets of `text`, cut at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `header` (one unfolded line, no CRLF) as it is written: unchanged when
+/// it fits in 998 octets, otherwise folded (RFC 5322 2.2.3) before words so
+/// that lines stay near 78 octets; continuation lines start with the space
+/// they were folded at, so unfolding gives back `header` exactly. Every
+/// word of a Received header is bounded (HELO cut, hostname at most 253
+/// octets, a path at most 256), so every line ends within the limit.
+fn fold(header: &str) -> std::borrow::Cow<'_, str> {
+    if header.len() <= MAX_HEADER_LINE {
+        return header.into();
+    }
+    let mut out = String::with_capacity(header.len() + header.len() / FOLD_AT * 2);
+    let mut line = 0;
+    for (i, word) in header.split(' ').enumerate() {
+        if i > 0 {
+            // Never a line of white space alone: fold only before a word.
+            if line > 0 && !word.is_empty() && line + 1 + word.len() > FOLD_AT {
+                out.push_str("\r\n");
+                line = 0;
+            }
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out.into()
+}
+
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -884,10 +922,10 @@ mod tests {
         quota: Arc<dyn QuotaProbe>,
         mode: Mode,
     ) -> Session {
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("127.0.0.1:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("127.0.0.1:25".parse().unwrap()),
+        );
         let services = Services {
             quota,
             users: None,
@@ -899,16 +937,24 @@ mod tests {
     /// One user, alice, with password "secret".
     struct Alice;
     impl Authenticator for Alice {
-        fn verify(&self, user: &str, password: &[u8]) -> bool {
-            user == "alice" && password == b"secret"
+        fn verify(&self, user: &str, password: &[u8]) -> Result<bool, String> {
+            Ok(user == "alice" && password == b"secret")
+        }
+    }
+
+    /// A users file that cannot be read.
+    struct Unreadable;
+    impl Authenticator for Unreadable {
+        fn verify(&self, _: &str, _: &[u8]) -> Result<bool, String> {
+            Err("/etc/smtpbox/users: cannot read: not a regular file".into())
         }
     }
 
     fn auth_session(remote: &str, mode: Mode, tls: bool) -> Session {
-        let peer = Peer {
-            remote: Some(remote.parse().unwrap()),
-            local: Some("192.0.2.25:25".parse().unwrap()),
-        };
+        let peer = Peer::network(
+            Some(remote.parse().unwrap()),
+            Some("192.0.2.25:25".parse().unwrap()),
+        );
         let services = Services {
             quota: Arc::new(NeverFull),
             users: Some(Arc::new(Alice)),
@@ -980,6 +1026,30 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_users_file_is_454_and_no_failure() {
+        let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
+        s.services.users = Some(Arc::new(Unreadable));
+        one(&mut s, "EHLO c");
+        let good = format!("AUTH PLAIN {}", b64(b"\0alice\0secret"));
+        for _ in 0..MAX_AUTH_FAILURES + 1 {
+            let step = s.command(good.as_bytes());
+            let codes: Vec<String> = step.replies.iter().map(|r| r.to_string()).collect();
+            assert_eq!(codes, ["454 4.7.0 Temporary authentication failure"]);
+            assert_eq!(step.action, Action::Continue);
+        }
+        // LOGIN reaches the same check after its two challenges.
+        assert_eq!(one(&mut s, "AUTH LOGIN"), "334 ");
+        assert_eq!(one(&mut s, &b64(b"alice")), "334 ");
+        assert_eq!(one(&mut s, &b64(b"secret")), "454 4.7.0");
+        // The file is back: the attempts before did not count.
+        s.services.users = Some(Arc::new(Alice));
+        let bad = format!("AUTH PLAIN {}", b64(b"\0alice\0bad"));
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &bad), "535 5.7.8");
+        assert_eq!(one(&mut s, &good), "235 2.7.0");
+    }
+
+    #[test]
     fn three_auth_failures_close_the_session() {
         let mut s = auth_session("127.0.0.1:4000", Mode::Smtp, false);
         one(&mut s, "EHLO c");
@@ -990,7 +1060,7 @@ mod tests {
         let codes: Vec<String> = step
             .replies
             .iter()
-            .map(|r| format!("{} {}", r.code, r.status))
+            .map(|r| format!("{} {}", r.code, status_text(r)))
             .collect();
         assert_eq!(codes, ["535 5.7.8", "421 4.7.0"]);
         assert_eq!(step.action, Action::Close);
@@ -1005,7 +1075,7 @@ mod tests {
             "{ehlo}"
         );
         assert_eq!(one(&mut s, "AUTH PLAIN"), "538 5.7.11");
-        s.tls_started("TLSv1.3 TLS13_AES_128_GCM_SHA256".to_string());
+        s.tls_started("TLSv1.3 TLS_AES_128_GCM_SHA256".to_string());
         let ehlo = s.command(b"EHLO c").replies[0].to_string();
         assert!(
             !ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"),
@@ -1020,7 +1090,7 @@ mod tests {
         one(&mut s, "RCPT TO:<root@example.com>");
         let trace = s.trace_headers("ID", "date");
         assert!(
-            trace.contains(" with ESMTPSA (TLSv1.3 TLS13_AES_128_GCM_SHA256) id ID "),
+            trace.contains(" with ESMTPSA (TLSv1.3 TLS_AES_128_GCM_SHA256) id ID "),
             "{trace}"
         );
     }
@@ -1072,8 +1142,13 @@ mod tests {
         s.command(line.as_bytes())
             .replies
             .iter()
-            .map(|r| format!("{} {}", r.code, r.status))
+            .map(|r| format!("{} {}", r.code, status_text(r)))
             .collect()
+    }
+
+    /// The enhanced status as text, empty for none.
+    fn status_text(r: &Reply) -> String {
+        r.status.map_or(String::new(), |s| s.to_string())
     }
 
     fn one(s: &mut Session, line: &str) -> String {
@@ -1214,7 +1289,7 @@ mod tests {
         let mut s = session();
         let step = s.command(b"GET / HTTP/1.1");
         assert_eq!(step.replies[0].code, 521);
-        assert_eq!(step.replies[0].status, "5.7.0");
+        assert_eq!(step.replies[0].status.unwrap(), "5.7.0");
         assert_eq!(step.action, Action::Close);
     }
 
@@ -1223,7 +1298,7 @@ mod tests {
         let mut s = session();
         assert_eq!(one(&mut s, "NO\0OP"), "500 5.5.2");
         let step = s.line_too_long();
-        assert_eq!(step.replies[0].status, "5.5.2");
+        assert_eq!(step.replies[0].status.unwrap(), "5.5.2");
     }
 
     #[test]
@@ -1235,7 +1310,7 @@ mod tests {
         let step = s.command(b"BOGUS");
         let codes: Vec<u16> = step.replies.iter().map(|r| r.code).collect();
         assert_eq!(codes, vec![500, 421]);
-        assert_eq!(step.replies[1].status, "4.7.0");
+        assert_eq!(step.replies[1].status.unwrap(), "4.7.0");
         assert_eq!(step.action, Action::Close);
     }
 
@@ -1264,13 +1339,16 @@ mod tests {
             oversized: true,
             ..Default::default()
         };
-        assert_eq!(s.end_of_data(&too_big).unwrap_err().status, "5.3.4");
+        assert_eq!(
+            s.end_of_data(&too_big).unwrap_err().status.unwrap(),
+            "5.3.4"
+        );
         open(&mut s);
         let looped = ContentSummary {
             received_headers: 101,
             ..Default::default()
         };
-        assert_eq!(s.end_of_data(&looped).unwrap_err().status, "5.4.6");
+        assert_eq!(s.end_of_data(&looped).unwrap_err().status.unwrap(), "5.4.6");
         open(&mut s);
         let ok = ContentSummary {
             received_headers: 100,
@@ -1311,9 +1389,9 @@ mod tests {
         one(&mut s, "MAIL FROM:<a@b>");
         one(&mut s, "RCPT TO:<a@example.com>");
         let full = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(28));
-        assert_eq!(s.delivered(1, Err(full)).status, "4.3.1");
+        assert_eq!(s.delivered(1, Err(full)).status.unwrap(), "4.3.1");
         let broken = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(5));
-        assert_eq!(s.delivered(1, Err(broken)).status, "4.3.0");
+        assert_eq!(s.delivered(1, Err(broken)).status.unwrap(), "4.3.0");
     }
 
     #[test]
@@ -1365,6 +1443,57 @@ mod tests {
     }
 
     #[test]
+    fn an_overlong_helo_is_cut_in_the_trace_and_still_answered() {
+        let mut s = session();
+        let helo = "a".repeat(2000);
+        let reply = s.command(format!("EHLO {helo}").as_bytes()).replies;
+        assert!(
+            reply[0].to_string().starts_with("250-mx.example"),
+            "{reply:?}"
+        );
+        one(&mut s, "MAIL FROM:<a@b>");
+        one(&mut s, "RCPT TO:<root@example.com>");
+        let h = s.trace_headers("ID7", "Sat, 28 Nov 2026 20:14:17 +0000");
+        let want = format!(
+            "Received: from {} ([127.0.0.1]) by mx.example (smtpbox) with ESMTP id ID7 \
+             for <root@example.com>; Sat, 28 Nov 2026 20:14:17 +0000\r\n",
+            "a".repeat(255)
+        );
+        assert!(h.ends_with(&want), "{h}");
+    }
+
+    #[test]
+    fn a_header_over_998_octets_is_folded_at_spaces() {
+        let words: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+        let header = format!("Received: from {} ; date", words.join(" "));
+        let folded = fold(&header);
+        assert_eq!(
+            folded.replace("\r\n", ""),
+            header,
+            "unfolds to the original"
+        );
+        for line in folded.split("\r\n") {
+            assert!(line.len() <= FOLD_AT, "{line:?}");
+        }
+        let lines: Vec<&str> = folded.split("\r\n").collect();
+        assert!(lines.len() > 10 && lines[1..].iter().all(|l| l.starts_with(' ')));
+        // A long word stays whole, on a line of its own; double spaces never
+        // leave a line of white space alone.
+        let header = format!(
+            "Received: from {}  by x {}",
+            "h".repeat(900),
+            "y ".repeat(60)
+        );
+        let folded = fold(&header);
+        assert_eq!(folded.replace("\r\n", ""), header);
+        assert!(folded
+            .split("\r\n")
+            .all(|l| l.len() <= MAX_HEADER_LINE && !l.trim().is_empty()));
+        assert_eq!(fold("Received: short"), "Received: short");
+        assert_eq!(cut("é".repeat(200), 255), "é".repeat(127));
+    }
+
+    #[test]
     fn submission_requires_tls_and_auth() {
         let mut s = session_with(
             config(),
@@ -1388,5 +1517,63 @@ mod tests {
     fn starttls_without_certificate() {
         let mut s = session();
         assert_eq!(one(&mut s, "STARTTLS"), "502 5.5.1");
+    }
+
+    fn session_for(peer: Peer) -> Session {
+        let services = Services {
+            quota: Arc::new(NeverFull),
+            users: Some(Arc::new(Alice)),
+            tls: false,
+        };
+        Session::new(Arc::new(config()), services, peer, Mode::Smtp)
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_written_as_ipv4() {
+        let peer = Peer::network(
+            Some("[::ffff:192.0.2.7]:4000".parse().unwrap()),
+            Some("[::ffff:192.0.2.25]:25".parse().unwrap()),
+        );
+        assert_eq!(peer.describe(), "[192.0.2.7]:4000");
+        assert!(!peer.is_loopback());
+        let mut s = session_for(peer);
+        one(&mut s, "EHLO client.example");
+        one(&mut s, "MAIL FROM:<a@b>");
+        // The address literal matches the connection's own IPv4 address.
+        assert_eq!(one(&mut s, "RCPT TO:<root@[192.0.2.25]>"), "250 2.1.5");
+        let h = s.trace_headers("ID", "date");
+        assert!(
+            h.contains("Received: from client.example ([192.0.2.7]) by"),
+            "{h}"
+        );
+        let mapped = Peer::network(Some("[::ffff:127.0.0.1]:1".parse().unwrap()), None);
+        assert!(mapped.is_loopback());
+        let v6 = Peer::network(Some("[2001:db8::1]:25".parse().unwrap()), None);
+        assert_eq!(v6.describe(), "[2001:db8::1]:25");
+    }
+
+    #[test]
+    fn local_caller_is_trusted_named_by_uid_and_never_relays() {
+        let caller = LocalCaller {
+            uid: 1000,
+            user: "joe".to_string(),
+        };
+        let peer = Peer::local_caller(caller);
+        assert_eq!(peer.describe(), "local uid=1000 user=joe");
+        assert!(peer.is_loopback());
+        let mut s = session_for(peer);
+        let ehlo = s.command(b"EHLO box").replies[0].to_string();
+        assert!(
+            ehlo.contains("AUTH PLAIN LOGIN"),
+            "AUTH without TLS: {ehlo}"
+        );
+        assert_eq!(one(&mut s, "MAIL FROM:<joe@mx.example>"), "250 2.1.0");
+        assert_eq!(one(&mut s, "RCPT TO:<x@elsewhere.example>"), "550 5.7.1");
+        assert_eq!(one(&mut s, "RCPT TO:<root@example.com>"), "250 2.1.5");
+        let h = s.trace_headers("ID", "date");
+        assert!(
+            h.contains("Received: from box (uid 1000 user joe) by mx.example (smtpbox) with ESMTP"),
+            "{h}"
+        );
     }
 }

@@ -1,14 +1,13 @@
 //! TLS for STARTTLS (RFC 3207) and implicit-TLS listeners (RFC 8314): the
-//! certificate files, re-read when they change (ACME renewals), and a
-//! [`Transport`] that runs rustls over another transport. Everything rustls
-//! lives here; the rest of smtpbox sees only a `Transport`.
+//! certificate files, re-read when they change (ACME renewals, through
+//! [`Watched`]), and a [`Transport`] that runs rustls over another
+//! transport. Everything rustls lives here; the rest of smtpbox sees only a
+//! `Transport`.
 
-use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::{self, PemObject};
@@ -18,6 +17,7 @@ use rustls::version::{TLS12, TLS13};
 use rustls::{InconsistentKeys, ProtocolVersion, ServerConfig, ServerConnection, StreamOwned};
 
 use crate::transport::Transport;
+use crate::watched::{self, Contents, Watched};
 
 /// How often [`TlsFiles::current`] looks at the files' metadata.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -25,70 +25,38 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// The certificate chain and private key files, and the server configuration
 /// built from them. Shared by every session (it is `Sync`).
 pub struct TlsFiles {
-    cert: PathBuf,
-    key: PathBuf,
-    /// Minimum time between two looks at the files (a field so tests can
-    /// set it to zero).
-    recheck: Duration,
-    state: Mutex<Loaded>,
-}
-
-/// The configuration in use and what the files looked like when it was read.
-struct Loaded {
-    config: Arc<ServerConfig>,
-    stamp: PairStamp,
-    checked: Instant,
+    pair: Watched<ServerConfig>,
 }
 
 impl TlsFiles {
     /// Reads and checks the pair; the error names the file at fault and
     /// what is wrong with it.
     pub fn load(cert: &Path, key: &Path) -> Result<TlsFiles, String> {
-        // Stamp before reading: a change made while we read is seen later.
-        let stamp = PairStamp::of(cert, key);
-        let config = build_config(cert, key)?;
-        Ok(TlsFiles {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            recheck: RECHECK,
-            state: Mutex::new(Loaded {
-                config,
-                stamp,
-                checked: Instant::now(),
-            }),
-        })
+        let pair = Watched::load("TLS", &[cert, key], RECHECK, build_config)?;
+        Ok(TlsFiles { pair })
     }
 
     /// The configuration for a new connection. At most once per second it
     /// checks whether either file changed (mtime, ctime, size, inode) and
-    /// then reloads; a new pair that does not load is logged and the old
-    /// configuration kept until the files change again.
+    /// then reloads; a new pair that does not load, or a file that cannot
+    /// be read, is logged and the old configuration kept until the files
+    /// change again.
     pub fn current(&self) -> Arc<ServerConfig> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.checked.elapsed() >= self.recheck {
-            state.checked = Instant::now();
-            let stamp = PairStamp::of(&self.cert, &self.key);
-            if stamp != state.stamp {
-                // Remember even a broken pair's stamp: it is logged once, and
-                // retried when the files change again (the key of a renewal
-                // is often written just after the certificate).
-                state.stamp = stamp;
-                match build_config(&self.cert, &self.key) {
-                    Ok(config) => {
-                        log::info!("TLS: reloaded {}", self.cert.display());
-                        state.config = config;
-                    }
-                    Err(e) => log::error!("TLS: {e}; keeping the previous certificate"),
-                }
-            }
-        }
-        Arc::clone(&state.config)
+        self.pair
+            .current()
+            .unwrap_or_else(|unreadable| unreadable.last)
     }
 }
 
 /// `--check`: the pair loads and the key matches the certificate.
 pub fn check(cert: &Path, key: &Path) -> Result<(), String> {
-    build_config(cert, key).map(drop)
+    let read = |path: &Path| {
+        watched::read(path).map(|bytes| Contents {
+            path: path.to_path_buf(),
+            bytes,
+        })
+    };
+    build_config(&[read(cert)?, read(key)?]).map(drop)
 }
 
 /// Runs the server side of a TLS handshake over `inner` to completion, so
@@ -118,8 +86,8 @@ pub struct TlsTransport {
 }
 
 impl TlsTransport {
-    /// The negotiated version and cipher suite, e.g.
-    /// `TLSv1.3 TLS13_AES_256_GCM_SHA384`, for logs and Received headers.
+    /// The negotiated version and cipher suite by its IANA name, e.g.
+    /// `TLSv1.3 TLS_AES_256_GCM_SHA384`, for logs and Received headers.
     pub fn describe(&self) -> String {
         let version = match self.stream.conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
@@ -128,9 +96,21 @@ impl TlsTransport {
             None => "TLS".to_string(),
         };
         match self.stream.conn.negotiated_cipher_suite() {
-            Some(suite) => format!("{version} {:?}", suite.suite()),
+            Some(suite) => format!("{version} {}", iana_name(suite.suite())),
             None => version,
         }
+    }
+}
+
+/// A cipher suite's name in the IANA TLS registry, as OpenSSL-based
+/// servers write it in Received headers. rustls names TLS 1.2 suites that
+/// way already (`TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`) but prefixes its
+/// TLS 1.3 ones `TLS13_` where IANA has `TLS_` (RFC 8446 B.4).
+pub fn iana_name(suite: rustls::CipherSuite) -> String {
+    let name = format!("{suite:?}");
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
     }
 }
 
@@ -191,11 +171,16 @@ impl Drop for TlsTransport {
     }
 }
 
-/// Reads, parses and checks the pair, then builds the server configuration:
-/// ring, TLS 1.2 and 1.3, no client certificates.
-fn build_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+/// Parses and checks the pair (the certificate file's contents, then the
+/// key's), then builds the server configuration: ring, TLS 1.2 and 1.3, no
+/// client certificates.
+fn build_config(files: &[Contents]) -> Result<ServerConfig, String> {
+    let [cert, key] = files else {
+        return Err("TLS setup: a certificate and a key file are needed".into());
+    };
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
+    let (cert, key) = (cert.path.as_path(), key.path.as_path());
     let provider = Arc::new(ring::default_provider());
 
     // Checked here rather than left to `with_single_cert`, so that each
@@ -223,13 +208,14 @@ fn build_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// Every certificate in the file, end-entity first.
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+fn read_chain(file: &Contents) -> Result<Vec<CertificateDer<'static>>, String> {
+    let path = &file.path;
+    let chain = CertificateDer::pem_slice_iter(&file.bytes)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_failure(path, &e, true))?;
     if chain.is_empty() {
         return Err(format!("{}: no certificate in file", path.display()));
@@ -238,8 +224,9 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The first private key in the file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+fn read_key(file: &Contents) -> Result<PrivateKeyDer<'static>, String> {
+    let path = &file.path;
+    PrivateKeyDer::from_pem_slice(&file.bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => format!("{}: no private key in file", path.display()),
         e => pem_failure(path, &e, false),
     })
@@ -264,46 +251,14 @@ fn handshake_failure(e: &io::Error) -> String {
     }
 }
 
-/// What one file looked like; `None` when it could not be examined.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct FileStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-/// The stamps of the certificate and the key file.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct PairStamp(Option<FileStamp>, Option<FileStamp>);
-
-impl PairStamp {
-    fn of(cert: &Path, key: &Path) -> PairStamp {
-        PairStamp(FileStamp::of(cert), FileStamp::of(key))
-    }
-}
-
-impl FileStamp {
-    /// Follows symlinks, so a renewal that repoints a link is seen.
-    fn of(path: &Path) -> Option<FileStamp> {
-        let meta = fs::metadata(path).ok()?;
-        Some(FileStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, ClientConnection, RootCertStore, SupportedProtocolVersion};
+    use std::fs;
     use std::net::{TcpListener, TcpStream};
+    use std::path::PathBuf;
     use std::process::{self, Command};
     use std::thread;
 
@@ -438,6 +393,11 @@ mod tests {
         fails(&missing, &key, &missing, "cannot read: ");
         fails(&cert, &missing, &missing, "cannot read: ");
         fails(&dir.0, &key, &dir.0, "cannot read: ");
+        // Issue 13: a device is refused, not read until memory runs out.
+        let zero = Path::new("/dev/zero");
+        fails(zero, &key, zero, "cannot read: not a regular file");
+        fails(&cert, zero, zero, "cannot read: not a regular file");
+        assert!(check(zero, &key).is_err_and(|e| e.starts_with("/dev/zero: cannot read: ")));
         fails(&garbage, &key, &garbage, "no certificate in file");
         fails(&cert, &garbage, &garbage, "no private key in file");
         // A key file is no certificate file, and the other way round.
@@ -453,18 +413,22 @@ mod tests {
         let dir = TempDir::new("reload");
         let (cert, key) = ec_pair(&dir, "live");
         let mut files = TlsFiles::load(&cert, &key).unwrap();
-        assert_eq!(files.recheck, Duration::from_secs(1), "SPEC: once a second");
+        assert_eq!(
+            files.pair.recheck,
+            Duration::from_secs(1),
+            "SPEC: once a second"
+        );
         // Within the throttle nothing is looked at. A throttle of an hour:
         // on a loaded machine, making a pair may take longer than the real
         // second.
-        files.recheck = Duration::from_secs(3600);
+        files.pair.recheck = Duration::from_secs(3600);
         let first = files.current();
         let (new_cert, new_key) = ec_pair(&dir, "new");
         fs::copy(&new_cert, &cert).unwrap();
         fs::copy(&new_key, &key).unwrap();
         assert!(Arc::ptr_eq(&first, &files.current()));
 
-        files.recheck = Duration::ZERO;
+        files.pair.recheck = Duration::ZERO;
         let second = files.current();
         assert!(!Arc::ptr_eq(&first, &second));
         assert!(
@@ -503,7 +467,31 @@ mod tests {
         let (cert, key) = ec_pair(&dir, "a");
         let config = TlsFiles::load(&cert, &key).unwrap().current();
         let desc = handshake(config, &cert, &TLS13, false);
-        assert!(desc.starts_with("TLSv1.3 TLS13_"), "{desc}");
+        assert!(desc.starts_with("TLSv1.3 TLS_AES_"), "{desc}");
+    }
+
+    #[test]
+    fn cipher_suites_by_iana_name() {
+        use rustls::CipherSuite as S;
+        let names = [
+            (S::TLS13_AES_256_GCM_SHA384, "TLS_AES_256_GCM_SHA384"),
+            (S::TLS13_AES_128_GCM_SHA256, "TLS_AES_128_GCM_SHA256"),
+            (
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ),
+            (
+                S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            ),
+            (
+                S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ),
+        ];
+        for (suite, name) in names {
+            assert_eq!(iana_name(suite), name);
+        }
     }
 
     #[test]

@@ -1,13 +1,74 @@
-//! The byte streams a session runs over: a TCP socket or inetd's
-//! stdin/stdout (and, later, TLS over either). The connection code sees
-//! only [`Transport`], so one code path serves them all.
+//! The byte streams a session runs over: a TCP socket, the local
+//! submission socket (Unix, SPEC §5) or inetd's stdin/stdout (and TLS over
+//! any of them). The connection code sees only [`Transport`], so one code
+//! path serves them all.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+extern "C" {
+    fn getsockopt(fd: i32, level: i32, name: i32, value: *mut Ucred, len: *mut u32) -> i32;
+    fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
+}
+
+/// recv(2) flags: look without taking, and without waiting.
+const MSG_PEEK: i32 = 2;
+const MSG_DONTWAIT: i32 = 0x40;
+
+/// SOL_SOCKET and SO_PEERCRED on Linux (asm-generic; the same on x86,
+/// ARM, MIPS and PowerPC).
+const SOL_SOCKET: i32 = 1;
+const SO_PEERCRED: i32 = 17;
+
+/// `struct ucred` (socket(7)).
+#[repr(C)]
+#[derive(Default)]
+struct Ucred {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+}
+
+/// The uid of the process that connected `stream`, as the kernel recorded
+/// it at connect(2) (SO_PEERCRED): what the client cannot lie about.
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    peer_cred(stream).map(|c| c.uid)
+}
+
+/// The pid of the process at the other end of `stream`: for a client, the
+/// one that called listen(2) (1 when the service manager holds the socket
+/// for socket activation).
+pub fn peer_pid(stream: &UnixStream) -> io::Result<i32> {
+    peer_cred(stream).map(|c| c.pid)
+}
+
+fn peer_cred(stream: &UnixStream) -> io::Result<Ucred> {
+    let mut cred = Ucred::default();
+    let mut len = std::mem::size_of::<Ucred>() as u32;
+    // SAFETY: `cred` and `len` are valid for writes and outlive the call;
+    // `len` tells the kernel how much of `cred` it may fill.
+    let rc = unsafe {
+        getsockopt(
+            stream.as_raw_fd(),
+            SOL_SOCKET,
+            SO_PEERCRED,
+            &mut cred,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<Ucred>() {
+        return Err(io::Error::other("SO_PEERCRED: short answer"));
+    }
+    Ok(cred)
+}
 
 /// A bidirectional stream with timeouts.
 pub trait Transport: Read + Write + Send {
@@ -30,6 +91,22 @@ impl Transport for TcpStream {
 
     fn input_pending(&mut self) -> bool {
         socket_has_input(self)
+    }
+}
+
+impl Transport for UnixStream {
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+
+    fn input_pending(&mut self) -> bool {
+        // std has no stable peek on Unix streams.
+        let mut byte = 0u8;
+        // SAFETY: a one-byte buffer that outlives the call.
+        let n = unsafe { recv(self.as_raw_fd(), &mut byte, 1, MSG_PEEK | MSG_DONTWAIT) };
+        n > 0
     }
 }
 
@@ -68,6 +145,16 @@ impl Stdio {
         // SAFETY: the TcpStream is never dropped, so fd 0 is not closed; on a
         // pipe, socket calls on it fail with ENOTSOCK and nothing else.
         ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(0) })
+    }
+
+    /// The caller's uid when stdin is a Unix stream socket (the local
+    /// socket under systemd's Accept=yes): SO_PEERCRED, as on the listener.
+    pub fn unix_peer_uid(&self) -> Option<u32> {
+        // SAFETY: as in `socket`: never dropped, so fd 0 stays open.
+        let sock = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(0) });
+        // Fails on TCP sockets and pipes, where SO_PEERCRED means nothing.
+        sock.local_addr().ok()?;
+        peer_uid(&sock).ok()
     }
 
     /// The client's address and ours when stdin is a socket.
@@ -111,5 +198,22 @@ impl Transport for Stdio {
 
     fn input_pending(&mut self) -> bool {
         socket_has_input(&self.socket())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_uid_is_the_connecting_process_uid() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let me = crate::privilege::effective_uid();
+        assert_eq!(peer_uid(&a).unwrap(), me);
+        assert_eq!(peer_uid(&b).unwrap(), me);
+        let (mut a, mut b) = (a, b);
+        assert!(!b.input_pending());
+        a.write_all(b"x").unwrap();
+        assert!(b.input_pending() && b.input_pending(), "peeked, not taken");
     }
 }

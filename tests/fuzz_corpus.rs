@@ -40,6 +40,11 @@ fn fuzz_corpus_auth_decode() {
 }
 
 #[test]
+fn fuzz_corpus_framer() {
+    replay("framer", checks::framer);
+}
+
+#[test]
 fn fuzz_corpus_session() {
     replay("session", checks::session);
 }

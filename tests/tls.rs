@@ -302,7 +302,8 @@ fn starttls_delivery_names_esmtps_and_version_for_tls12_and_tls13() {
     let server = Server::start(&keys.config(&[]));
     for (version, name, suite) in [
         (&TLS12, "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_"),
-        (&TLS13, "TLSv1.3", "TLS13_"),
+        // IANA names (SPEC §6), not rustls's `TLS13_` spelling.
+        (&TLS13, "TLSv1.3", "TLS_AES_"),
     ] {
         let mut plain = connect(server.addr);
         plain.hello();
@@ -325,6 +326,15 @@ fn starttls_delivery_names_esmtps_and_version_for_tls12_and_tls13() {
     }
     assert!(
         server.wait_log(" proto=ESMTPS client=[127.0.0.1]:"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_log(" tls=TLSv1.3/TLS_AES_")
+            && !server
+                .log()
+                .lines()
+                .any(|l| l.contains(" tls=") && l.contains("TLS13_")),
         "{}",
         server.log()
     );
@@ -490,6 +500,42 @@ fn three_bad_passwords_give_535_then_421_and_close() {
     let last = tls.reply();
     assert!(last.starts_with("421 4.7.0 "), "{last:?}");
     assert!(tls.closed(), "not closed after three AUTH failures");
+}
+
+/// RFC 4954 §6, issue 10: a users file that cannot be read (the tests run
+/// as root, whom a chmod does not stop: a directory and a dangling symlink
+/// take its place) fails closed with 454 4.7.0, which is no AUTH failure:
+/// four in a row do not close the session, and the file back in place is
+/// served again.
+#[test]
+fn unreadable_users_file_gives_454_and_counts_no_failure() {
+    let keys = Keys::new();
+    let server = Server::start(&keys.config(&[]));
+    let users = keys.dir.path().join("users");
+    let saved = keys.dir.path().join("users.saved");
+    let mut plain = connect(server.addr);
+    plain.hello();
+    fs::rename(&users, &saved).expect("move the users file away");
+    fs::create_dir(&users).expect("a directory in its place");
+    for _ in 0..4 {
+        plain.expect(
+            &auth_plain("alice", PASSWORD),
+            "454 4.7.0 Temporary authentication failure\r\n",
+        );
+    }
+    let named = format!("{}: cannot read: not a regular file", users.display());
+    assert!(server.wait_log(&named), "{}", server.log());
+    fs::remove_dir(&users).expect("remove the directory");
+    std::os::unix::fs::symlink(keys.dir.path().join("nowhere"), &users).expect("symlink");
+    assert_eq!(plain.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(plain.cmd(&b64(b"alice")), "334 UGFzc3dvcmQ6\r\n");
+    plain.expect(&b64(PASSWORD.as_bytes()), "454 4.7.0");
+    plain.expect("NOOP", "250 2.0.0");
+    fs::remove_file(&users).expect("remove the symlink");
+    fs::rename(&saved, &users).expect("the users file back");
+    plain.expect(&auth_plain("alice", PASSWORD), "235 2.7.0");
+    plain.deliver("users file back");
+    assert!(!server.log().contains("AUTH failed"), "{}", server.log());
 }
 
 #[test]
@@ -852,4 +898,39 @@ fn starttls_works_in_inetd_mode() {
         "{trace}"
     );
     assert!(trace.contains(" with ESMTPS (TLSv1."), "{trace}");
+}
+
+/// Many SMTP clients that connect by address send it as SNI, which RFC
+/// 6066 §3 forbids: rustls warns for each one. smtpbox logs that at debug
+/// level (issue 12): seen with RUST_LOG=debug, never as a WARN line.
+#[test]
+fn ip_address_sni_is_logged_at_debug_not_warn() {
+    let keys = Keys::new();
+    for (level, shown) in [("info", false), ("debug", true)] {
+        let server = Server::start_with_env(&keys.config(&["tls"]), &[("RUST_LOG", level)]);
+        let addr = server.listener("tls");
+        // rustls sends no SNI for an address: put one in its place
+        // ("localhost" and "127.0.0.1" have the same length).
+        let mut hello = client_hello();
+        let at = hello
+            .windows(9)
+            .position(|w| w == b"localhost")
+            .expect("SNI in the ClientHello");
+        hello[at..at + 9].copy_from_slice(b"127.0.0.1");
+        let mut sock = TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.write_all(&hello).unwrap();
+        let mut first = [0u8; 1];
+        sock.read_exact(&mut first).expect("ServerHello");
+        assert_eq!(first[0], 0x16, "the handshake goes on");
+        drop(sock);
+        assert!(server.wait_log("disconnect from"), "{}", server.log());
+        let log = server.log();
+        let sni: Vec<&str> = log.lines().filter(|l| l.contains("Illegal SNI")).collect();
+        assert!(sni.iter().all(|l| !l.contains("WARN")), "{log}");
+        assert_eq!(sni.len(), usize::from(shown), "RUST_LOG={level}: {log}");
+        if shown {
+            assert!(sni[0].contains("DEBUG"), "{log}");
+        }
+    }
 }

@@ -153,6 +153,18 @@ pub fn assert_took(what: &str, elapsed: Duration, at_least: Duration, limit: Dur
     );
 }
 
+/// Whether this test runs as root. Not root: under CI (`CI` set, as
+/// `.ci/run` does) the test fails saying why it needs root; elsewhere it is
+/// skipped with a note on stderr.
+pub fn root_or_skip(why: &str) -> bool {
+    if smtpbox::privilege::is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI: not root: {why}");
+    eprintln!("skipping: not root: {why}");
+    false
+}
+
 /// The config file the binary reads when it is run without `-c`.
 pub const HOST_CONFIG: &str = "/etc/smtpbox/smtpbox.conf";
 
@@ -279,6 +291,119 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         kill_tree(&mut self.0);
+    }
+}
+
+/// Lines from a pipe (a child's stdout or stderr), read in a thread of
+/// their own so that every wait has a bound: a pipe has no read timeout.
+pub struct PipeLines {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl PipeLines {
+    pub fn new(pipe: impl Read + Send + 'static) -> PipeLines {
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(1..) if tx.send(line).is_ok() => {}
+                    _ => return,
+                }
+            }
+        });
+        PipeLines {
+            lines,
+            seen: String::new(),
+        }
+    }
+
+    /// The next line; None at EOF. Fails the test with everything read so
+    /// far when no line comes within `bound` (scaled by [`upper`]).
+    pub fn line(&mut self, bound: Duration) -> Option<String> {
+        match self.lines.recv_timeout(upper(bound)) {
+            Ok(line) => {
+                self.seen.push_str(&line);
+                Some(line)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                "no line within {:?}; read so far: {:?}",
+                upper(bound),
+                self.seen
+            ),
+        }
+    }
+
+    /// One whole SMTP reply (all its lines); empty at EOF.
+    pub fn reply(&mut self, bound: Duration) -> String {
+        let mut all = String::new();
+        while let Some(line) = self.line(bound) {
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            all.push_str(&line);
+            if last {
+                break;
+            }
+        }
+        all
+    }
+}
+
+/// Waits, bounded, for an already-spawned child to end, collecting what
+/// is left of its stdout and stderr (those not taken yet); fails the test
+/// with what they held when it does not end within `bound`.
+pub fn finish_bounded(child: Child, bound: Duration) -> Finished {
+    let mut guard = Guard(child);
+    let end = Instant::now() + upper(bound);
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut out);
+            }
+            let _ = tx.send(out);
+        });
+        rx
+    };
+    let stdout = drain(
+        guard
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        guard
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let Some(status) = guard.wait_for(end.saturating_duration_since(Instant::now())) else {
+        kill_tree(&mut guard.0);
+        let text = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+            let bytes = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        panic!(
+            "child still running after {:?}\nstdout: {}\nstderr: {}",
+            upper(bound),
+            text(stdout),
+            text(stderr)
+        );
+    };
+    let left = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        let wait = end.saturating_duration_since(Instant::now());
+        rx.recv_timeout(wait.max(Duration::from_millis(100)))
+            .unwrap_or_else(|_| panic!("the child exited, but its output is still open"))
+    };
+    Finished {
+        status,
+        stdout: left(stdout),
+        stderr: left(stderr),
     }
 }
 
@@ -709,18 +834,26 @@ impl Client {
         String::from_utf8_lossy(&seen).into_owned()
     }
 
-    /// True when the server has closed the connection (EOF within 5 s).
+    /// True when the server has closed the connection (EOF or a reset
+    /// within 5 s), whatever it sent before; what it sent is on stderr
+    /// when it did not close.
     pub fn closed(&mut self) -> bool {
         self.reader
             .get_ref()
             .set_read_timeout(Some(upper(Duration::from_secs(5))))
             .unwrap();
+        let mut seen = Vec::new();
         let mut buf = [0u8; 256];
         loop {
             match self.reader.read(&mut buf) {
                 Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e) => {
+                    let seen = String::from_utf8_lossy(&seen);
+                    eprintln!("connection not closed ({e}); received {seen:?}");
+                    return false;
+                }
             }
         }
     }
@@ -780,6 +913,15 @@ impl XorShift {
             | 1;
         eprintln!("{test}: seed {seed} (replay with SMTPBOX_SEED={seed})");
         XorShift(seed)
+    }
+
+    /// A generator with a fixed seed (unless `SMTPBOX_SEED` is set): the
+    /// same run every time.
+    pub fn fixed(test: &str, seed: u64) -> XorShift {
+        if std::env::var_os("SMTPBOX_SEED").is_some() {
+            return XorShift::seeded(test);
+        }
+        XorShift(seed | 1)
     }
 
     pub fn next(&mut self) -> u64 {

@@ -1,0 +1,316 @@
+//! Recipient routing (SPEC §4): whether a recipient is local, and which
+//! Maildir its mail goes to.
+//!
+//! `config.rs` parses the `domain`, `maildir`, `mailbox` and `alias` keys
+//! into [`Config`]; the decisions are made here, for SMTP sessions,
+//! sendmail mode and `newaliases` alike:
+//!
+//! 1. the domain: one of the configured domains (case-insensitive, one
+//!    trailing dot ignored), an address literal of this box, or none;
+//! 2. the local part: case-insensitive, `+detail` dropped;
+//! 3. aliases followed (loading refuses a cycle, see [`alias_cycle`]);
+//! 4. then `mailbox` entries, then the default `maildir`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::command::{Address, Domain};
+use crate::config::Config;
+
+/// Where a recipient's mail goes (SPEC §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A local recipient, delivered to this Maildir.
+    Mailbox(PathBuf),
+    /// A local recipient without a mailbox: `550 5.1.1`.
+    NoMailbox,
+    /// Not one of ours: `550 5.7.1` relay denied.
+    NotLocal,
+}
+
+/// Routes one recipient. `local_ip` is the address the client connected
+/// to, when there is a connection: an address literal naming it is local
+/// (see [`is_box_ip`]).
+///
+/// An entry naming a full address wins over one naming only the local
+/// part. An alias TARGET is always looked up locally, even when it names
+/// another domain: smtpbox never relays.
+pub fn route(config: &Config, addr: &Address, local_ip: Option<IpAddr>) -> Route {
+    let mut key = match &addr.domain {
+        // RFC 5321 4.5.1: `postmaster` (and any bare local part) is ours.
+        None => Key::new(&addr.local, None),
+        Some(Domain::Name(name)) => {
+            let name = normalize_domain(name);
+            if !config.domains.iter().any(|d| normalize_domain(d) == name) {
+                return Route::NotLocal;
+            }
+            Key::new(&addr.local, Some(&name))
+        }
+        Some(Domain::Literal(ip)) if is_box_ip(config, local_ip, *ip) => {
+            Key::new(&addr.local, None)
+        }
+        Some(Domain::Literal(_)) => return Route::NotLocal,
+    };
+    // Bounded: loading rejects alias loops, but the fields are public.
+    for _ in 0..config.aliases.len() {
+        let Some(i) = find(&config.aliases, &key) else {
+            break;
+        };
+        key = Key::from_name(&config.aliases[i].1);
+    }
+    match find(&config.mailboxes, &key) {
+        Some(i) => Route::Mailbox(config.mailboxes[i].1.clone()),
+        None => config
+            .maildir
+            .clone()
+            .map_or(Route::NoMailbox, Route::Mailbox),
+    }
+}
+
+/// Is `ip` an address of this box, for an address literal
+/// (`root@[127.0.0.1]`): loopback, a `listen` address, or the address the
+/// client connected to. IPv4-mapped IPv6 compares as IPv4.
+pub fn is_box_ip(config: &Config, local_ip: Option<IpAddr>, ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    let listen = config.listen.iter().map(|l| l.addr.ip());
+    ip.is_loopback()
+        || local_ip
+            .into_iter()
+            .chain(listen)
+            .any(|b| b.to_canonical() == ip)
+}
+
+/// A domain as routing compares it: lowercased, without one trailing dot.
+pub fn normalize_domain(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_lowercase()
+}
+
+/// `root+disk` is looked up as `root`; a local part that starts with `+`
+/// has no base to strip to and is kept whole.
+pub fn strip_detail(local: &str) -> &str {
+    match local.find('+') {
+        Some(i) if i > 0 => &local[..i],
+        _ => local,
+    }
+}
+
+/// Follows each alias chain; one that comes back to its start is a loop
+/// (SPEC §4: a config error). Returns the first such alias in list order
+/// and the loop, from that alias back to itself.
+pub fn alias_cycle(aliases: &[(String, String)]) -> Option<(usize, Vec<&str>)> {
+    for start in 0..aliases.len() {
+        let mut chain = vec![aliases[start].0.as_str()];
+        let mut current = start;
+        // A chain longer than the alias count has repeated an alias.
+        for _ in 0..aliases.len() {
+            let Some(next) = find(aliases, &Key::from_name(&aliases[current].1)) else {
+                break;
+            };
+            chain.push(aliases[next].0.as_str());
+            if next == start {
+                return Some((start, chain));
+            }
+            current = next;
+        }
+    }
+    None
+}
+
+/// A recipient reduced to what `alias` and `mailbox` entries are matched
+/// against: the lowercased local part without `+detail`, and with it
+/// `local@domain` when the domain is a name.
+struct Key {
+    local: String,
+    full: Option<String>,
+}
+
+impl Key {
+    fn new(local: &str, domain: Option<&str>) -> Key {
+        let local = strip_detail(&local.to_lowercase()).to_string();
+        let full = domain.map(|d| format!("{local}@{d}"));
+        Key { local, full }
+    }
+
+    /// An alias TARGET, as `config.rs` stores it (lowercased, domain
+    /// normalized).
+    fn from_name(name: &str) -> Key {
+        match name.rsplit_once('@') {
+            Some((local, domain)) => Key::new(local, Some(domain)),
+            None => Key::new(name, None),
+        }
+    }
+}
+
+/// The entry for `key`: one naming the full address wins over one naming
+/// the local part alone.
+fn find<T>(entries: &[(String, T)], key: &Key) -> Option<usize> {
+    let by_full = key
+        .full
+        .as_ref()
+        .and_then(|full| entries.iter().position(|(name, _)| name == full));
+    by_full.or_else(|| entries.iter().position(|(name, _)| *name == key.local))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Listen, Mode};
+
+    fn load(text: &str) -> Config {
+        Config::parse(&format!("hostname = box\n{text}"), Path::new("t.conf")).unwrap()
+    }
+
+    /// `local@domain`, `local@[ip]` or a bare `local`, built by hand so
+    /// that forms the SMTP parser refuses (a trailing dot) still reach
+    /// the router.
+    fn addr(text: &str) -> Address {
+        let (local, domain) = match text.rsplit_once('@') {
+            None => (text, None),
+            Some((local, d)) => match d.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+                Some(ip) => (local, Some(Domain::Literal(ip.parse().unwrap()))),
+                None => (local, Some(Domain::Name(d.to_string()))),
+            },
+        };
+        Address {
+            local: local.to_string(),
+            domain,
+        }
+    }
+
+    fn aliases(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn routing() {
+        let c = load(
+            "domain = example.org\ndomain = box.lan\nmaildir = /m/all\n\
+             mailbox = alice /m/alice\nmailbox = alice@box.lan /m/alice-lan\n\
+             mailbox = ops@example.org /m/ops\nmailbox = other /m/other\n\
+             alias = root admin\nalias = admin alice\nalias = abuse@example.org ops@example.org\n\
+             alias = bounce other@elsewhere.example\n",
+        );
+        let mine: IpAddr = "192.0.2.7".parse().unwrap();
+        let route = |a: &str| match route(&c, &addr(a), Some(mine)) {
+            Route::Mailbox(path) => path.display().to_string(),
+            other => format!("{other:?}"),
+        };
+        let cases = [
+            // Domains: case-insensitive, one trailing dot ignored.
+            ("alice@EXAMPLE.org", "/m/alice"),
+            ("alice@example.org.", "/m/alice"),
+            ("alice@example.org..", "NotLocal"),
+            ("alice@example.com", "NotLocal"),
+            ("alice@localhost", "NotLocal"),
+            // Local part case-insensitive; +detail stripped; "+x" kept whole.
+            ("ALICE+disk@example.org", "/m/alice"),
+            ("+alice", "/m/all"),
+            // Full-address entries win over local-part entries.
+            ("Alice@box.lan", "/m/alice-lan"),
+            ("ops@example.org", "/m/ops"),
+            ("ops@box.lan", "/m/all"),
+            // Aliases, chained, by local part and by address.
+            ("root+cron", "/m/alice"),
+            ("abuse@example.org", "/m/ops"),
+            ("abuse@box.lan", "/m/all"),
+            // A target in another domain is still looked up locally.
+            ("bounce", "/m/other"),
+            // Bare local parts and postmaster go to the default maildir.
+            ("postmaster", "/m/all"),
+            ("nobody@example.org", "/m/all"),
+            // Address literals of the box: loopback and the given IPs.
+            ("alice@[127.0.0.1]", "/m/alice"),
+            ("x@[::1]", "/m/all"),
+            ("x@[192.0.2.7]", "/m/all"),
+            ("x@[::ffff:192.0.2.7]", "/m/all"),
+            ("x@[198.51.100.1]", "NotLocal"),
+        ];
+        for (rcpt, want) in cases {
+            assert_eq!(route(rcpt), want, "{rcpt}");
+        }
+    }
+
+    #[test]
+    fn routing_without_default_maildir() {
+        let mut c =
+            load("domain = example.org\nmailbox = alice /m/alice\nalias = postmaster alice\n");
+        assert_eq!(route(&c, &addr("bob@example.org"), None), Route::NoMailbox);
+        assert_eq!(
+            route(&c, &addr("Postmaster"), None),
+            Route::Mailbox("/m/alice".into())
+        );
+        c.aliases.clear();
+        assert_eq!(route(&c, &addr("postmaster"), None), Route::NoMailbox);
+        // A loop slipped in through the public fields cannot spin forever.
+        c.aliases = aliases(&[("a", "b"), ("b", "a")]);
+        assert_eq!(route(&c, &addr("a"), None), Route::NoMailbox);
+    }
+
+    #[test]
+    fn detail_is_dropped_before_every_lookup() {
+        assert_eq!(strip_detail("root+disk"), "root");
+        assert_eq!(strip_detail("root+disk+smart"), "root");
+        assert_eq!(strip_detail("root+"), "root");
+        assert_eq!(strip_detail("+root"), "+root");
+        assert_eq!(strip_detail("root"), "root");
+        let c = load(
+            "domain = example.org\nmailbox = ops /m/ops\nmailbox = bob@example.org /m/bob\n\
+             alias = root ops\n",
+        );
+        let to = |a: &str| route(&c, &addr(a), None);
+        // By local part, by full address, and through an alias.
+        assert_eq!(to("OPS+cron@example.org"), Route::Mailbox("/m/ops".into()));
+        assert_eq!(to("bob+x+y@Example.org"), Route::Mailbox("/m/bob".into()));
+        assert_eq!(to("root+smartd"), Route::Mailbox("/m/ops".into()));
+        // No default maildir: detail does not make an unknown user known.
+        assert_eq!(to("alice+ops@example.org"), Route::NoMailbox);
+        assert_eq!(to("+ops@example.org"), Route::NoMailbox);
+    }
+
+    #[test]
+    fn alias_cycles_are_found_with_their_path() {
+        assert_eq!(alias_cycle(&[]), None);
+        let chain = aliases(&[("a", "b"), ("b", "c"), ("c", "d")]);
+        assert_eq!(alias_cycle(&chain), None);
+        // The first alias on a loop, in list order, and the loop from it.
+        let looped = aliases(&[("x", "a"), ("a", "b"), ("b", "c"), ("c", "a")]);
+        assert_eq!(alias_cycle(&looped), Some((1, vec!["a", "b", "c", "a"])));
+        // Onto itself, also through +detail.
+        let own = aliases(&[("root", "root+x")]);
+        assert_eq!(alias_cycle(&own), Some((0, vec!["root", "root"])));
+        // By full address: `b` goes back to `a@h.example`, not to `a`.
+        let full = aliases(&[("a", "z"), ("a@h.example", "b"), ("b", "a@h.example")]);
+        assert_eq!(
+            alias_cycle(&full),
+            Some((1, vec!["a@h.example", "b", "a@h.example"]))
+        );
+        // A chain that only ends on the name of an address is no loop.
+        let open = aliases(&[("a", "b"), ("b", "c"), ("c@x", "a")]);
+        assert_eq!(alias_cycle(&open), None);
+    }
+
+    #[test]
+    fn box_ips_are_loopback_the_listen_addresses_and_the_local_address() {
+        let mut c = load("domain = example.org\nmaildir = /m\n");
+        c.listen = vec![Listen {
+            addr: SocketAddr::new("192.0.2.1".parse().unwrap(), 25),
+            mode: Mode::Smtp,
+        }];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for loopback in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_box_ip(&c, None, ip(loopback)), "{loopback}");
+        }
+        assert!(is_box_ip(&c, None, ip("192.0.2.1")));
+        assert!(is_box_ip(&c, None, ip("::ffff:192.0.2.1")));
+        assert!(!is_box_ip(&c, None, ip("192.0.2.2")));
+        assert!(is_box_ip(&c, Some(ip("192.0.2.2")), ip("192.0.2.2")));
+        assert!(is_box_ip(&c, Some(ip("::ffff:192.0.2.2")), ip("192.0.2.2")));
+        assert!(!is_box_ip(&c, Some(ip("192.0.2.2")), ip("198.51.100.1")));
+    }
+}

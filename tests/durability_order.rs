@@ -1,0 +1,289 @@
+//! The 250 promise under concurrency (SPEC §7, issue #15 item 1), seen from
+//! outside the process: the real binary runs under `strace -f` while 16
+//! sessions deliver at once, and for every message the trace must show, in
+//! this order: the spool file's fsync, its link into `new/`, an fsync of
+//! that `new/` which *started* after the link returned (group commit may
+//! share it with other messages, never with one linked later), and only then
+//! the `250 2.0.0 Ok: queued as ID` write.
+//!
+//! strace prints each system call where it enters and, when another thread
+//! runs in between, its end on a `<... resumed>` line: the line order is the
+//! order of those events, and a traced thread is stopped at each of them, so
+//! an fsync whose entry is printed after a link's return began after it.
+//!
+//! Needs `strace` (Debian package `strace`): skipped with a message when it
+//! is missing, unless `CI` is set, when the test fails.
+
+mod common;
+use common::*;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SESSIONS: usize = 16;
+const PER_SESSION: usize = 12;
+
+fn strace() -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .map(|d| PathBuf::from(d).join("strace"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "strace is missing (Debian package strace); required under CI"
+        );
+        eprintln!("skipped: strace is not installed");
+    }
+    found
+}
+
+/// smtpbox started by `strace -f`; both go on drop.
+struct Traced {
+    strace: Child,
+    addr: SocketAddr,
+}
+
+impl Traced {
+    fn start(strace: &PathBuf, dir: &TempDir, out: &PathBuf) -> Traced {
+        let conf = dir.path().join("smtpbox.conf");
+        let maildir = dir.path().join("Maildir");
+        let text = format!(
+            "listen = 127.0.0.1:0\nhostname = mx.test\ndomain = example.com\n\
+             max_connections = 200\nmax_connections_per_ip = 200\nmaildir = {}\n",
+            maildir.display()
+        );
+        fs::write(&conf, text).unwrap();
+        let mut strace = Command::new(strace)
+            .args(["-f", "-qq", "-s", "200", "-o"])
+            .arg(out)
+            .args([
+                "-e",
+                "trace=openat,close,fsync,fdatasync,linkat,write,writev,sendto,sendmsg",
+            ])
+            .args(smtpbox_argv())
+            .arg("-c")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strace");
+        let stderr = strace.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let addr = line.split("listening on ").nth(1);
+                let addr = addr.and_then(|a| a.split_whitespace().next()?.parse().ok());
+                if let Some(a) = addr {
+                    if let Some(t) = tx.take() {
+                        let _ = t.send(a);
+                    }
+                }
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = strace.kill();
+            panic!("smtpbox under strace did not start");
+        };
+        Traced { strace, addr }
+    }
+
+    /// Stops the server (strace then exits) and waits for the trace.
+    fn stop(mut self) {
+        let id = self.strace.id();
+        let children = fs::read_to_string(format!("/proc/{id}/task/{id}/children"));
+        for pid in children.unwrap_or_default().split_whitespace() {
+            let _ = Command::new("kill").args(["-TERM", pid]).status();
+        }
+        for _ in 0..200 {
+            if matches!(self.strace.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let _ = self.strace.kill();
+        let _ = self.strace.wait();
+    }
+}
+
+/// One traced call: thread, name, first argument, the whole text, and the
+/// line indices where it entered and returned (with its result).
+#[derive(Debug)]
+struct Call {
+    pid: u32,
+    name: String,
+    text: String,
+    entered: usize,
+    returned: usize,
+    result: Option<i64>,
+}
+
+/// Joins `<unfinished ...>` and `<... resumed>` halves into calls.
+fn parse(trace: &str) -> Vec<Call> {
+    let mut calls = Vec::new();
+    let mut open: HashMap<u32, Call> = HashMap::new();
+    for (i, line) in trace.lines().enumerate() {
+        let Some((pid, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let (Ok(pid), rest) = (pid.parse::<u32>(), rest.trim_start()) else {
+            continue;
+        };
+        let result = |s: &str| {
+            s.rsplit_once(" = ")
+                .and_then(|(_, r)| r.split_whitespace().next()?.parse::<i64>().ok())
+        };
+        if let Some(resumed) = rest.strip_prefix("<... ") {
+            if let Some(mut call) = open.remove(&pid) {
+                call.text.push_str(resumed);
+                call.returned = i;
+                call.result = result(resumed);
+                calls.push(call);
+            }
+            continue;
+        }
+        let Some((name, _)) = rest.split_once('(') else {
+            continue;
+        };
+        let mut call = Call {
+            pid,
+            name: name.to_string(),
+            text: rest.to_string(),
+            entered: i,
+            returned: i,
+            result: None,
+        };
+        if rest.ends_with("<unfinished ...>") {
+            open.insert(pid, call);
+        } else {
+            call.result = result(rest);
+            calls.push(call);
+        }
+    }
+    calls.sort_by_key(|c| c.entered);
+    calls
+}
+
+fn first_arg(call: &Call) -> Option<i64> {
+    let args = call.text.split_once('(')?.1;
+    args.split([',', ')', ' ']).next()?.parse().ok()
+}
+
+/// linkat(AT_FDCWD, "/proc/self/fd/N", D, "NAME", AT_SYMLINK_FOLLOW):
+/// (N, D, NAME).
+fn link_args(call: &Call) -> Option<(i64, i64, String)> {
+    let args = call.text.split_once('(')?.1;
+    let mut parts = args.split(", ");
+    let _ = parts.next()?;
+    let old = parts.next()?.trim_matches('"');
+    let fd = old.strip_prefix("/proc/self/fd/")?.parse().ok()?;
+    let dir = parts.next()?.parse().ok()?;
+    let name = parts.next()?.trim_matches('"').to_string();
+    Some((fd, dir, name))
+}
+
+#[test]
+fn every_250_follows_file_fsync_link_and_a_later_dir_fsync() {
+    let Some(strace) = strace() else {
+        return;
+    };
+    let dir = TempDir::new("order");
+    let out = dir.path().join("trace");
+    let server = Traced::start(&strace, &dir, &out);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..SESSIONS)
+        .map(|s| {
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for m in 0..PER_SESSION {
+                    let mut c = Client::connect(addr);
+                    c.hello();
+                    let content = format!("Subject: {s}.{m}\r\n\r\nsession {s} message {m}");
+                    let reply = c.deliver("a@example.org", &["root@example.com"], &content);
+                    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+                    ids.push(reply.trim_end().rsplit(' ').next().unwrap().to_string());
+                    c.cmd("QUIT");
+                }
+                ids
+            })
+        })
+        .collect();
+    let ids: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    server.stop();
+    let trace = fs::read_to_string(&out).unwrap();
+    let calls = parse(&trace);
+    let total = SESSIONS * PER_SESSION;
+    assert_eq!(ids.len(), total);
+    assert_eq!(count(&dir.path().join("Maildir"), "new"), total);
+
+    let mut dir_fsyncs = std::collections::HashSet::new();
+    for id in &ids {
+        let queued = format!("250 2.0.0 Ok: queued as {id}\\r\\n");
+        let reply = calls
+            .iter()
+            .find(|c| c.text.contains(&queued))
+            .unwrap_or_else(|| panic!("no traced write of {queued}"));
+        let pid = reply.pid;
+        let link = calls
+            .iter()
+            .rev()
+            .filter(|c| c.pid == pid && c.entered < reply.entered && c.name == "linkat")
+            .find(|c| link_args(c).is_some_and(|(_, _, n)| n.starts_with(&format!("{id}."))))
+            .unwrap_or_else(|| panic!("{id}: no linkat before its 250"));
+        assert_eq!(link.result, Some(0), "{id}: {}", link.text);
+        let (fd, new_fd, _) = link_args(link).unwrap();
+        // The same thread's last fsync before the link is the file's.
+        let file_sync = calls
+            .iter()
+            .rev()
+            .filter(|c| c.pid == pid && c.returned < link.entered)
+            .find(|c| c.name == "fsync" || c.name == "fdatasync")
+            .unwrap_or_else(|| panic!("{id}: no fsync before the link"));
+        assert_eq!(first_arg(file_sync), Some(fd), "{id}: {}", file_sync.text);
+        assert_eq!(file_sync.result, Some(0), "{id}: {}", file_sync.text);
+        // A new/ fsync, by any thread, entered after the link returned and
+        // done before the 250 was written.
+        let dir_sync = calls
+            .iter()
+            .filter(|c| c.name == "fsync" && first_arg(c) == Some(new_fd))
+            .find(|c| {
+                c.entered > link.returned && c.returned < reply.entered && c.result == Some(0)
+            })
+            .unwrap_or_else(|| panic!("{id}: no fsync of new/ between its link and its 250"));
+        dir_fsyncs.insert(dir_sync.entered);
+    }
+    // The new/ descriptor is cached and never closed: no file gets its
+    // number, so every fsync of it is a directory fsync.
+    let new_fds: std::collections::HashSet<i64> = calls
+        .iter()
+        .filter_map(|c| (c.name == "linkat").then(|| link_args(c)).flatten())
+        .map(|(_, dir, _)| dir)
+        .collect();
+    let all_dir_syncs = calls
+        .iter()
+        .filter(|c| c.name == "fsync" && first_arg(c).is_some_and(|fd| new_fds.contains(&fd)))
+        .count();
+    eprintln!(
+        "{total} messages, {all_dir_syncs} fsyncs of new/ ({:.2} per message), \
+         {} of them covering a 250",
+        all_dir_syncs as f64 / total as f64,
+        dir_fsyncs.len()
+    );
+}
