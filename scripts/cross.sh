@@ -65,12 +65,16 @@ for t in "${targets[@]}"; do
   # server. std is rebuilt with the same opt-level "z", fat LTO and
   # optimize_for_size.
   flags=(-Z build-std=std,panic_unwind -Z build-std-features=optimize_for_size)
-  rustflags=""
+  # A panic inside a Drop impl aborts instead of unwinding on (none of
+  # smtpbox's drops can panic; one during an unwind aborts anyway): fewer
+  # landing pads, 28 KB less on x86_64. Session panics still unwind.
+  # Panic messages keep their text but not their file:line:col (36 KB).
+  rustflags="-Z panic-in-drop=abort -Z location-detail=none"
   case "$t" in
     *-musl*)
       # musl targets link statically by default; zig brings musl's start
       # files and libc for targets without a prebuilt std.
-      rustflags="-C link-self-contained=no"
+      rustflags="$rustflags -C link-self-contained=no"
       build=(zigbuild)
       ;;
     *-linux-gnu) build=(build) ;;
@@ -83,7 +87,7 @@ for t in "${targets[@]}"; do
   esac
   say "building $t"
   # RUSTFLAGS apply to the target only (--target is given), not build scripts.
-  RUSTFLAGS="${rustflags# }" cargo +nightly "${build[@]}" --profile appliance \
+  RUSTFLAGS="$rustflags" cargo +nightly "${build[@]}" --profile appliance \
     --target "$t" "${flags[@]}" --bin smtpbox --example unwind
   bin="target/$t/appliance/smtpbox"
   case "$t" in

@@ -327,6 +327,20 @@ struct Recipient {
     maildir: PathBuf,
 }
 
+/// `<a>,<b>` for the delivery log line, written straight into the log
+/// record (no String per recipient, none per message when not logging).
+struct RecipientList<'a>(&'a [Recipient]);
+
+impl std::fmt::Display for RecipientList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}<{}>", r.address)?;
+        }
+        Ok(())
+    }
+}
+
 /// One mail transaction: MAIL, RCPTs, content.
 #[derive(Debug)]
 struct Transaction {
@@ -632,16 +646,11 @@ impl Session {
         match result {
             Ok(id) => {
                 if let Some(tx) = &tx {
-                    let to: Vec<String> = tx
-                        .recipients
-                        .iter()
-                        .map(|r| format!("<{}>", r.address))
-                        .collect();
                     log::info!(
                         "{} from=<{}> to={} size={} proto={} client={}{}{}",
                         id,
                         tx.sender,
-                        to.join(","),
+                        RecipientList(&tx.recipients),
                         size,
                         self.protocol(),
                         self.peer.describe(),

@@ -20,9 +20,24 @@ extern "C" {
 const MSG_PEEK: i32 = 2;
 const MSG_DONTWAIT: i32 = 0x40;
 
-/// SOL_SOCKET and SO_PEERCRED on Linux (asm-generic; the same on x86,
-/// ARM, MIPS and PowerPC).
+/// SOL_SOCKET and SO_PEERCRED on Linux: asm-generic (x86, ARM, RISC-V),
+/// except MIPS (0xffff and 18, arch/mips/include/uapi/asm/socket.h) and
+/// PowerPC (SO_PEERCRED 21). With the generic values, MIPS answered
+/// ENOPROTOOPT and every local-socket client was refused.
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const SOL_SOCKET: i32 = 0xffff;
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
 const SOL_SOCKET: i32 = 1;
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+const SO_PEERCRED: i32 = 18;
+#[cfg(any(target_arch = "powerpc", target_arch = "powerpc64"))]
+const SO_PEERCRED: i32 = 21;
+#[cfg(not(any(
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
 const SO_PEERCRED: i32 = 17;
 
 /// `struct ucred` (socket(7)).
