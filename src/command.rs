@@ -285,6 +285,7 @@ fn hello_arg(args: &[u8], usage: &'static str) -> Result<String, Reply> {
 }
 
 /// `MAIL FROM:<reverse-path> [params]` (RFC 5321 §4.1.1.2).
+#[inline(never)] // Its frame stays off HELO's and EHLO's stack.
 fn parse_mail(args: &[u8]) -> Result<Command, Reply> {
     const USAGE: &str = "Syntax: MAIL FROM:<address>";
     let rest = strip_prefix_ci(args, b"FROM:").ok_or_else(|| Reply::syntax(USAGE))?;
@@ -330,6 +331,7 @@ fn parse_mail(args: &[u8]) -> Result<Command, Reply> {
 }
 
 /// `RCPT TO:<forward-path> [params]` (RFC 5321 §4.1.1.3).
+#[inline(never)] // Its frame stays off HELO's and EHLO's stack.
 fn parse_rcpt(args: &[u8]) -> Result<Command, Reply> {
     const USAGE: &str = "Syntax: RCPT TO:<address>";
     let rest = strip_prefix_ci(args, b"TO:").ok_or_else(|| Reply::syntax(USAGE))?;
@@ -359,6 +361,7 @@ fn parse_rcpt(args: &[u8]) -> Result<Command, Reply> {
 }
 
 /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
+#[inline(never)] // Its frame stays off HELO's and EHLO's stack.
 fn parse_auth(args: &[u8]) -> Result<Command, Reply> {
     const USAGE: &str = "Syntax: AUTH mechanism [initial-response]";
     let words: Vec<&[u8]> = words(args).collect();

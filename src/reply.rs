@@ -324,16 +324,22 @@ impl Reply {
     /// The EHLO reply: the hostname, then the keywords of SPEC §5, none
     /// with an enhanced status (RFC 2034 §3: keyword lines must not).
     pub fn ehlo(hostname: String, max_size: u64, starttls: bool, auth: bool) -> Reply {
-        let mut lines = vec![
-            hostname,
-            "PIPELINING".to_string(),
-            format!("SIZE {max_size}"),
-            "8BITMIME".to_string(),
-            "SMTPUTF8".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "CHUNKING".to_string(),
-            "DSN".to_string(),
-        ];
+        // Pushed one by one: a `vec![...]` of them is built on the stack
+        // first, a large frame on the path of every session's EHLO (the
+        // stack budget at `conn::serve`).
+        let mut lines = Vec::with_capacity(11);
+        lines.push(hostname);
+        lines.push("PIPELINING".to_string());
+        lines.push(format!("SIZE {max_size}"));
+        for keyword in [
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+            "DSN",
+        ] {
+            lines.push(keyword.to_string());
+        }
         if starttls {
             lines.push("STARTTLS".to_string());
         }

@@ -455,6 +455,7 @@ impl Session {
     /// was too long. `buffered_after`: the client's bytes after this frame
     /// have already arrived, which a remote client may not do after DATA
     /// (RFC 2920 §3.1: DATA is the last command of a group).
+    #[inline(never)] // Its frame stays out of the driver's loop.
     pub fn framed(&mut self, frame: Frame<'_>, buffered_after: bool) -> Step {
         let line = match frame {
             Frame::TooLong => return self.line_too_long(),
@@ -464,7 +465,7 @@ impl Session {
         let mut step = match self.auth_exchange.take() {
             Some(exchange) => self.auth_response(exchange, line.text),
             None if line.nul => Step::reply(Reply::nul_byte()),
-            None => match command::parse(line.text) {
+            None => match parse(line.text) {
                 Ok(command) => self.dispatch(command),
                 Err(reply) => Step::reply(reply),
             },
@@ -744,6 +745,7 @@ impl Session {
         self.services.users.is_some() && (self.tls.is_some() || self.peer.is_loopback())
     }
 
+    #[inline(never)] // Off the stack of EHLO's path (see `framed`).
     fn mail(&mut self, from: ReversePath, params: MailParams) -> Step {
         if self.greeting.is_none() {
             return Step::reply(Reply::hello_first());
@@ -786,6 +788,7 @@ impl Session {
         Step::reply(Reply::sender_ok())
     }
 
+    #[inline(never)] // Off the stack of EHLO's path (see `framed`).
     fn rcpt(&mut self, to: Address) -> Step {
         let Some(tx) = &mut self.tx else {
             return Step::reply(Reply::mail_first());
@@ -816,6 +819,7 @@ impl Session {
         Step::reply(reply)
     }
 
+    #[inline(never)] // Off the stack of EHLO's path (see `framed`).
     fn data(&mut self) -> Step {
         match self.tx_ready() {
             Err(reply) => Step::reply(reply),
@@ -833,6 +837,7 @@ impl Session {
         }
     }
 
+    #[inline(never)] // Off the stack of EHLO's path (see `framed`).
     fn bdat(&mut self, size: u64, last: bool) -> Step {
         match self.tx_ready() {
             Err(reply) => Step {
@@ -864,6 +869,7 @@ impl Session {
         }
     }
 
+    #[inline(never)] // Off the stack of EHLO's path (see `framed`).
     fn starttls(&mut self) -> Step {
         if !self.services.tls {
             return Step::reply(Reply::starttls_unavailable());
@@ -878,6 +884,7 @@ impl Session {
     }
 
     /// AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN.
+    #[inline(never)] // Off the stack of EHLO's path (see `framed`).
     fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Step {
         if self.services.users.is_none() {
             return Step::reply(Reply::auth_not_enabled());
@@ -913,6 +920,7 @@ impl Session {
     }
 
     /// The client's answer to a 334 challenge.
+    #[inline(never)] // Off the stack of EHLO's path (see `framed`).
     fn auth_response(&mut self, exchange: AuthExchange, line: &[u8]) -> Step {
         match exchange {
             AuthExchange::Plain => self.auth_plain(line),
@@ -1024,6 +1032,14 @@ const FOLD_AT: usize = 78;
 /// The HELO argument in the trace: as long as a domain may be (RFC 5321
 /// 4.5.3.1.2). Longer is cut here; the HELO itself is answered as sent.
 const MAX_TRACE_HELO: usize = 255;
+
+/// [`command::parse`] in a call of its own: inlined, its locals would
+/// stay in `Session::framed`'s frame under every command's handler, EHLO's
+/// included (the stack budget at `conn::serve`).
+#[inline(never)]
+fn parse(line: &[u8]) -> Result<Command, Reply> {
+    command::parse(line)
+}
 
 /// At most `max` octets of `text`, cut at a character boundary.
 fn cut(mut text: String, max: usize) -> String {
