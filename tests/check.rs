@@ -68,10 +68,8 @@ fn start(conf: &Path) -> Result<Started, (Option<i32>, String)> {
     thread::spawn(move || {
         let mut log = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                if let Ok(a) = addr.split(' ').next().unwrap_or("").parse() {
-                    let _ = tx.send(Ok(a));
-                }
+            if let Some(a) = common::listening_on(&line) {
+                let _ = tx.send(Ok(a));
             }
             log.push_str(&line);
             log.push('\n');
@@ -383,14 +381,7 @@ fn paths_in_arguments_need_not_be_utf8() {
     let addr: SocketAddr = stderr
         .lines()
         .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("listening on ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
+        .find_map(|l| common::listening_on(&l))
         .expect("listening");
     let mut c = Client::connect(addr);
     c.hello();

@@ -505,12 +505,9 @@ impl Proc {
             self.log()
         );
         let log = self.log();
-        let rest = log.split("listening on ").nth(1).unwrap_or("");
-        rest.split_whitespace()
-            .next()
-            .unwrap_or("")
-            .parse()
-            .expect("address")
+        log.lines()
+            .find_map(listening_on)
+            .unwrap_or_else(|| panic!("no address in: {log}"))
     }
 }
 

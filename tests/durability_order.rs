@@ -81,9 +81,7 @@ impl Traced {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let addr = line.split("listening on ").nth(1);
-                let addr = addr.and_then(|a| a.split_whitespace().next()?.parse().ok());
-                if let Some(a) = addr {
+                if let Some(a) = listening_on(&line) {
                     if let Some(t) = tx.take() {
                         let _ = t.send(a);
                     }

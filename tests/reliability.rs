@@ -286,11 +286,8 @@ impl Wrapped {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    if let (Ok(a), Some(t)) = (
-                        addr.split(' ').next().unwrap_or("").parse::<SocketAddr>(),
-                        tx.take(),
-                    ) {
+                if let Some(a) = listening_on(&line) {
+                    if let Some(t) = tx.take() {
                         let _ = t.send(a);
                     }
                 }

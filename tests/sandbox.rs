@@ -254,8 +254,8 @@ fn listening_addr(child: &mut Child) -> std::net::SocketAddr {
     let mut lines = PipeLines::new(child.stderr.take().unwrap());
     // Each line within 20 s; the rest of the log is drained by the reader.
     while let Some(line) = lines.line(Duration::from_secs(20)) {
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            return rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let Some(addr) = listening_on(&line) {
+            return addr;
         }
     }
     kill_tree(child);

@@ -14,6 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The address in the server's `listening on ADDR (MODE)` log line, when
+/// `line` is one.
+pub fn listening_on(line: &str) -> Option<SocketAddr> {
+    line.split("listening on ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The binary under test: `$SMTPBOX_BIN` when set (e.g. a cross-built
 /// binary run under qemu-user), else cargo's build of this tree.
 pub fn bin() -> PathBuf {
@@ -581,9 +592,8 @@ impl Server {
             let mut line = String::new();
             let mut tx = Some(tx);
             while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or("");
-                    if let (Ok(a), Some(t)) = (addr.parse::<SocketAddr>(), tx.take()) {
+                if let Some(a) = listening_on(&line) {
+                    if let Some(t) = tx.take() {
                         let _ = t.send(a);
                     }
                 }
@@ -645,14 +655,7 @@ impl Server {
         self.log()
             .lines()
             .filter(|l| l.ends_with(&tail))
-            .find_map(|l| {
-                l.split("listening on ")
-                    .nth(1)?
-                    .split(' ')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+            .find_map(listening_on)
             .unwrap_or_else(|| panic!("no {mode} listener:\n{}", self.log()))
     }
 
