@@ -18,7 +18,8 @@
 //! installed and this runs as root; stopped again with `postfix -c DIR
 //! stop`).
 //! `BENCH_ONLY=1a,5` runs only the rows whose ids start with those prefixes
-//! (8a-8d come with 1a, 1b and 3; 8f with 8e).
+//! (8a-8d come with 1a, 1b and 3; 8f with 8e). `BENCH_BIN=PATH` measures
+//! that binary instead of building this tree's (rows 6 still build).
 //! Every process started is killed on drop and every temp dir removed.
 
 use std::collections::HashMap;
@@ -62,8 +63,15 @@ struct Bench {
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("bench: cargo build --release");
-    let bin = build(&cargo, &root, None).expect("release build");
+    // BENCH_BIN=PATH measures another build (an older commit's, for a
+    // before/after table) instead of this tree's release binary.
+    let bin = match std::env::var_os("BENCH_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            eprintln!("bench: cargo build --release");
+            build(&cargo, &root, None).expect("release build")
+        }
+    };
     warn_stale(&root.join("target"), "bench-work-");
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |id: &str| only.is_empty() || only.split(',').any(|p| id.starts_with(p));
