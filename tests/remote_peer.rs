@@ -98,6 +98,19 @@ fn assert_rejection_logged(server: &Server, reply: &str) {
     assert!(line.contains(&needle), "{line:?} should name {needle}");
 }
 
+/// A client that has said EHLO and sent MAIL, RCPT and `rest` in one
+/// write, with the MAIL and RCPT replies read.
+fn envelope_then(addr: SocketAddr, rest: &[u8]) -> Client {
+    let mut client = Client::connect(addr);
+    client.hello();
+    let mut group = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<postmaster@example.com>\r\n".to_vec();
+    group.extend_from_slice(rest);
+    client.send(&group);
+    assert!(client.reply().starts_with("250 2.1.0"));
+    assert!(client.reply().starts_with("250 2.1.5"));
+    client
+}
+
 #[test]
 fn a_remote_client_that_talks_before_the_greeting_gets_554_and_is_closed() {
     in_private_network(|| {
@@ -137,15 +150,8 @@ fn a_remote_client_that_talks_before_the_greeting_gets_554_and_is_closed() {
 fn a_remote_client_that_sends_content_before_354_gets_554_and_nothing_is_stored() {
     in_private_network(|| {
         let (server, addr) = remote_server("");
-        let mut client = Client::connect(addr);
-        client.hello();
         // One write: the content is already there when DATA is read.
-        client.send(
-            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<postmaster@example.com>\r\n\
-              DATA\r\nSubject: too soon\r\n\r\nbody\r\n.\r\n",
-        );
-        assert!(client.reply().starts_with("250 2.1.0"));
-        assert!(client.reply().starts_with("250 2.1.5"));
+        let mut client = envelope_then(addr, b"DATA\r\nSubject: too soon\r\n\r\nbody\r\n.\r\n");
         let reply = client.reply();
         assert_eq!(
             reply,
@@ -172,11 +178,7 @@ fn a_remote_client_that_pipelines_up_to_data_is_served() {
     // The control for the test above: the same group, waiting for 354.
     in_private_network(|| {
         let (server, addr) = remote_server("");
-        let mut client = Client::connect(addr);
-        client.hello();
-        client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<postmaster@example.com>\r\nDATA\r\n");
-        assert!(client.reply().starts_with("250 2.1.0"));
-        assert!(client.reply().starts_with("250 2.1.5"));
+        let mut client = envelope_then(addr, b"DATA\r\n");
         assert!(client.reply().starts_with("354 "));
         client.send(b"Subject: in time\r\n\r\nbody\r\n.\r\n");
         assert!(client.reply().starts_with("250 2.0.0 Ok: queued as "));
