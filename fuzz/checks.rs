@@ -17,12 +17,10 @@ use smtpbox::auth::{self, Users};
 use smtpbox::command::{self, Address, Command, ReversePath};
 use smtpbox::config::{self, Config, Invocation, Mode};
 use smtpbox::data::{self, BareLf, ContentSink, DataEnd, DataReader};
+use smtpbox::delivery::{Content, NotStored, Stored, Target};
 use smtpbox::framer::{self, Frame, Framer};
 use smtpbox::reply::Reply;
-use smtpbox::session::{
-    Action, Authenticator, ContentRules, ContentSummary, Outcome, Peer, QuotaProbe, Services,
-    Session,
-};
+use smtpbox::session::{Action, Authenticator, Peer, QuotaProbe, Services, Session};
 
 // ---- command_parse: the command-line parser ----
 
@@ -644,7 +642,9 @@ pub fn reference_lines(stream: &[u8]) -> Vec<Option<(Vec<u8>, bool)>> {
 /// and the framer are production's, and so are the actions: the bytes are
 /// framed into command lines in reads of 512 bytes (the connection's
 /// command buffer) or, with option bit 5, of 1 to 16; DATA and BDAT
-/// content is read by the connection's readers; delivery always succeeds.
+/// content is read by the connection's readers into the delivery seam's
+/// [`Content`], whose rules decide; a message that passes them is stored
+/// (nothing is written: the Maildir part is `maildir.rs`'s tests').
 ///
 /// Every reply is well formed ([`check_reply`]); the trace headers of a
 /// message are exactly two CRLF-terminated lines (no header injection);
@@ -689,8 +689,8 @@ pub fn session(input: &[u8]) {
     let mut framer = Framer::new();
     let mut reads = ReadSizes::new(options);
     let (mut errors, mut auth_failures) = (0, 0);
-    // The open message: what was written into it, and its rules.
-    let mut message: Option<(ContentSink<io::Sink>, ContentRules)> = None;
+    // The open message: its content, measured against its rules.
+    let mut message: Option<Content<io::Sink>> = None;
     // What the client has achieved, as the replies tell it.
     let (mut tls, mut authenticated) = (false, false);
     // The command line the step answers; None for steps of content.
@@ -753,28 +753,29 @@ pub fn session(input: &[u8]) {
                 None
             }
             Action::BeginMessage { body: _ } => {
-                let rules = session.content_rules();
                 assert!(message.is_none(), "a message begun inside another");
                 check_trace(&session);
-                message = Some((ContentSink::new(io::sink(), rules.max_size), rules));
+                message = Some(Content::new(io::sink(), session.content_rules()));
                 Some(session.message_opened(Ok(())))
             }
             Action::ReadData { lf_session } => {
-                let Some((mut sink, rules)) = message.take() else {
+                let Some(mut content) = message.take() else {
                     panic!("ReadData without an open message");
                 };
-                let mut reader = DataReader::new(rules.bare_lf, lf_session);
-                if read(data::read_data(&mut input, &mut reader, &mut sink)) == DataEnd::Eof {
+                let mut reader = DataReader::new(content.rules().bare_lf, lf_session);
+                if read(data::read_data(&mut input, &mut reader, &mut content)) == DataEnd::Eof {
                     return;
                 }
-                let bare = reader.bare_line_ending_seen();
-                Some(finish_message(&mut session, sink, rules, bare))
+                if reader.bare_line_ending_seen() {
+                    content.note_bare_line_ending();
+                }
+                Some(finish_message(&mut session, content))
             }
             Action::ReadChunk { size, last } => {
-                let Some((sink, _)) = message.as_mut() else {
+                let Some(content) = message.as_mut() else {
                     panic!("ReadChunk without an open message");
                 };
-                if read(data::read_bdat(&mut input, size, sink)) == DataEnd::Eof {
+                if read(data::read_bdat(&mut input, size, content)) == DataEnd::Eof {
                     return;
                 }
                 match (last, message.take()) {
@@ -782,9 +783,7 @@ pub fn session(input: &[u8]) {
                         message = open;
                         Some(session.chunk_done())
                     }
-                    (true, Some((sink, rules))) => {
-                        Some(finish_message(&mut session, sink, rules, false))
-                    }
+                    (true, Some(content)) => Some(finish_message(&mut session, content)),
                     (true, None) => None,
                 }
             }
@@ -852,25 +851,15 @@ fn check_local_recipient(line: &[u8]) {
     assert!(local, "relayed to {to:?}");
 }
 
-/// The end of a message: content rules, then a delivery that succeeds.
-fn finish_message(
-    session: &mut Session,
-    sink: ContentSink<io::Sink>,
-    rules: ContentRules,
-    bare_line_ending: bool,
-) -> smtpbox::session::Step {
-    let summary = ContentSummary {
-        size: sink.size(),
-        oversized: sink.oversized(),
-        bare_line_ending,
-        received_headers: sink.received_headers(),
-    };
-    let outcome = match rules.check(&summary) {
-        Err(refusal) => Outcome::Refused(refusal),
-        Ok(()) => Outcome::Stored {
+/// The end of a message: its content rules, checked as
+/// `delivery::Message::finish` checks them, then a store that succeeds.
+fn finish_message(session: &mut Session, content: Content<io::Sink>) -> smtpbox::session::Step {
+    let outcome = match content.check() {
+        Err(refusal) => Err(NotStored::Refused(refusal)),
+        Ok(size) => Ok(Stored {
             id: "FUZZID".to_string(),
-            size: summary.size,
-        },
+            size,
+        }),
     };
     session.message_done(outcome)
 }
@@ -972,8 +961,8 @@ fn session_config(reject: bool) -> Arc<Config> {
 struct FullBox;
 
 impl QuotaProbe for FullBox {
-    fn is_full(&self, maildir: &Path, _quota: u64) -> bool {
-        maildir.ends_with("full")
+    fn is_full(&self, target: &Target, _quota: u64) -> bool {
+        matches!(target, Target::Maildir(dir) if dir.ends_with("full"))
     }
 }
 

@@ -1,9 +1,10 @@
 //! One connection: drives a [`Session`] over a [`Transport`].
 //!
 //! This is the I/O around the sans-IO session and the sans-IO [`Framer`]:
-//! reads and writes, timeouts, TLS, spooling and delivery of message
-//! content, each when the session's [`Action`] says so; the protocol rules
-//! are all the session's. Replies are queued and written in one go
+//! reads and writes, timeouts, TLS, and streaming message content into a
+//! delivery [`Message`], each when the session's [`Action`] says so; the
+//! protocol rules are all the session's, the content rules and storage
+//! the delivery seam's. Replies are queued and written in one go
 //! when the input buffer runs dry, right before a read that would block
 //! (PIPELINING, RFC 2920), as qmail does.
 
@@ -13,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Limits;
 use crate::data::{self, ContentSink, DataEnd, DataReader};
+use crate::delivery::Message;
 use crate::framer::Framer;
-use crate::maildir::{self, DeliveryError, Spool};
 use crate::reply::Reply;
-use crate::session::{Action, ContentRules, ContentSummary, Outcome, Session, Step};
+use crate::session::{Action, Session, Step};
 use crate::tls::{self, TlsFiles};
 use crate::transport::Transport;
 
@@ -64,13 +65,6 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
-}
-
-/// The message being received: its spool file behind the content sink,
-/// kept across BDAT chunks, and the rules it is checked against.
-struct Message {
-    sink: ContentSink<Spool>,
-    rules: ContentRules,
 }
 
 /// What a handler leaves the session loop to do.
@@ -260,61 +254,48 @@ impl Connection {
         }
     }
 
-    /// Opens the message: creates the spool file in the first target's
-    /// Maildir and writes the trace headers into it; the session learns
-    /// how that went.
+    /// Opens the message the session describes; the session learns how
+    /// that went.
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn begin_message(&mut self) -> Step {
-        let rules = self.session.content_rules();
-        match self.open_spool(rules.max_size) {
-            Ok(sink) => {
-                self.message = Some(Message { sink, rules });
+        let session = &self.session;
+        let opened = Message::open(
+            session.targets().cloned(),
+            session.content_rules(),
+            session.policy().limits.maildir_quota,
+            |id| session.trace_headers(id, &crate::date::now_rfc5322()),
+        );
+        match opened {
+            Ok(message) => {
+                self.message = Some(message);
                 self.session.message_opened(Ok(()))
             }
             Err(e) => self.session.message_opened(Err(e)),
         }
     }
 
-    fn open_spool(&mut self, max_size: u64) -> Result<ContentSink<Spool>, DeliveryError> {
-        let Some(first) = self.session.targets().next() else {
-            return Err(DeliveryError::io(
-                std::path::Path::new("(no target)"),
-                io::ErrorKind::NotFound.into(),
-            ));
-        };
-        let spool = Spool::create(first).and_then(|mut spool| {
-            let trace = self
-                .session
-                .trace_headers(spool.id(), &crate::date::now_rfc5322());
-            match spool.write_all(trace.as_bytes()) {
-                Ok(()) => Ok(spool),
-                Err(e) => Err(spool.error(e)),
-            }
-        });
-        spool.map(|spool| ContentSink::new(spool, max_size))
-    }
-
     /// Drops the message under way, its spool file with it.
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn abort_message(&mut self) {
-        if let Some(message) = self.message.take() {
-            maildir::discard(message.sink.into_inner());
-        }
+        self.message = None;
     }
 
-    /// DATA content, read to CRLF.CRLF, then checked and delivered.
+    /// DATA content, read to CRLF.CRLF, then finished.
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn receive_data(&mut self, lf_session: bool) -> io::Result<Result<Step, Then>> {
         let Some(mut message) = self.message.take() else {
             return Ok(Err(Then::ReadCommand));
         };
         self.input.resize(CONTENT_BUFFER);
-        let mut reader = DataReader::new(message.rules.bare_lf, lf_session);
-        match data::read_data(&mut self.input, &mut reader, &mut message.sink)? {
+        let mut reader = DataReader::new(message.rules().bare_lf, lf_session);
+        match data::read_data(&mut self.input, &mut reader, &mut message)? {
             DataEnd::Eof => Ok(Err(Then::Closed("client closed during DATA"))),
-            DataEnd::Complete => Ok(Ok(
-                self.finish_message(message, reader.bare_line_ending_seen())
-            )),
+            DataEnd::Complete => {
+                if reader.bare_line_ending_seen() {
+                    message.note_bare_line_ending();
+                }
+                Ok(Ok(self.session.message_done(message.finish())))
+            }
         }
     }
 
@@ -325,14 +306,14 @@ impl Connection {
         let Some(message) = self.message.as_mut() else {
             return Ok(Err(Then::ReadCommand));
         };
-        if data::read_bdat(&mut self.input, size, &mut message.sink)? == DataEnd::Eof {
+        if data::read_bdat(&mut self.input, size, message)? == DataEnd::Eof {
             return Ok(Err(Then::Closed("client closed during BDAT")));
         }
         if !last {
             return Ok(Ok(self.session.chunk_done()));
         }
         match self.message.take() {
-            Some(message) => Ok(Ok(self.finish_message(message, false))),
+            Some(message) => Ok(Ok(self.session.message_done(message.finish()))),
             None => Ok(Err(Then::ReadCommand)),
         }
     }
@@ -342,43 +323,6 @@ impl Connection {
     fn discard_chunk(&mut self, size: u64) -> io::Result<bool> {
         let mut sink = ContentSink::new(io::sink(), 0);
         Ok(data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Complete)
-    }
-
-    /// The content is complete: check it, deliver it, tell the session.
-    fn finish_message(&mut self, message: Message, bare_line_ending: bool) -> Step {
-        let Message { mut sink, rules } = message;
-        let summary = ContentSummary {
-            size: sink.size(),
-            oversized: sink.oversized(),
-            bare_line_ending,
-            received_headers: sink.received_headers(),
-        };
-        let write_error = sink.take_error();
-        let spool = sink.into_inner();
-        if let Err(refusal) = rules.check(&summary) {
-            maildir::discard(spool);
-            return self.session.message_done(Outcome::Refused(refusal));
-        }
-        let result = match write_error {
-            Some(e) => {
-                let error = spool.error(e);
-                maildir::discard(spool);
-                Err(error)
-            }
-            None => {
-                let paths: Vec<&std::path::Path> = self.session.targets().collect();
-                let quota = self.session.policy().limits.maildir_quota;
-                maildir::deliver(spool, &paths, quota)
-            }
-        };
-        let outcome = match result {
-            Ok(id) => Outcome::Stored {
-                id,
-                size: summary.size,
-            },
-            Err(e) => Outcome::Failed(e),
-        };
-        self.session.message_done(outcome)
     }
 }
 

@@ -6,7 +6,8 @@
 //! unstuffed content out, a few bytes of state, so the end marker may be
 //! split over any read boundary and memory never depends on the input.
 //! [`read_data`] and [`read_bdat`] drive it (or a plain copy, for BDAT)
-//! over a `BufRead` into a [`ContentSink`] that wraps the spool file.
+//! over a `BufRead` into a [`ContentWrite`]: a [`ContentSink`] (a writer
+//! behind a size limit), or the [`crate::delivery::Message`] built on one.
 //!
 //! The automaton (`after` is what began the line: the start of the data,
 //! a CRLF, or a bare LF; the CR of DotCr is the only byte ever held back):
@@ -207,10 +208,24 @@ enum After {
     Lf,
 }
 
-/// The spool file behind a size limit. Writing never fails from the
-/// caller's point of view, so the caller keeps reading the client's data
-/// to stay in sync; it asks [`oversized`](Self::oversized) and
-/// [`take_error`](Self::take_error) at the end of data.
+/// Where [`read_data`] and [`read_bdat`] put content. Writing never fails
+/// from the reader's point of view, so that it keeps reading the client's
+/// data to stay in sync; what went wrong is asked at the end.
+pub trait ContentWrite {
+    fn write(&mut self, bytes: &[u8]);
+}
+
+impl<W: Write> ContentWrite for ContentSink<W> {
+    fn write(&mut self, bytes: &[u8]) {
+        ContentSink::write(self, bytes);
+    }
+}
+
+/// A writer (the spool file, the local socket) behind a size limit.
+/// Writing never fails from the caller's point of view, so the caller
+/// keeps reading the client's data to stay in sync; it asks
+/// [`oversized`](Self::oversized) and [`take_error`](Self::take_error) at
+/// the end of data.
 #[derive(Debug)]
 pub struct ContentSink<W: Write> {
     inner: W,
@@ -274,6 +289,11 @@ impl<W: Write> ContentSink<W> {
         self.headers.received
     }
 
+    /// The wrapped writer, for a look.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// The wrapped writer.
     pub fn into_inner(self) -> W {
         self.inner
@@ -292,10 +312,10 @@ pub enum DataEnd {
 /// Reads DATA content from `input` through `reader` into `sink` until the
 /// end marker, leaving `input` just after it. I/O errors (timeouts)
 /// propagate; an input that ends first gives [`DataEnd::Eof`].
-pub fn read_data<R: BufRead, W: Write>(
+pub fn read_data<R: BufRead>(
     input: &mut R,
     reader: &mut DataReader,
-    sink: &mut ContentSink<W>,
+    sink: &mut impl ContentWrite,
 ) -> io::Result<DataEnd> {
     // At most 2 × CHUNK bytes (every LF normalized to CRLF), reused.
     const CHUNK: usize = 16 * 1024;
@@ -322,10 +342,10 @@ pub fn read_data<R: BufRead, W: Write>(
 
 /// Copies exactly `size` bytes of a BDAT chunk from `input` into `sink`,
 /// byte for byte (RFC 3030: no dot-unstuffing, no normalization).
-pub fn read_bdat<R: BufRead, W: Write>(
+pub fn read_bdat<R: BufRead>(
     input: &mut R,
     size: u64,
-    sink: &mut ContentSink<W>,
+    sink: &mut impl ContentWrite,
 ) -> io::Result<DataEnd> {
     let mut left = size;
     while left > 0 {

@@ -1,10 +1,12 @@
 //! smtpbox: a minimal SMTP server that stores mail in Maildir folders.
 //!
 //! The modules, by job: `config` (command line, config file), `routing`
-//! (which recipients are local, and their Maildirs), `framer` (bytes into
-//! command lines), `command` (parsing command lines), `session` (the
-//! sans-IO SMTP state machine), `data` (the DATA/BDAT byte automaton),
-//! `maildir` (durable delivery), `conn` (one connection's I/O), `server`
+//! (which recipients are local, and their delivery targets), `framer`
+//! (bytes into command lines), `command` (parsing command lines), `session`
+//! (the sans-IO SMTP state machine), `data` (the DATA/BDAT byte automaton),
+//! `delivery` (the one way a message is stored: targets, content rules,
+//! stored or refused), `maildir` (durable Maildir storage behind it),
+//! `conn` (one connection's I/O), `server`
 //! (listeners, the local socket and threads), `transport` (sockets and
 //! stdio), `tls` (rustls and the certificate pair), `auth` (the users file
 //! and SASL), `watched` (files re-read when they change), `sendmail` (the
@@ -19,6 +21,7 @@ pub mod config;
 pub mod conn;
 pub mod data;
 pub mod date;
+pub mod delivery;
 pub mod framer;
 pub mod logging;
 pub mod maildir;

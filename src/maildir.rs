@@ -1,8 +1,10 @@
-//! Maildir delivery (SPEC §7), qmail style, by descriptor: a message is
+//! Maildir storage (SPEC §7), the durable part behind the delivery seam
+//! ([`crate::delivery::Message`] opens a [`Spool`] and calls [`deliver`];
+//! nothing else stores mail), qmail style, by descriptor: a message is
 //! written once to an unnamed `O_TMPFILE` file in `tmp/` (or, where the
 //! kernel, the filesystem or `/proc` does not allow that, a file exclusively
 //! created there under a unique name), fsynced, then hard-linked (or copied
-//! when on another filesystem) into the `new/` of every recipient's Maildir,
+//! when on another filesystem) into the `new/` of every target Maildir,
 //! and every `new/` directory is fsynced before the client is told `250`.
 //! Any failure removes what was already linked, so no `new/` ever holds a
 //! partial or half-delivered message.
@@ -20,10 +22,12 @@
 //!
 //! File names: `SECONDS.MMICROSPPIDQCOUNTER.HOST,S=SIZE` in `new/`, the same
 //! without `,S=SIZE` in `tmp/` for a named spool file.
+//!
+//! Errors are [`DeliveryError`]s naming the file; which reply or exit code
+//! they become is the caller's business.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
-use std::fmt;
 use std::fs::{self, DirBuilder, File, Metadata};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -35,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::reply::Reply;
+use crate::delivery::DeliveryError;
 
 /// Creates DIR, DIR/tmp, DIR/new and DIR/cur with mode 0700 when missing
 /// (missing parents of DIR too). Existing directories are left as they are.
@@ -137,7 +141,14 @@ impl Drop for Spool {
 /// `quota > 0`, a target whose usage plus this message would exceed `quota`
 /// fails with [`DeliveryError::Quota`] before anything is linked. Returns
 /// the ID.
-pub fn deliver(mut spool: Spool, targets: &[&Path], quota: u64) -> Result<String, DeliveryError> {
+pub fn deliver<'a, P>(
+    mut spool: Spool,
+    targets: impl IntoIterator<Item = &'a P>,
+    quota: u64,
+) -> Result<String, DeliveryError>
+where
+    P: AsRef<Path> + ?Sized + 'a,
+{
     let out = spool
         .out
         .take()
@@ -180,78 +191,6 @@ pub fn deliver(mut spool: Spool, targets: &[&Path], quota: u64) -> Result<String
         return Err(e);
     }
     Ok(spool.id.clone())
-}
-
-/// Drops a message that will not be delivered: throws its file away.
-pub fn discard(spool: Spool) {
-    drop(spool);
-}
-/// Why a delivery failed. Every variant maps to a temporary (4xx) reply.
-#[derive(Debug)]
-pub enum DeliveryError {
-    /// The message would take `maildir` over its quota.
-    Quota {
-        maildir: PathBuf,
-        used: u64,
-        size: u64,
-        quota: u64,
-    },
-    /// ENOSPC or EDQUOT while working on `path`.
-    NoSpace { path: PathBuf, source: io::Error },
-    /// Any other I/O error while working on `path`.
-    Io { path: PathBuf, source: io::Error },
-}
-
-impl DeliveryError {
-    /// Wraps an I/O error on `path`, classifying a full disk as `NoSpace`.
-    pub fn io(path: &Path, source: io::Error) -> DeliveryError {
-        let path = path.to_path_buf();
-        if is_no_space(&source) {
-            DeliveryError::NoSpace { path, source }
-        } else {
-            DeliveryError::Io { path, source }
-        }
-    }
-
-    /// The SMTP reply for this failure (SPEC §7).
-    pub fn reply(&self) -> Reply {
-        match self {
-            DeliveryError::Quota { .. } => Reply::mailbox_full(),
-            DeliveryError::NoSpace { .. } => Reply::no_storage(),
-            DeliveryError::Io { .. } => Reply::local_error(),
-        }
-    }
-}
-
-impl fmt::Display for DeliveryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeliveryError::Quota {
-                maildir,
-                used,
-                size,
-                quota,
-            } => write!(
-                f,
-                "{}: quota exceeded ({used} + {size} > {quota} bytes)",
-                maildir.display()
-            ),
-            DeliveryError::NoSpace { path, source } | DeliveryError::Io { path, source } => {
-                write!(f, "{}: {source}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for DeliveryError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DeliveryError::Quota { .. } => None,
-            DeliveryError::NoSpace { source, .. } | DeliveryError::Io { source, .. } => {
-                Some(source)
-            }
-        }
-    }
 }
 
 /// Bytes used by a Maildir: the sizes of the messages in `new/` and `cur/`,
@@ -317,6 +256,12 @@ pub fn unique_base() -> String {
     unique_name().1
 }
 
+/// A fresh unique ID, `SECONDS.MMICROSPPIDQCOUNTER`: a base name without
+/// the host, as [`Spool::id`] gives.
+pub fn unique_id() -> String {
+    unique_name().0
+}
+
 /// Escapes a host name for a Maildir file name: `/` as `\057`, `:` as `\072`.
 pub fn escape_host(host: &str) -> String {
     host.replace('/', "\\057").replace(':', "\\072")
@@ -359,7 +304,7 @@ fn host() -> &'static str {
 
 /// One target's `new/`: the Maildir it belongs to, the directory (opened
 /// O_NOFOLLOW, cached) and its path for messages.
-struct Target<'a> {
+struct NewDir<'a> {
     maildir: &'a Path,
     dir: Arc<Dir>,
     path: PathBuf,
@@ -375,14 +320,20 @@ struct Dir {
 /// The `new/` of every target, each directory once (by device and inode,
 /// however the path is spelled), making a Maildir that is missing. A `new/`
 /// that is a symlink or not a directory fails the message.
-fn new_dirs<'a>(targets: &[&'a Path]) -> Result<Vec<Target<'a>>, DeliveryError> {
+fn new_dirs<'a, P>(
+    targets: impl IntoIterator<Item = &'a P>,
+) -> Result<Vec<NewDir<'a>>, DeliveryError>
+where
+    P: AsRef<Path> + ?Sized + 'a,
+{
     let mut seen = HashSet::new();
     let mut dirs = Vec::new();
-    for &maildir in targets {
+    for maildir in targets {
+        let maildir = maildir.as_ref();
         let path = maildir.join("new");
         let (key, dir) = open_new(maildir, &path).map_err(|e| DeliveryError::io(&path, e))?;
         if seen.insert(key) {
-            dirs.push(Target { maildir, dir, path });
+            dirs.push(NewDir { maildir, dir, path });
         }
     }
     Ok(dirs)
@@ -463,7 +414,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn link_all(
     file: &TmpFile,
     spool: &Spool,
-    dirs: &[Target<'_>],
+    dirs: &[NewDir<'_>],
     name: &str,
     made: &mut Vec<(Arc<Dir>, PathBuf)>,
 ) -> Result<(), DeliveryError> {
@@ -487,7 +438,7 @@ fn link_all(
 /// it into `new/` the same way, so `new/NAME` only ever names a complete,
 /// durable file.
 #[inline(never)] // The copy buffer stays out of deliver's frame.
-fn copy_into(src: &TmpFile, spool: &Spool, target: &Target<'_>, name: &CStr) -> io::Result<()> {
+fn copy_into(src: &TmpFile, spool: &Spool, target: &NewDir<'_>, name: &CStr) -> io::Result<()> {
     let mut copy = TmpFile::create(target.maildir, &spool.base, spool.named)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut offset = 0u64;
@@ -953,7 +904,7 @@ fn size_from_name(name: &str) -> Option<u64> {
 }
 
 /// True when the error, or any error it wraps, is ENOSPC or EDQUOT.
-fn is_no_space(err: &io::Error) -> bool {
+pub(crate) fn is_no_space(err: &io::Error) -> bool {
     let full = |e: &io::Error| matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT));
     if full(err) {
         return true;
@@ -1129,7 +1080,7 @@ mod tests {
             let s = Scratch::new("discard");
             let spool = Spool::create_in(&s.0, named).unwrap();
             assert_eq!(names(&s.0.join("tmp")).len(), while_spooling);
-            discard(spool);
+            drop(spool);
             assert!(names(&s.0.join("tmp")).is_empty());
             {
                 let _spool = Spool::create_in(&s.0, named).unwrap();
@@ -1181,7 +1132,7 @@ mod tests {
         let spool = spool_with(&a, &[b'x'; 50]);
         let err = deliver(spool, &[&a, &b], 120).unwrap_err();
         assert!(err.to_string().contains("(100 + 50 > 120 bytes)"), "{err}");
-        assert_eq!(err.reply(), Reply::mailbox_full());
+        assert!(matches!(err, DeliveryError::Quota { .. }), "{err}");
         assert!(names(&a.join("new")).is_empty());
         assert!(names(&a.join("tmp")).is_empty());
         assert!(names(&b.join("new")).is_empty());
@@ -1219,8 +1170,9 @@ mod tests {
         assert_eq!(names(&s.0.join("tmp")), vec!["fresh".to_string()]);
     }
 
-    fn local_error() -> Reply {
-        Reply::local_error()
+    /// The failure SMTP answers with `451 4.3.0` (session.rs maps it).
+    fn local_error(err: &DeliveryError) -> bool {
+        matches!(err, DeliveryError::Io { .. })
     }
 
     /// Both ways of spooling: unnamed (O_TMPFILE) and the named fallback.
@@ -1261,7 +1213,7 @@ mod tests {
             }
             fs::rename(&planted, md.join("tmp").join(&name)).unwrap();
             let err = deliver(spool, &[&md], 0).unwrap_err();
-            assert_eq!(err.reply(), local_error(), "{swap}");
+            assert!(local_error(&err), "{swap}: {err}");
             assert!(err.to_string().contains("replaced in tmp/"), "{err}");
             assert!(names(&md.join("new")).is_empty(), "{swap}");
             assert_eq!(fs::read(&evil).unwrap(), b"attacker's bytes\r\n");
@@ -1307,7 +1259,7 @@ mod tests {
             fs::rename(md.join("new"), s.0.join("old-new")).unwrap();
             std::os::unix::fs::symlink(&other, md.join("new")).unwrap();
             let err = deliver(spool_with_mode(&md, b"second\r\n", named), &[&md], 0).unwrap_err();
-            assert_eq!(err.reply(), local_error());
+            assert!(local_error(&err), "{err}");
             let text = err.to_string();
             let path = md.join("new").display().to_string();
             assert!(
@@ -1330,7 +1282,7 @@ mod tests {
             fs::remove_dir(md.join("tmp")).unwrap();
             std::os::unix::fs::symlink(&other, md.join("tmp")).unwrap();
             let err = Spool::create_in(&md, named).err().unwrap();
-            assert_eq!(err.reply(), local_error());
+            assert!(local_error(&err), "{err}");
             let text = err.to_string();
             let path = md.join("tmp").display().to_string();
             assert!(
@@ -1351,7 +1303,7 @@ mod tests {
             let taken = format!("{},S=7", spool.base);
             fs::write(md.join("new").join(&taken), b"other").unwrap();
             let err = deliver(spool, &[&md], 0).unwrap_err();
-            assert_eq!(err.reply(), local_error());
+            assert!(local_error(&err), "{err}");
             assert!(err.to_string().contains(&taken), "{err}");
             assert_eq!(names(&md.join("new")), vec![taken.clone()]);
             assert_eq!(fs::read(md.join("new").join(&taken)).unwrap(), b"other");
@@ -1480,16 +1432,16 @@ mod tests {
     }
 
     #[test]
-    fn errors_map_to_replies() {
+    fn full_disk_errors_are_no_space() {
         let error =
             |errno| DeliveryError::io(Path::new("/m/new/x"), io::Error::from_raw_os_error(errno));
-        let full = Reply::no_storage();
-        assert_eq!(error(ENOSPC).reply(), full);
-        assert_eq!(error(EDQUOT).reply(), full);
+        let full = |e: DeliveryError| matches!(e, DeliveryError::NoSpace { .. });
+        assert!(full(error(ENOSPC)));
+        assert!(full(error(EDQUOT)));
         let wrapped = io::Error::other(io::Error::from_raw_os_error(ENOSPC));
-        assert_eq!(DeliveryError::io(Path::new("x"), wrapped).reply(), full);
+        assert!(full(DeliveryError::io(Path::new("x"), wrapped)));
         let eio = error(5);
-        assert_eq!(eio.reply(), Reply::local_error());
+        assert!(local_error(&eio));
         let text = eio.to_string();
         assert!(
             text.starts_with("/m/new/x: ") && text.contains("os error 5"),

@@ -1,5 +1,5 @@
-//! Recipient routing (SPEC §4): whether a recipient is local, and which
-//! Maildir its mail goes to.
+//! Recipient routing (SPEC §4): whether a recipient is local, and the
+//! delivery [`Target`] its mail goes to (today a Maildir).
 //!
 //! `config.rs` parses the `domain`, `maildir`, `mailbox` and `alias` keys
 //! into [`Config`]; the decisions are made here, for SMTP sessions,
@@ -12,16 +12,16 @@
 //! 4. then `mailbox` entries, then the default `maildir`.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use crate::command::{Address, Domain};
 use crate::config::Config;
+use crate::delivery::Target;
 
 /// Where a recipient's mail goes (SPEC §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// A local recipient, delivered to this Maildir.
-    Mailbox(PathBuf),
+    /// A local recipient, delivered to this target.
+    Mailbox(Target),
     /// A local recipient without a mailbox: `550 5.1.1`.
     NoMailbox,
     /// Not one of ours: `550 5.7.1` relay denied.
@@ -58,12 +58,13 @@ pub fn route(config: &Config, addr: &Address, local_ip: Option<IpAddr>) -> Route
         };
         key = Key::from_name(&config.aliases[i].1);
     }
-    match find(&config.mailboxes, &key) {
-        Some(i) => Route::Mailbox(config.mailboxes[i].1.clone()),
-        None => config
-            .maildir
-            .clone()
-            .map_or(Route::NoMailbox, Route::Mailbox),
+    let maildir = match find(&config.mailboxes, &key) {
+        Some(i) => Some(&config.mailboxes[i].1),
+        None => config.maildir.as_ref(),
+    };
+    match maildir {
+        Some(dir) => Route::Mailbox(Target::Maildir(dir.clone())),
+        None => Route::NoMailbox,
     }
 }
 
@@ -159,6 +160,10 @@ mod tests {
     use super::*;
     use crate::config::{Listen, Mode};
 
+    fn maildir(path: &str) -> Route {
+        Route::Mailbox(Target::Maildir(path.into()))
+    }
+
     fn load(text: &str) -> Config {
         Config::parse(&format!("hostname = box\n{text}"), Path::new("t.conf")).unwrap()
     }
@@ -198,7 +203,7 @@ mod tests {
         );
         let mine: IpAddr = "192.0.2.7".parse().unwrap();
         let route = |a: &str| match route(&c, &addr(a), Some(mine)) {
-            Route::Mailbox(path) => path.display().to_string(),
+            Route::Mailbox(target) => target.to_string(),
             other => format!("{other:?}"),
         };
         let cases = [
@@ -241,10 +246,7 @@ mod tests {
         let mut c =
             load("domain = example.org\nmailbox = alice /m/alice\nalias = postmaster alice\n");
         assert_eq!(route(&c, &addr("bob@example.org"), None), Route::NoMailbox);
-        assert_eq!(
-            route(&c, &addr("Postmaster"), None),
-            Route::Mailbox("/m/alice".into())
-        );
+        assert_eq!(route(&c, &addr("Postmaster"), None), maildir("/m/alice"));
         c.aliases.clear();
         assert_eq!(route(&c, &addr("postmaster"), None), Route::NoMailbox);
         // A loop slipped in through the public fields cannot spin forever.
@@ -265,9 +267,9 @@ mod tests {
         );
         let to = |a: &str| route(&c, &addr(a), None);
         // By local part, by full address, and through an alias.
-        assert_eq!(to("OPS+cron@example.org"), Route::Mailbox("/m/ops".into()));
-        assert_eq!(to("bob+x+y@Example.org"), Route::Mailbox("/m/bob".into()));
-        assert_eq!(to("root+smartd"), Route::Mailbox("/m/ops".into()));
+        assert_eq!(to("OPS+cron@example.org"), maildir("/m/ops"));
+        assert_eq!(to("bob+x+y@Example.org"), maildir("/m/bob"));
+        assert_eq!(to("root+smartd"), maildir("/m/ops"));
         // No default maildir: detail does not make an unknown user known.
         assert_eq!(to("alice+ops@example.org"), Route::NoMailbox);
         assert_eq!(to("+ops@example.org"), Route::NoMailbox);

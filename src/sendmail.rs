@@ -4,7 +4,8 @@
 //! server answers on `local_socket`, it is handed over there by SMTP
 //! (`submit`), so the server writes the files whoever called; otherwise
 //! its recipients are routed with the config's rules (SPEC §4) and it is
-//! delivered by the SMTP path's code (`maildir::Spool`, `maildir::deliver`).
+//! stored through the delivery seam SMTP uses (`delivery::Message`, with
+//! the same content rules), a refusal told as a sysexits code.
 //! Either way all recipients or none. The exit status follows sysexits.h,
 //! the same for the same cause on both paths. Also the admin names:
 //! `mailq`/`-bp`, `newaliases`/`-bi`, `-q…`, `--help`.
@@ -17,7 +18,7 @@
 //! `Message-ID:`; the body is streamed to the spool file or the socket.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,11 +26,10 @@ use std::time::Duration;
 
 use crate::command::{self, Address, Domain, ReversePath};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::data::ContentSink;
-use crate::maildir::{self, DeliveryError, Spool};
+use crate::data::{BareLf, ContentSink, ContentWrite};
+use crate::delivery::{self, ContentRules, DeliveryError, NotStored, Refusal, Stored, Target};
 use crate::privilege;
 use crate::routing::{self, Route};
-use crate::session::MAX_RECEIVED;
 use crate::submit::{self, Submission};
 
 /// The environment variable naming the config file when `-C` is not given.
@@ -137,6 +137,22 @@ impl Failure {
     /// Every delivery error is temporary (SPEC §7: 4xx), hence EX_TEMPFAIL.
     fn delivery(error: DeliveryError) -> Failure {
         Exit::TempFail.with(error.to_string())
+    }
+
+    /// A message the delivery seam did not store: refused by a content
+    /// rule, EX_DATAERR; a delivery error, EX_TEMPFAIL.
+    fn not_stored(why: NotStored, max_size: u64) -> Failure {
+        let refused = match why {
+            NotStored::Failed(error) => return Failure::delivery(error),
+            NotStored::Refused(refusal) => refusal,
+        };
+        let message = match refused {
+            Refusal::TooBig => format!("message too big (over {max_size} bytes)"),
+            Refusal::MailLoop => "too many Received headers: mail loop".to_string(),
+            // Never here: bare line endings are stored as CRLF.
+            Refusal::BareLineEnding => "bare CR or LF in the message".to_string(),
+        };
+        Exit::DataErr.with(message)
     }
 
     /// Direct delivery failed after the local socket did not answer: a
@@ -371,7 +387,7 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The message as sendmail mode prepares it, whichever way it goes: the
 /// header fields read so far, what was read past them, and who sends it.
-struct Message<'a> {
+struct Prepared<'a> {
     options: &'a Options,
     /// The header fields as given (`Bcc:` is dropped when writing).
     fields: Vec<&'a [u8]>,
@@ -383,12 +399,12 @@ struct Message<'a> {
     host: &'a str,
 }
 
-impl Message<'_> {
+impl Prepared<'_> {
     /// Writes the content: the fields but `Bcc:`, a `From:`, `Date:` and
     /// `Message-ID:` when missing, then the body, streamed from `input`.
-    fn write<W: Write, R: BufRead>(
+    fn write<R: BufRead>(
         &self,
-        sink: &mut ContentSink<W>,
+        sink: &mut impl ContentWrite,
         id: &str,
         date: &str,
         input: &mut Input<'_, R>,
@@ -443,7 +459,7 @@ fn receive<R: BufRead>(
     let (header, rest) = buf.split_at(end);
     let fields = fields(header);
     let recipients = recipients(options, &fields)?;
-    let message = Message {
+    let message = Prepared {
         options,
         fields,
         rest,
@@ -483,7 +499,7 @@ fn receive<R: BufRead>(
 fn submit<R: BufRead>(
     mut server: Submission,
     config: &Config,
-    message: &Message<'_>,
+    message: &Prepared<'_>,
     recipients: &[Address],
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
@@ -535,7 +551,7 @@ fn submit<R: BufRead>(
     }
     // From here on, a failure drops the connection without the end
     // marker: the server then stores nothing.
-    let id = message_id();
+    let id = delivery::unique_id();
     let date = crate::date::now_rfc5322();
     let mut sink = ContentSink::new(server.content(), u64::MAX);
     message.write(&mut sink, &id, &date, input)?;
@@ -552,57 +568,41 @@ fn submit<R: BufRead>(
     Ok(())
 }
 
-/// A Message-ID left part as unique as a Maildir name: its first two
-/// fields, `SECONDS.MmicrosPpidQcounter`.
-fn message_id() -> String {
-    let base = maildir::unique_base();
-    let mut fields = base.splitn(3, '.');
-    match (fields.next(), fields.next()) {
-        (Some(seconds), Some(unique)) => format!("{seconds}.{unique}"),
-        _ => base,
-    }
-}
-
-/// Routes, spools and delivers into the Maildirs ourselves (as the
+/// Routes, spools and delivers into the targets ourselves (as the
 /// config's `user` when run as root: [`become_config_user`] came first).
 fn deliver_directly<R: BufRead>(
     config: &Config,
-    message: &Message<'_>,
+    message: &Prepared<'_>,
     recipients: &[Address],
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
     let targets = route_all(config, recipients)?;
-    let first = targets.first().ok_or(Exit::Usage.with("no recipients"))?;
-    let mut spool = Spool::create(first).map_err(Failure::delivery)?;
-    let id = spool.id().to_string();
+    if targets.is_empty() {
+        return Err(Exit::Usage.with("no recipients"));
+    }
     let date = crate::date::now_rfc5322();
     let host = &config.hostname;
     let (sender, user) = (&message.sender, message.user);
-    let trace = format!(
-        "Return-Path: <{sender}>\r\nReceived: by {host} (smtpbox) via sendmail id {id}\r\n\
-         \t(uid {} user {}); {date}\r\n",
-        user.uid, user.name,
-    );
-    if let Err(e) = spool.write_all(trace.as_bytes()) {
-        return Err(Failure::delivery(spool.error(e)));
-    }
-    let mut sink = ContentSink::new(spool, config.max_message_size);
-    message.write(&mut sink, &id, &date, input)?;
-    if sink.oversized() {
-        let limit = config.max_message_size;
-        return Err(Exit::DataErr.with(format!("message too big (over {limit} bytes)")));
-    }
-    if sink.received_headers() > MAX_RECEIVED {
-        return Err(Exit::DataErr.with("too many Received headers: mail loop"));
-    }
-    let size = sink.size();
-    let write_error = sink.take_error();
-    let spool = sink.into_inner();
-    if let Some(e) = write_error {
-        return Err(Failure::delivery(spool.error(e)));
-    }
-    let paths: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
-    let id = maildir::deliver(spool, &paths, config.maildir_quota).map_err(Failure::delivery)?;
+    let trace = |id: &str| {
+        format!(
+            "Return-Path: <{sender}>\r\nReceived: by {host} (smtpbox) via sendmail id {id}\r\n\
+             \t(uid {} user {}); {date}\r\n",
+            user.uid, user.name,
+        )
+    };
+    // SPEC §6's rules, as for SMTP; bare line endings are already CRLF.
+    let rules = ContentRules {
+        max_size: config.max_message_size,
+        bare_lf: BareLf::Normalize,
+        max_received: delivery::MAX_RECEIVED,
+    };
+    let mut stored = delivery::Message::open(targets, rules, config.maildir_quota, trace)
+        .map_err(Failure::delivery)?;
+    let id = stored.id().to_string();
+    message.write(&mut stored, &id, &date, input)?;
+    let Stored { id, size } = stored
+        .finish()
+        .map_err(|why| Failure::not_stored(why, config.max_message_size))?;
     let to: Vec<String> = recipients.iter().map(|r| format!("<{r}>")).collect();
     log::info!(
         "{id} from=<{sender}> to={} size={size} proto=sendmail user={}",
@@ -728,15 +728,15 @@ fn recipients(options: &Options, fields: &[&[u8]]) -> Result<Vec<Address>, Failu
     Ok(addresses)
 }
 
-/// Every recipient's Maildir, or EX_NOUSER naming each one that has none.
-fn route_all(config: &Config, recipients: &[Address]) -> Result<Vec<PathBuf>, Failure> {
+/// Every recipient's target, or EX_NOUSER naming each one that has none.
+fn route_all(config: &Config, recipients: &[Address]) -> Result<Vec<Target>, Failure> {
     let mut targets = Vec::new();
     let mut unknown = Vec::new();
     for rcpt in recipients {
         // No connection: an address literal is local when it names loopback or
         // a listen address.
         match routing::route(config, rcpt, None) {
-            Route::Mailbox(path) => targets.push(path),
+            Route::Mailbox(target) => targets.push(target),
             Route::NoMailbox => unknown.push(format!("<{rcpt}>: user unknown")),
             Route::NotLocal => unknown.push(format!("<{rcpt}>: not local (smtpbox never relays)")),
         }

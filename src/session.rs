@@ -8,9 +8,16 @@
 //! driver (read a command, begin a message, read or discard content, start
 //! TLS, close). The driver (`conn.rs`, the fuzz target) does only I/O. The
 //! session does none of its own except through its [`Services`]: asking a
-//! [`QuotaProbe`] whether a Maildir is full and an [`Authenticator`]
+//! [`QuotaProbe`] whether a target is full and an [`Authenticator`]
 //! whether a password is right, so the same core serves every listener,
 //! and its tests are plain byte slices.
+//!
+//! A message is stored through [`crate::delivery`]: the driver opens a
+//! [`crate::delivery::Message`] for the session's [`Session::targets`],
+//! [`Session::content_rules`] and [`Session::trace_headers`], and hands
+//! what [`crate::delivery::Message::finish`] says to
+//! [`Session::message_done`]; the session turns a refusal or a failure
+//! into its reply (SPEC §6, §7).
 //!
 //! Entry points: [`Session::open`] (the greeting), [`Session::framed`] (a
 //! command line), [`Session::tls_started`], and for a message
@@ -41,33 +48,30 @@
 //! end of a message are simply "drop the transaction".
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::auth;
 use crate::command::{self, Address, Body, Command, MailParams, ReversePath};
 use crate::config::{Config, Mode, Policy};
-use crate::data::BareLf;
+use crate::delivery::{
+    self, ContentRules, DeliveryError, NotStored, Refusal, Stored, Target, MAX_RECEIVED,
+};
 use crate::framer::{Frame, Line};
-use crate::maildir::DeliveryError;
 use crate::reply::Reply;
 use crate::routing::{self, Route};
 
-/// Received headers beyond this mean a mail loop (RFC 5321 §6.3).
-pub const MAX_RECEIVED: usize = 100;
-
-/// Asks whether a Maildir already holds `quota` bytes (SPEC §7). A trait so
+/// Asks whether a target already holds `quota` bytes (SPEC §7). A trait so
 /// that the session needs no file system in its tests.
 pub trait QuotaProbe: Send + Sync {
-    fn is_full(&self, maildir: &Path, quota: u64) -> bool;
+    fn is_full(&self, target: &Target, quota: u64) -> bool;
 }
 
-/// The real probe: sums the Maildir's message sizes.
+/// The real probe: [`delivery::is_full`] (a Maildir's message sizes).
 pub struct MaildirQuota;
 
 impl QuotaProbe for MaildirQuota {
-    fn is_full(&self, maildir: &Path, quota: u64) -> bool {
-        quota > 0 && crate::maildir::usage(maildir).is_ok_and(|used| used >= quota)
+    fn is_full(&self, target: &Target, quota: u64) -> bool {
+        delivery::is_full(target, quota)
     }
 }
 
@@ -186,12 +190,12 @@ pub enum Action {
     /// message being received, handshake, then report
     /// [`Session::tls_started`] and read the next command.
     StartTls,
-    /// Open a message for the targets of [`Session::targets`], write
-    /// [`Session::trace_headers`] into it, and report the result to
-    /// [`Session::message_opened`]. [`Session::content_rules`] are checked
-    /// when the content is complete. (The rules are not carried here: a
-    /// small Action keeps every Step, and so the command path's stack,
-    /// small.)
+    /// Open a [`crate::delivery::Message`] for [`Session::targets`] under
+    /// [`Session::content_rules`], with [`Session::trace_headers`] and the
+    /// listener's quota, and report the result to
+    /// [`Session::message_opened`]. (What the message needs is asked, not
+    /// carried here: a small Action keeps every Step, and so the command
+    /// path's stack, small.)
     BeginMessage { body: MessageBody },
     /// Read DATA content up to CRLF.CRLF into the open message, then report
     /// the outcome to [`Session::message_done`]. `lf_session`: the client
@@ -217,52 +221,6 @@ pub enum MessageBody {
     Data { lf_session: bool },
     /// BDAT: the first chunk.
     Chunk { size: u64, last: bool },
-}
-
-/// The content rules of SPEC §6, checked on a complete message before it
-/// is delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ContentRules {
-    /// Content bytes allowed (trace headers excluded).
-    pub max_size: u64,
-    /// How DATA content treats bare line endings.
-    pub bare_lf: BareLf,
-    /// Received headers beyond this mean a mail loop.
-    pub max_received: usize,
-}
-
-/// Why a complete message is not delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    TooBig,
-    BareLineEnding,
-    MailLoop,
-}
-
-impl ContentRules {
-    /// Whether the message `summary` describes may be delivered.
-    pub fn check(&self, summary: &ContentSummary) -> Result<(), Refusal> {
-        if summary.oversized {
-            Err(Refusal::TooBig)
-        } else if summary.bare_line_ending && self.bare_lf == BareLf::Reject {
-            Err(Refusal::BareLineEnding)
-        } else if summary.received_headers > self.max_received {
-            Err(Refusal::MailLoop)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// How a message ended, reported to [`Session::message_done`].
-#[derive(Debug)]
-pub enum Outcome {
-    /// Stored under `id`; `size` content bytes.
-    Stored { id: String, size: u64 },
-    /// Complete, but refused by the content rules.
-    Refused(Refusal),
-    /// Could not be stored.
-    Failed(DeliveryError),
 }
 
 /// The replies for one input, and what to do next.
@@ -295,16 +253,6 @@ impl Step {
     }
 }
 
-/// What the content reader saw, for [`ContentRules::check`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ContentSummary {
-    /// Content bytes, trace headers excluded, counting past the limit.
-    pub size: u64,
-    pub oversized: bool,
-    pub bare_line_ending: bool,
-    pub received_headers: usize,
-}
-
 /// Where the message under way stands, as the driver was told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Content {
@@ -324,7 +272,7 @@ enum Content {
 #[derive(Clone, Debug)]
 struct Recipient {
     address: String,
-    maildir: PathBuf,
+    target: Target,
 }
 
 /// `<a>,<b>` for the delivery log line, written straight into the log
@@ -556,14 +504,15 @@ impl Session {
     }
 
     /// The message is over (DATA content or the last BDAT chunk read, its
-    /// rules checked, its delivery tried): the final reply, and the
+    /// rules checked, its delivery tried: what
+    /// [`crate::delivery::Message::finish`] said): the final reply, and the
     /// transaction is over.
-    pub fn message_done(&mut self, outcome: Outcome) -> Step {
+    pub fn message_done(&mut self, outcome: Result<Stored, NotStored>) -> Step {
         self.content = Content::Idle;
         let reply = match outcome {
-            Outcome::Stored { id, size } => self.delivered(size, Ok(id)),
-            Outcome::Failed(error) => self.delivered(0, Err(error)),
-            Outcome::Refused(refusal) => {
+            Ok(Stored { id, size }) => self.delivered(size, Ok(id)),
+            Err(NotStored::Failed(error)) => self.delivered(0, Err(error)),
+            Err(NotStored::Refused(refusal)) => {
                 self.tx = None;
                 match refusal {
                     Refusal::TooBig => Reply::message_too_big(),
@@ -580,15 +529,14 @@ impl Session {
         Step::close(Reply::timeout(), "timeout (421 4.4.2)")
     }
 
-    /// The Maildirs the current message goes to, each once, first recipient
-    /// first (its `tmp/` holds the spool file).
-    pub fn targets(&self) -> impl Iterator<Item = &Path> {
+    /// The targets the current message goes to, each once.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
         let recipients = self.tx.as_ref().map_or(&[][..], |tx| &tx.recipients);
         recipients
             .iter()
             .enumerate()
-            .filter(|(i, r)| !recipients[..*i].iter().any(|o| o.maildir == r.maildir))
-            .map(|(_, r)| r.maildir.as_path())
+            .filter(|(i, r)| !recipients[..*i].iter().any(|o| o.target == r.target))
+            .map(|(_, r)| &r.target)
     }
 
     /// The `Return-Path:` and `Received:` headers that start the stored
@@ -668,7 +616,7 @@ impl Session {
                 Reply::queued(&id)
             }
             Err(e) => {
-                let reply = e.reply();
+                let reply = failure_reply(&e);
                 log::warn!(
                     "delivery failed: {} ({}) client={}",
                     e,
@@ -688,7 +636,7 @@ impl Session {
             self.peer.describe()
         );
         self.tx = None;
-        error.reply()
+        failure_reply(error)
     }
 
     /// RFC 3848 protocol name for the Received header and the log.
@@ -803,15 +751,15 @@ impl Session {
         let reply = match routing::route(&self.config, &to, self.peer.local.map(|a| a.ip())) {
             Route::NotLocal => Reply::relay_denied(&address),
             Route::NoMailbox => Reply::no_such_user(&address),
-            Route::Mailbox(maildir) => {
+            Route::Mailbox(target) => {
                 if self
                     .services
                     .quota
-                    .is_full(&maildir, self.policy.limits.maildir_quota)
+                    .is_full(&target, self.policy.limits.maildir_quota)
                 {
                     Reply::recipient_mailbox_full(&address)
                 } else {
-                    tx.recipients.push(Recipient { address, maildir });
+                    tx.recipients.push(Recipient { address, target });
                     return Step::reply(Reply::recipient_ok());
                 }
             }
@@ -1033,6 +981,16 @@ const FOLD_AT: usize = 78;
 /// 4.5.3.1.2). Longer is cut here; the HELO itself is answered as sent.
 const MAX_TRACE_HELO: usize = 255;
 
+/// The reply to a message that could not be stored now (SPEC §7): every
+/// delivery failure is temporary.
+fn failure_reply(error: &DeliveryError) -> Reply {
+    match error {
+        DeliveryError::Quota { .. } => Reply::mailbox_full(),
+        DeliveryError::NoSpace { .. } => Reply::no_storage(),
+        DeliveryError::Io { .. } => Reply::local_error(),
+    }
+}
+
 /// [`command::parse`] in a call of its own: inlined, its locals would
 /// stay in `Session::framed`'s frame under every command's handler, EHLO's
 /// included (the stack budget at `conn::serve`).
@@ -1096,17 +1054,20 @@ fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::BareLf;
+    use crate::delivery::ContentSummary;
+    use std::path::{Path, PathBuf};
 
     struct NeverFull;
     impl QuotaProbe for NeverFull {
-        fn is_full(&self, _: &Path, _: u64) -> bool {
+        fn is_full(&self, _: &Target, _: u64) -> bool {
             false
         }
     }
 
     struct AlwaysFull;
     impl QuotaProbe for AlwaysFull {
-        fn is_full(&self, _: &Path, _: u64) -> bool {
+        fn is_full(&self, _: &Target, _: u64) -> bool {
             true
         }
     }
@@ -1607,7 +1568,7 @@ mod tests {
 
     fn refused(s: &mut Session, rules: ContentRules, summary: ContentSummary) -> Reply {
         let refusal = rules.check(&summary).unwrap_err();
-        let mut step = s.message_done(Outcome::Refused(refusal));
+        let mut step = s.message_done(Err(NotStored::Refused(refusal)));
         assert_eq!(step.action, Action::Continue);
         step.replies.remove(0)
     }
@@ -1635,10 +1596,10 @@ mod tests {
             ..Default::default()
         };
         assert!(rules.check(&ok).is_ok());
-        let step = s.message_done(Outcome::Stored {
+        let step = s.message_done(Ok(Stored {
             id: "ID1".to_string(),
             size: 10,
-        });
+        }));
         assert_eq!(step.replies[0].to_string(), "250 2.0.0 Ok: queued as ID1");
         assert_eq!(
             one(&mut s, "RCPT TO:<a@example.com>"),
@@ -1671,12 +1632,27 @@ mod tests {
         one(&mut s, "EHLO c");
         data_opened(&mut s);
         let full = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(28));
-        let step = s.message_done(Outcome::Failed(full));
+        let step = s.message_done(Err(NotStored::Failed(full)));
         assert_eq!(step.replies[0].status.unwrap(), "4.3.1");
         data_opened(&mut s);
         let broken = DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(5));
-        let step = s.message_done(Outcome::Failed(broken));
+        let step = s.message_done(Err(NotStored::Failed(broken)));
         assert_eq!(step.replies[0].status.unwrap(), "4.3.0");
+        // Each failure's reply, one by one (these were maildir's own once).
+        let io =
+            |errno| DeliveryError::io(Path::new("/x"), std::io::Error::from_raw_os_error(errno));
+        assert_eq!(failure_reply(&io(28)), Reply::no_storage());
+        assert_eq!(failure_reply(&io(5)), Reply::local_error());
+        let over = DeliveryError::Quota {
+            maildir: PathBuf::from("/x"),
+            used: 100,
+            size: 50,
+            quota: 120,
+        };
+        assert_eq!(failure_reply(&over), Reply::mailbox_full());
+        data_opened(&mut s);
+        let step = s.message_done(Err(NotStored::Failed(over)));
+        assert_eq!(step.replies[0], Reply::mailbox_full());
     }
 
     #[test]
@@ -1718,10 +1694,10 @@ mod tests {
             }
         ));
         s.message_opened(Ok(()));
-        s.message_done(Outcome::Stored {
+        s.message_done(Ok(Stored {
             id: "ID".to_string(),
             size: 1,
-        });
+        }));
         // One CRLF line, and the exception is over for the session.
         one(&mut s, "NOOP");
         lf(&mut s, b"MAIL FROM:<a@b>");
@@ -1808,10 +1784,10 @@ mod tests {
                 last: true
             }
         );
-        let step = s.message_done(Outcome::Stored {
+        let step = s.message_done(Ok(Stored {
             id: "ID".to_string(),
             size: 5,
-        });
+        }));
         assert_eq!(step.replies[0].to_string(), "250 2.0.0 Ok: queued as ID");
         // RSET between chunks drops the message the driver holds.
         one(&mut s, "MAIL FROM:<a@b>");

@@ -1,0 +1,542 @@
+//! The delivery seam: every way a message comes in (an SMTP session, the
+//! local submission socket, sendmail mode) stores it through one
+//! [`Message`], which is opened for its [`Target`]s, written, and finished
+//! against its [`ContentRules`] (SPEC §6: size, bare line endings,
+//! Received hops) into [`Stored`] (an ID) or [`NotStored`] (a [`Refusal`]
+//! or a [`DeliveryError`]). How that is told, an SMTP reply or a sysexits
+//! code, is the caller's business: nothing here knows a reply code.
+//!
+//! ```text
+//!  Message::open(targets, rules, quota, trace) ──► write … write ──► finish
+//!       │ spool file in the least target,              │             ├─► Ok(Stored { id, size })
+//!       │ trace headers written first                  │             ├─► Err(Refused(rule))     nothing stored
+//!       ▼                                              ▼             └─► Err(Failed(error))     nothing stored
+//!  Err(DeliveryError)                        dropped: the spool is thrown away
+//! ```
+//!
+//! Today every target is a Maildir, and [`crate::maildir`] does the durable
+//! part (SPEC §7: spool file, fsync, a link into every `new/`, fsync of each
+//! `new/`). The spool file goes into the least of the targets (by path),
+//! so where it lives never depends on the order of the recipients.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::data::{BareLf, ContentSink, ContentWrite};
+use crate::maildir::{self, Spool};
+
+/// Received headers beyond this mean a mail loop (RFC 5321 §6.3).
+pub const MAX_RECEIVED: usize = 100;
+
+/// Where a recipient's mail is stored ([`crate::routing`] decides).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// A Maildir, made when it is missing (SPEC §7).
+    Maildir(PathBuf),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Maildir(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Whether `target` already holds `quota` bytes (SPEC §7; 0 is no quota).
+/// A target that cannot be measured is not full: delivery will tell.
+pub fn is_full(target: &Target, quota: u64) -> bool {
+    match target {
+        Target::Maildir(dir) => quota > 0 && maildir::usage(dir).is_ok_and(|used| used >= quota),
+    }
+}
+
+/// A fresh message ID, unique as a stored message's (`SECONDS.MmicrosPpidQn`),
+/// for a message that is not stored here (the `Message-ID:` sendmail mode
+/// adds before handing a message to the local socket).
+pub fn unique_id() -> String {
+    maildir::unique_id()
+}
+
+/// The content rules of SPEC §6, checked on a complete message before it
+/// is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRules {
+    /// Content bytes allowed (trace headers excluded).
+    pub max_size: u64,
+    /// How DATA content treats bare line endings.
+    pub bare_lf: BareLf,
+    /// Received headers beyond this mean a mail loop.
+    pub max_received: usize,
+}
+
+/// Why a complete message is not stored: the rule it broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `max_size`.
+    TooBig,
+    /// A bare CR or LF, and the rules say reject.
+    BareLineEnding,
+    /// More than `max_received` `Received:` headers.
+    MailLoop,
+}
+
+/// What was seen of a message's content, for [`ContentRules::check`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContentSummary {
+    /// Content bytes, trace headers excluded, counting past the limit.
+    pub size: u64,
+    pub oversized: bool,
+    pub bare_line_ending: bool,
+    pub received_headers: usize,
+}
+
+impl ContentRules {
+    /// Whether the message `summary` describes may be stored; the first
+    /// rule broken, in the order of SPEC §6.
+    pub fn check(&self, summary: &ContentSummary) -> Result<(), Refusal> {
+        if summary.oversized {
+            Err(Refusal::TooBig)
+        } else if summary.bare_line_ending && self.bare_lf == BareLf::Reject {
+            Err(Refusal::BareLineEnding)
+        } else if summary.received_headers > self.max_received {
+            Err(Refusal::MailLoop)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A message's content as it streams in, measured for its rules: written
+/// into `W` up to the size limit (a [`ContentSink`]), with the bare line
+/// ending the reader reports. [`Message`] is one over its spool file; the
+/// fuzz session target uses one over `io::Sink`, so it checks the rules
+/// with this same code.
+#[derive(Debug)]
+pub struct Content<W: Write> {
+    sink: ContentSink<W>,
+    rules: ContentRules,
+    bare_line_ending: bool,
+}
+
+impl<W: Write> Content<W> {
+    pub fn new(inner: W, rules: ContentRules) -> Content<W> {
+        Content {
+            sink: ContentSink::new(inner, rules.max_size),
+            rules,
+            bare_line_ending: false,
+        }
+    }
+
+    /// The rules the content is checked against.
+    pub fn rules(&self) -> &ContentRules {
+        &self.rules
+    }
+
+    /// The DATA reader saw a bare CR or LF ([`crate::data::DataReader`]).
+    pub fn note_bare_line_ending(&mut self) {
+        self.bare_line_ending = true;
+    }
+
+    /// What was seen so far.
+    pub fn summary(&self) -> ContentSummary {
+        ContentSummary {
+            size: self.sink.size(),
+            oversized: self.sink.oversized(),
+            bare_line_ending: self.bare_line_ending,
+            received_headers: self.sink.received_headers(),
+        }
+    }
+
+    /// The content is complete: its size, or the rule it broke.
+    pub fn check(&self) -> Result<u64, Refusal> {
+        let summary = self.summary();
+        self.rules.check(&summary).map(|()| summary.size)
+    }
+
+    /// The writer, and the first error writing into it.
+    fn into_parts(mut self) -> (W, Option<io::Error>) {
+        let error = self.sink.take_error();
+        (self.sink.into_inner(), error)
+    }
+}
+
+impl<W: Write> ContentWrite for Content<W> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.sink.write(bytes);
+    }
+}
+
+/// A message stored: its ID (in the file name, the Received header and
+/// the log) and its content bytes (trace headers excluded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub id: String,
+    pub size: u64,
+}
+
+/// Why a complete message was not stored. Nothing of it is left anywhere.
+#[derive(Debug)]
+pub enum NotStored {
+    /// It broke a content rule: for good.
+    Refused(Refusal),
+    /// Storing it failed: for now (SPEC §7).
+    Failed(DeliveryError),
+}
+
+/// One message on its way to its targets: the spool file (trace headers
+/// first), its content rules, where it goes. Dropping a message that was
+/// not finished throws its spool file away.
+pub struct Message {
+    content: Content<Spool>,
+    /// Sorted, each once.
+    targets: Vec<Target>,
+    quota: u64,
+}
+
+impl Message {
+    /// Opens a message for `targets` (each taken once, in any order):
+    /// creates its spool file in the least target and writes into it the
+    /// trace headers `trace` makes from the message ID. With `quota > 0`
+    /// no target may go over `quota` bytes.
+    pub fn open(
+        targets: impl IntoIterator<Item = Target>,
+        rules: ContentRules,
+        quota: u64,
+        trace: impl FnOnce(&str) -> String,
+    ) -> Result<Message, DeliveryError> {
+        let mut targets: Vec<Target> = targets.into_iter().collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let Some(Target::Maildir(first)) = targets.first() else {
+            return Err(DeliveryError::io(
+                Path::new("(no target)"),
+                io::ErrorKind::NotFound.into(),
+            ));
+        };
+        let mut spool = Spool::create(first)?;
+        let trace = trace(spool.id());
+        if let Err(e) = spool.write_all(trace.as_bytes()) {
+            return Err(spool.error(e));
+        }
+        Ok(Message {
+            content: Content::new(spool, rules),
+            targets,
+            quota,
+        })
+    }
+
+    /// The message ID.
+    pub fn id(&self) -> &str {
+        self.content.sink.get_ref().id()
+    }
+
+    /// The rules the content is checked against.
+    pub fn rules(&self) -> &ContentRules {
+        self.content.rules()
+    }
+
+    /// The DATA reader saw a bare CR or LF.
+    pub fn note_bare_line_ending(&mut self) {
+        self.content.note_bare_line_ending();
+    }
+
+    /// The content is complete: checks the rules, then stores the message
+    /// durably in every target, or nowhere.
+    pub fn finish(self) -> Result<Stored, NotStored> {
+        let Message {
+            content,
+            targets,
+            quota,
+        } = self;
+        let size = content.check().map_err(NotStored::Refused)?;
+        let (spool, write_error) = content.into_parts();
+        if let Some(e) = write_error {
+            return Err(NotStored::Failed(spool.error(e)));
+        }
+        let maildirs = targets.iter().map(|target| match target {
+            Target::Maildir(dir) => dir.as_path(),
+        });
+        match maildir::deliver(spool, maildirs, quota) {
+            Ok(id) => Ok(Stored { id, size }),
+            Err(e) => Err(NotStored::Failed(e)),
+        }
+    }
+}
+
+impl ContentWrite for Message {
+    fn write(&mut self, bytes: &[u8]) {
+        self.content.write(bytes);
+    }
+}
+
+/// Why a message could not be stored now. Every variant is temporary:
+/// the sender may try again (SPEC §7).
+#[derive(Debug)]
+pub enum DeliveryError {
+    /// The message would take `maildir` over its quota.
+    Quota {
+        maildir: PathBuf,
+        used: u64,
+        size: u64,
+        quota: u64,
+    },
+    /// ENOSPC or EDQUOT while working on `path`.
+    NoSpace { path: PathBuf, source: io::Error },
+    /// Any other I/O error while working on `path`.
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl DeliveryError {
+    /// Wraps an I/O error on `path`, classifying a full disk as `NoSpace`
+    /// (tested in `maildir::tests`, beside the errno values).
+    pub fn io(path: &Path, source: io::Error) -> DeliveryError {
+        let path = path.to_path_buf();
+        if maildir::is_no_space(&source) {
+            DeliveryError::NoSpace { path, source }
+        } else {
+            DeliveryError::Io { path, source }
+        }
+    }
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliveryError::Quota {
+                maildir,
+                used,
+                size,
+                quota,
+            } => write!(
+                f,
+                "{}: quota exceeded ({used} + {size} > {quota} bytes)",
+                maildir.display()
+            ),
+            DeliveryError::NoSpace { path, source } | DeliveryError::Io { path, source } => {
+                write!(f, "{}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DeliveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DeliveryError::Quota { .. } => None,
+            DeliveryError::NoSpace { source, .. } | DeliveryError::Io { source, .. } => {
+                Some(source)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A scratch directory for one test, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("smtpbox-delivery-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn maildir(&self, name: &str) -> Target {
+            Target::Maildir(self.0.join(name))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn path(target: &Target) -> &Path {
+        match target {
+            Target::Maildir(dir) => dir,
+        }
+    }
+
+    fn rules() -> ContentRules {
+        ContentRules {
+            max_size: 2000,
+            bare_lf: BareLf::Reject,
+            max_received: MAX_RECEIVED,
+        }
+    }
+
+    fn trace(id: &str) -> String {
+        format!("Received: by test id {id}\r\n")
+    }
+
+    /// Nothing of a message left in `target`'s `tmp/` or `new/`.
+    fn assert_empty(target: &Target) {
+        for sub in ["tmp", "new"] {
+            let dir = path(target).join(sub);
+            assert!(names(&dir).is_empty(), "{}", dir.display());
+        }
+    }
+
+    #[test]
+    fn a_stored_message_is_its_trace_then_its_content_in_every_target() {
+        let s = Scratch::new("stored");
+        let (a, b) = (s.maildir("a"), s.maildir("b"));
+        let mut message =
+            Message::open([b.clone(), a.clone(), b.clone()], rules(), 0, trace).unwrap();
+        let id = message.id().to_string();
+        let content = b"Subject: x\r\n\r\nhello\r\n";
+        for piece in content.chunks(5) {
+            message.write(piece);
+        }
+        let stored = message.finish().unwrap();
+        assert_eq!(
+            stored,
+            Stored {
+                id: id.clone(),
+                size: content.len() as u64
+            },
+            "the size counts the content, not the trace"
+        );
+        let mut expected = trace(&id).into_bytes();
+        expected.extend_from_slice(content);
+        for target in [&a, &b] {
+            let new = path(target).join("new");
+            let files = names(&new);
+            assert_eq!(files.len(), 1, "{}", new.display());
+            assert!(files[0].starts_with(&id), "{files:?}");
+            assert_eq!(fs::read(new.join(&files[0])).unwrap(), expected);
+            assert!(names(&path(target).join("tmp")).is_empty());
+        }
+    }
+
+    #[test]
+    fn each_rule_refuses_and_leaves_nothing() {
+        let s = Scratch::new("refused");
+        let target = s.maildir("m");
+        let open = || Message::open([target.clone()], rules(), 0, trace).unwrap();
+
+        let mut too_big = open();
+        too_big.write(&[b'x'; 2001]);
+        let mut bare = open();
+        bare.write(b"Subject: x\n\nbare\n");
+        bare.note_bare_line_ending();
+        let mut looped = open();
+        looped.write("Received: x\r\n".repeat(MAX_RECEIVED + 1).as_bytes());
+        looped.write(b"\r\nbody\r\n");
+        for (message, rule) in [
+            (too_big, Refusal::TooBig),
+            (bare, Refusal::BareLineEnding),
+            (looped, Refusal::MailLoop),
+        ] {
+            match message.finish() {
+                Err(NotStored::Refused(refusal)) => assert_eq!(refusal, rule),
+                other => panic!("{rule:?}: {other:?}"),
+            }
+            assert_empty(&target);
+        }
+        // At the limits, and a bare line ending where the rules allow it.
+        let mut ok = open();
+        ok.write("Received: x\r\n".repeat(MAX_RECEIVED).as_bytes());
+        ok.write(&vec![b'x'; 2000 - 13 * MAX_RECEIVED]);
+        assert_eq!(ok.finish().unwrap().size, 2000);
+        let relaxed = ContentRules {
+            bare_lf: BareLf::Normalize,
+            ..rules()
+        };
+        let mut bare = Message::open([target.clone()], relaxed, 0, trace).unwrap();
+        bare.note_bare_line_ending();
+        assert!(bare.finish().is_ok());
+        assert_eq!(names(&path(&target).join("new")).len(), 2);
+    }
+
+    #[test]
+    fn the_spool_goes_to_the_least_target_whatever_the_order() {
+        // Opening makes the spool's Maildir (and only that one) when it is
+        // missing: it shows which target was chosen.
+        for order in [["b", "a", "c"], ["c", "b", "a"], ["a", "c", "b"]] {
+            let s = Scratch::new("order");
+            let targets = order.map(|name| s.maildir(name));
+            let message = Message::open(targets, rules(), 0, trace).unwrap();
+            let made: Vec<String> = names(&s.0);
+            assert_eq!(made, ["a"], "{order:?}");
+            drop(message);
+        }
+    }
+
+    #[test]
+    fn a_dropped_message_leaves_nothing() {
+        let s = Scratch::new("dropped");
+        let (a, b) = (s.maildir("a"), s.maildir("b"));
+        let mut message = Message::open([a.clone(), b.clone()], rules(), 0, trace).unwrap();
+        message.write(b"Subject: x\r\n\r\nhalf a mess");
+        drop(message);
+        assert_empty(&a);
+        assert!(names(&path(&b).join("new")).is_empty());
+    }
+
+    #[test]
+    fn a_failure_is_a_delivery_error_and_leaves_nothing() {
+        let s = Scratch::new("failed");
+        let (a, b) = (s.maildir("a"), s.maildir("b"));
+        // b's new/ is a file: the link into it fails, and a's goes too.
+        fs::create_dir_all(path(&b)).unwrap();
+        fs::write(path(&b).join("new"), b"not a directory").unwrap();
+        let mut message = Message::open([a.clone(), b.clone()], rules(), 0, trace).unwrap();
+        message.write(b"Subject: x\r\n\r\nbody\r\n");
+        match message.finish() {
+            Err(NotStored::Failed(DeliveryError::Io { path: p, .. })) => {
+                assert_eq!(p, path(&b).join("new"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_empty(&a);
+        // Over quota: refused before anything is linked.
+        fs::remove_file(path(&b).join("new")).unwrap();
+        let mut message = Message::open([a.clone(), b.clone()], rules(), 10, trace).unwrap();
+        message.write(b"Subject: x\r\n\r\nbody\r\n");
+        assert!(matches!(
+            message.finish(),
+            Err(NotStored::Failed(DeliveryError::Quota { .. }))
+        ));
+        assert_empty(&a);
+        assert!(names(&path(&b).join("new")).is_empty());
+    }
+
+    #[test]
+    fn no_target_is_a_delivery_error() {
+        let err = Message::open([], rules(), 0, trace).err().unwrap();
+        assert!(matches!(err, DeliveryError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn is_full_measures_a_maildir() {
+        let s = Scratch::new("full");
+        let target = s.maildir("m");
+        assert!(!is_full(&target, 100), "missing is empty");
+        maildir::ensure(path(&target)).unwrap();
+        fs::write(path(&target).join("cur").join("1.M1P1Q1.h,S=100:2,S"), b"x").unwrap();
+        assert!(is_full(&target, 100));
+        assert!(!is_full(&target, 101));
+        assert!(!is_full(&target, 0), "0 is no quota");
+    }
+}
