@@ -446,9 +446,9 @@ pub fn config_parse(input: &[u8]) {
     assert!(!config.domains.is_empty());
     assert!(config.maildir.is_some() || !config.mailboxes.is_empty());
     assert_eq!(config.tls_cert.is_some(), config.tls_key.is_some());
-    assert!(config.max_message_size >= 1 && config.max_recipients >= 1);
+    assert!(config.limits.max_message_size >= 1 && config.limits.max_recipients >= 1);
     assert!(config.max_connections >= 1 && config.max_connections_per_ip >= 1);
-    assert!(config.max_errors >= 1 && !config.timeout.is_zero());
+    assert!(config.limits.max_errors >= 1 && !config.limits.timeout.is_zero());
     // Route every name the file mentions, at every local domain.
     let names = config.mailboxes.iter().map(|(n, _)| n.as_str());
     let names = names.chain(
@@ -673,7 +673,7 @@ pub fn session(input: &[u8]) {
     } else {
         Mode::Smtp
     };
-    let max_errors = config.max_errors;
+    let max_errors = config.limits.max_errors;
     let (auth_configured, tls_offered) = (services.users.is_some(), services.tls);
     let loopback = peer.is_loopback();
     let policy = config::Policy::new(&config, None, mode);
@@ -931,9 +931,9 @@ fn session_config(reject: bool) -> Arc<Config> {
             Ok(Invocation::Run(config, _)) => config,
             other => panic!("session config: {other:?}"),
         };
-        config.max_message_size = 1000;
-        config.max_recipients = 3;
-        config.max_errors = 10;
+        config.limits.max_message_size = 1000;
+        config.limits.max_recipients = 3;
+        config.limits.max_errors = 10;
         let boxes = [
             ("alice", "alice"),
             ("full", "full"),

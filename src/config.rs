@@ -121,14 +121,7 @@ impl Policy {
         Policy {
             addr,
             mode,
-            limits: Limits {
-                timeout: config.timeout,
-                session_timeout: config.session_timeout,
-                max_message_size: config.max_message_size,
-                max_recipients: config.max_recipients,
-                max_errors: config.max_errors,
-                maildir_quota: config.maildir_quota,
-            },
+            limits: config.limits,
         }
     }
 
@@ -154,15 +147,11 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub users: Option<PathBuf>,
-    pub max_message_size: u64,
-    pub max_recipients: usize,
+    /// What every session is held to; each listener's [`Policy`] carries
+    /// this one value.
+    pub limits: Limits,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
-    pub timeout: Duration,
-    pub session_timeout: Duration,
-    pub max_errors: u32,
-    /// Bytes per Maildir; 0 is unlimited.
-    pub maildir_quota: u64,
     pub bare_lf: BareLf,
     pub user: Option<String>,
     /// The local submission socket (SPEC §3, §5); None: no such socket.
@@ -294,14 +283,16 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             users: None,
-            max_message_size: 10_485_760,
-            max_recipients: 100,
+            limits: Limits {
+                timeout: Duration::from_secs(300),
+                session_timeout: Duration::from_secs(1800),
+                max_message_size: 10_485_760,
+                max_recipients: 100,
+                max_errors: 10,
+                maildir_quota: 0,
+            },
             max_connections: 32,
             max_connections_per_ip: 8,
-            timeout: Duration::from_secs(300),
-            session_timeout: Duration::from_secs(1800),
-            max_errors: 10,
-            maildir_quota: 0,
             bare_lf: BareLf::Normalize,
             user: None,
             local_socket: None,
@@ -655,16 +646,16 @@ fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "tls_cert" => config.tls_cert = Some(parse_path(value).map_err(bad)?),
         "tls_key" => config.tls_key = Some(parse_path(value).map_err(bad)?),
         "users" => config.users = Some(parse_path(value).map_err(bad)?),
-        "max_message_size" => config.max_message_size = number(1, MAX_SIZE)?,
-        "max_recipients" => config.max_recipients = count(number(1, MAX_RECIPIENTS)?),
+        "max_message_size" => config.limits.max_message_size = number(1, MAX_SIZE)?,
+        "max_recipients" => config.limits.max_recipients = count(number(1, MAX_RECIPIENTS)?),
         "max_connections" => config.max_connections = count(number(1, MAX_CONNECTIONS)?),
         "max_connections_per_ip" => {
             config.max_connections_per_ip = count(number(1, MAX_CONNECTIONS)?)
         }
-        "timeout" => config.timeout = seconds(MAX_TIMEOUT)?,
-        "session_timeout" => config.session_timeout = seconds(MAX_SESSION_TIMEOUT)?,
-        "max_errors" => config.max_errors = number(1, MAX_ERRORS)? as u32,
-        "maildir_quota" => config.maildir_quota = number(0, MAX_SIZE)?,
+        "timeout" => config.limits.timeout = seconds(MAX_TIMEOUT)?,
+        "session_timeout" => config.limits.session_timeout = seconds(MAX_SESSION_TIMEOUT)?,
+        "max_errors" => config.limits.max_errors = number(1, MAX_ERRORS)? as u32,
+        "maildir_quota" => config.limits.maildir_quota = number(0, MAX_SIZE)?,
         "bare_lf" => config.bare_lf = parse_bare_lf(value).map_err(bad)?,
         "user" => config.user = Some(parse_user(value).map_err(bad)?),
         "local_socket" => config.local_socket = Some(parse_socket_path(value).map_err(bad)?),
@@ -1132,13 +1123,16 @@ mod tests {
         assert_eq!(c.tls_cert, Some(PathBuf::from("/etc/cert.pem")));
         assert_eq!(c.tls_key, Some(PathBuf::from("/etc/key.pem")));
         assert_eq!(c.users, Some(PathBuf::from("/etc/users")));
-        assert_eq!((c.max_message_size, c.max_recipients), (1000, 5));
+        assert_eq!(
+            (c.limits.max_message_size, c.limits.max_recipients),
+            (1000, 5)
+        );
         assert_eq!((c.max_connections, c.max_connections_per_ip), (6, 2));
         assert_eq!(
-            (c.timeout, c.session_timeout),
+            (c.limits.timeout, c.limits.session_timeout),
             (Duration::from_secs(30), Duration::from_secs(600))
         );
-        assert_eq!((c.max_errors, c.maildir_quota), (3, 0));
+        assert_eq!((c.limits.max_errors, c.limits.maildir_quota), (3, 0));
         assert_eq!(c.bare_lf, BareLf::Reject);
         assert_eq!(c.user.as_deref(), Some("smtpbox"));
         assert!(c.finish().is_ok());
@@ -1259,11 +1253,14 @@ mod tests {
         assert_eq!(c.maildir, Some(PathBuf::from("/srv/mail")));
         assert!(c.mailboxes.is_empty() && c.aliases.is_empty() && c.user.is_none());
         assert!(c.tls_cert.is_none() && c.tls_key.is_none() && c.users.is_none());
-        assert_eq!((c.max_message_size, c.max_recipients), (10_485_760, 100));
+        assert_eq!(
+            (c.limits.max_message_size, c.limits.max_recipients),
+            (10_485_760, 100)
+        );
         assert_eq!((c.max_connections, c.max_connections_per_ip), (32, 8));
-        assert_eq!(c.timeout, Duration::from_secs(300));
-        assert_eq!(c.session_timeout, Duration::from_secs(1800));
-        assert_eq!((c.max_errors, c.maildir_quota), (10, 0));
+        assert_eq!(c.limits.timeout, Duration::from_secs(300));
+        assert_eq!(c.limits.session_timeout, Duration::from_secs(1800));
+        assert_eq!((c.limits.max_errors, c.limits.maildir_quota), (10, 0));
         assert_eq!(c.bare_lf, BareLf::Normalize);
         let c = run_config("-m /m -H Box.Example.");
         assert_eq!(c.hostname, "Box.Example.");
@@ -1287,7 +1284,10 @@ mod tests {
         assert_eq!(listen, ["[::1]:2525/smtp"]);
         assert_eq!(c.domains, ["c.example"]);
         assert_eq!(c.maildir, Some(PathBuf::from("/opt/mail")));
-        assert_eq!((c.hostname.as_str(), c.max_errors), ("cli.example", 3));
+        assert_eq!(
+            (c.hostname.as_str(), c.limits.max_errors),
+            ("cli.example", 3)
+        );
         assert_eq!(
             (c.tls_cert, c.tls_key),
             (Some("/c".into()), Some("/k".into()))
@@ -1375,12 +1375,20 @@ mod tests {
              max_connections_per_ip = {MAX_CONNECTIONS}\nmax_errors = {MAX_ERRORS}\n"
         ))
         .unwrap();
-        assert_eq!(c.session_timeout, Duration::from_secs(MAX_SESSION_TIMEOUT));
-        assert_eq!((c.max_message_size, c.maildir_quota), (MAX_SIZE, MAX_SIZE));
-        assert_eq!(c.max_errors, 10_000);
+        assert_eq!(
+            c.limits.session_timeout,
+            Duration::from_secs(MAX_SESSION_TIMEOUT)
+        );
+        assert_eq!(
+            (c.limits.max_message_size, c.limits.maildir_quota),
+            (MAX_SIZE, MAX_SIZE)
+        );
+        assert_eq!(c.limits.max_errors, 10_000);
         // No deadline computed from a bound overflows.
         let now = std::time::Instant::now();
-        assert!(now.checked_add(c.session_timeout + c.timeout).is_some());
+        assert!(now
+            .checked_add(c.limits.session_timeout + c.limits.timeout)
+            .is_some());
     }
 
     #[test]

@@ -362,7 +362,7 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
     // SO_PEERCRED records the caller at connect(2): connect before any
     // change of privileges, so that the server names who called.
     let server = config.local_socket.as_deref().map(|path| {
-        Submission::connect(path, config.timeout.min(SOCKET_TIMEOUT))
+        Submission::connect(path, config.limits.timeout.min(SOCKET_TIMEOUT))
             .map_err(|e| format!("local socket {}: {e}", path.display()))
     });
     // Then the account and the sandbox, before a byte of the message is
@@ -455,7 +455,7 @@ fn receive<R: BufRead>(
     server: Option<Result<Submission, String>>,
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
-    let (buf, end) = input.read_header(config.max_message_size)?;
+    let (buf, end) = input.read_header(config.limits.max_message_size)?;
     let (header, rest) = buf.split_at(end);
     let fields = fields(header);
     let recipients = recipients(options, &fields)?;
@@ -473,12 +473,12 @@ fn receive<R: BufRead>(
     match server {
         // The server would take only max_recipients of them (452 4.5.3),
         // and a message goes to all its recipients or to none.
-        Some(Ok(server)) if recipients.len() > config.max_recipients => {
+        Some(Ok(server)) if recipients.len() > config.limits.max_recipients => {
             server.quit();
             let cause = format!(
                 "local socket: {} recipients, over max_recipients ({})",
                 recipients.len(),
-                config.max_recipients
+                config.limits.max_recipients
             );
             deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
         }
@@ -592,17 +592,17 @@ fn deliver_directly<R: BufRead>(
     };
     // SPEC §6's rules, as for SMTP; bare line endings are already CRLF.
     let rules = ContentRules {
-        max_size: config.max_message_size,
+        max_size: config.limits.max_message_size,
         bare_lf: BareLf::Normalize,
         max_received: delivery::MAX_RECEIVED,
     };
-    let mut stored = delivery::Message::open(targets, rules, config.maildir_quota, trace)
+    let mut stored = delivery::Message::open(targets, rules, config.limits.maildir_quota, trace)
         .map_err(Failure::delivery)?;
     let id = stored.id().to_string();
     message.write(&mut stored, &id, &date, input)?;
     let Stored { id, size } = stored
         .finish()
-        .map_err(|why| Failure::not_stored(why, config.max_message_size))?;
+        .map_err(|why| Failure::not_stored(why, config.limits.max_message_size))?;
     let to: Vec<String> = recipients.iter().map(|r| format!("<{r}>")).collect();
     log::info!(
         "{id} from=<{sender}> to={} size={size} proto=sendmail user={}",

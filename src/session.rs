@@ -1424,7 +1424,10 @@ mod tests {
     fn limits_come_from_the_listeners_policy() {
         let config = config();
         let mut policy = Policy::new(&config, None, Mode::Smtp);
-        assert_eq!(policy.limits.max_message_size, config.max_message_size);
+        assert_eq!(
+            policy.limits.max_message_size,
+            config.limits.max_message_size
+        );
         policy.limits.max_message_size = 500;
         policy.limits.max_recipients = 1;
         let peer = Peer::network(Some("127.0.0.1:4000".parse().unwrap()), None);
@@ -1449,7 +1452,7 @@ mod tests {
     #[test]
     fn too_many_recipients() {
         let mut c = config();
-        c.max_recipients = 2;
+        c.limits.max_recipients = 2;
         let mut s = session_with(c, "127.0.0.1:4000", Arc::new(NeverFull), Mode::Smtp);
         one(&mut s, "EHLO c");
         one(&mut s, "MAIL FROM:<a@b>");
