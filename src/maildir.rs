@@ -154,10 +154,14 @@ where
         .take()
         .ok_or_else(|| spool.error(io::Error::other("spool already closed")))?;
     let file = out.into_inner().map_err(|e| spool.error(e.into_error()))?;
+    let dirs = new_dirs(targets)?;
+    // From here until its link is counted (or it fails), an fsync of these
+    // directories that is about to start waits a moment for this message.
+    let mut arrivals: Vec<Option<Arrival<'_>>> =
+        dirs.iter().map(|d| Some(d.dir.commit.arriving())).collect();
     file.file.sync_all().map_err(|e| spool.error(e))?;
     let size = spool.written;
 
-    let dirs = new_dirs(targets)?;
     if quota > 0 {
         for target in &dirs {
             let dir = target.maildir;
@@ -175,7 +179,8 @@ where
 
     let name = format!("{},S={}", spool.base, size);
     let mut made = Vec::new();
-    let linked = link_all(&file, &spool, &dirs, &name, &mut made).and_then(|()| commit(&made));
+    let linked = link_all(&file, &spool, &dirs, &name, &mut made)
+        .and_then(|()| commit(&made, &mut arrivals));
     if let Err(e) = linked {
         for (dir, dest) in &made {
             if let Ok(c_name) = c_string(Path::new(&name)) {
@@ -457,11 +462,16 @@ fn copy_into(src: &TmpFile, spool: &Spool, target: &NewDir<'_>, name: &CStr) -> 
 }
 
 /// Makes every link in `made` durable: an fsync of each `new/` that
-/// started after the link returned.
-fn commit(made: &[(Arc<Dir>, PathBuf)]) -> Result<(), DeliveryError> {
-    for (dir, dest) in made {
+/// started after the link returned. `arrivals` are the delivery's, one per
+/// directory in the same order.
+fn commit(
+    made: &[(Arc<Dir>, PathBuf)],
+    arrivals: &mut [Option<Arrival<'_>>],
+) -> Result<(), DeliveryError> {
+    for (i, (dir, dest)) in made.iter().enumerate() {
+        let arrival = arrivals.get_mut(i).and_then(Option::take);
         dir.commit
-            .durable(|| dir.fd.sync_all())
+            .durable(arrival, || dir.fd.sync_all())
             .map_err(|e| DeliveryError::io(dest.parent().unwrap_or(dest), e))?;
     }
     Ok(())
@@ -475,13 +485,31 @@ fn commit(made: &[(Arc<Dir>, PathBuf)]) -> Result<(), DeliveryError> {
 /// that one to end and then has a fresh fsync run (by itself or by another
 /// waiter), so a link never rides on an fsync that began before it.
 ///
+/// Before it runs an fsync, a caller waits up to [`GATHER`] for the other
+/// deliveries into the directory that are under way (their file fsynced or
+/// being fsynced, their link not yet counted: [`GroupCommit::arriving`]),
+/// so that one fsync covers them too rather than each needing its own:
+/// sessions that finish their messages together share a directory fsync.
+/// Callers whose links return meanwhile wait for that fsync as for a
+/// running one. With one delivery at a time nothing waits.
+///
 /// Waiters park on their own slot rather than on a shared condition
 /// variable: the fsync's runner wakes exactly the callers it covered (one
 /// futex wake each, and they return without taking the lock again) and one
 /// of the others to run the next fsync; the rest sleep on.
-#[derive(Default)]
 struct GroupCommit {
     state: Mutex<CommitState>,
+    /// How long an fsync about to start waits for deliveries under way.
+    gather: Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> GroupCommit {
+        GroupCommit {
+            state: Mutex::default(),
+            gather: GATHER,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -499,6 +527,40 @@ struct CommitState {
     error: Option<(io::ErrorKind, Option<i32>)>,
     /// Callers waiting for the running fsync to end: ticket and slot.
     waiters: Vec<(u64, Arc<Slot>)>,
+    /// Deliveries under way whose link is not counted yet.
+    arriving: usize,
+    /// The caller waiting for them before it runs the next fsync.
+    gatherer: Option<Thread>,
+}
+
+/// How long an fsync about to start waits for deliveries under way: about
+/// one file fsync on a virtual disk. A bound, so a slow copy to another
+/// filesystem delays others by no more than this.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// A delivery under way into one directory ([`GroupCommit::arriving`]);
+/// counted until [`GroupCommit::durable`] takes its link or it is dropped.
+struct Arrival<'a> {
+    commit: &'a GroupCommit,
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        lock(&self.commit.state).arrived();
+    }
+}
+
+impl CommitState {
+    /// One delivery under way is no longer: its link was counted, or it
+    /// failed. The last one wakes the caller gathering them.
+    fn arrived(&mut self) {
+        self.arriving = self.arriving.saturating_sub(1);
+        if self.arriving == 0 {
+            if let Some(gatherer) = &self.gatherer {
+                gatherer.unpark();
+            }
+        }
+    }
 }
 
 /// Where a waiter sleeps: `WAITING` until the fsync runner sets `DURABLE`
@@ -514,12 +576,30 @@ const DURABLE: u8 = 1;
 const LOOK: u8 = 2;
 
 impl GroupCommit {
-    /// Counts a link that has returned and waits until it is durable (as
+    /// Announces a delivery into the directory whose link will follow; an
+    /// fsync about to start waits for it (a little). Drop the arrival once
+    /// the link is counted or the delivery failed.
+    fn arriving(&self) -> Arrival<'_> {
+        lock(&self.state).arriving += 1;
+        Arrival { commit: self }
+    }
+
+    /// Counts a link that has returned, and its delivery's `arrival` as
+    /// arrived, and waits until the link is durable (as
     /// [`GroupCommit::ticket`] then [`GroupCommit::wait`], with one lock).
     /// Call after every link into the directory has returned.
-    fn durable(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    fn durable(
+        &self,
+        arrival: Option<Arrival<'_>>,
+        sync: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.linked += 1;
+        if let Some(arrival) = arrival {
+            // Counted here, under the same lock as the ticket.
+            std::mem::forget(arrival);
+            state.arrived();
+        }
         let ticket = state.linked;
         self.wait_locked(state, ticket, sync)
     }
@@ -537,6 +617,30 @@ impl GroupCommit {
     #[cfg(test)]
     fn wait(&self, ticket: u64, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         self.wait_locked(lock(&self.state), ticket, sync)
+    }
+
+    /// Waits up to `gather` ([`GATHER`]) while other deliveries into the directory
+    /// are under way, as the one about to run the fsync. Meanwhile callers
+    /// whose links return wait for this caller's fsync.
+    fn gather<'a>(&'a self, mut state: MutexGuard<'a, CommitState>) -> MutexGuard<'a, CommitState> {
+        if state.arriving == 0 {
+            return state;
+        }
+        let end = std::time::Instant::now() + self.gather;
+        while state.arriving > 0 {
+            let now = std::time::Instant::now();
+            if now >= end {
+                break;
+            }
+            if state.gatherer.is_none() {
+                state.gatherer = Some(std::thread::current());
+            }
+            drop(state);
+            std::thread::park_timeout(end - now);
+            state = lock(&self.state);
+        }
+        state.gatherer = None;
+        state
     }
 
     fn wait_locked<'a>(
@@ -559,7 +663,7 @@ impl GroupCommit {
                     None => io::Error::other("directory fsync failed"),
                 });
             }
-            if state.running.is_some() {
+            if state.running.is_some() || state.gatherer.is_some() {
                 let slot = Arc::new(Slot {
                     state: AtomicU8::new(WAITING),
                     thread: std::thread::current(),
@@ -582,6 +686,7 @@ impl GroupCommit {
                 // Unreachable: a caller that ran its fsync returned.
                 return Err(io::Error::other("directory fsync not run"));
             };
+            state = self.gather(state);
             let start = state.linked;
             state.running = Some(start);
             drop(state);
@@ -1392,6 +1497,111 @@ mod tests {
         }
         assert_eq!(syncs.load(Ordering::SeqCst), 2, "links 2 and 3 share one");
         assert!(started.try_recv().is_err());
+    }
+
+    /// A group commit that gathers for `gather`, and an fsync for it that
+    /// counts its runs.
+    fn gathering(gather: Duration) -> (Arc<GroupCommit>, Arc<AtomicU32>) {
+        let commit = GroupCommit {
+            gather,
+            ..GroupCommit::default()
+        };
+        (Arc::new(commit), Arc::new(AtomicU32::new(0)))
+    }
+
+    fn counted(syncs: &Arc<AtomicU32>) -> impl FnOnce() -> io::Result<()> {
+        let syncs = Arc::clone(syncs);
+        move || {
+            syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Polls until a caller is gathering (bounded).
+    fn wait_until_gathering(commit: &GroupCommit) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&commit.state).gatherer.is_none() {
+            assert!(std::time::Instant::now() < end, "nobody gathered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn an_fsync_waits_for_a_delivery_under_way_and_covers_it() {
+        let (commit, syncs) = gathering(Duration::from_secs(10));
+        // B is under way (its file being fsynced) when A's link returns.
+        let b = commit.arriving();
+        let a = {
+            let (c, f) = (Arc::clone(&commit), counted(&syncs));
+            std::thread::spawn(move || {
+                let arrival = c.arriving();
+                c.durable(Some(arrival), f)
+            })
+        };
+        wait_until_gathering(&commit);
+        assert_eq!(
+            syncs.load(Ordering::SeqCst),
+            0,
+            "A ran its fsync without waiting"
+        );
+        // B links: one fsync, started after both links, covers both.
+        let never = || -> io::Result<()> { panic!("B ran an fsync of its own") };
+        let started = std::time::Instant::now();
+        commit.durable(Some(b), never).unwrap();
+        a.join().unwrap().unwrap();
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "A waited out its bound"
+        );
+        assert_eq!(lock(&commit.state).arriving, 0);
+    }
+
+    #[test]
+    fn gathering_is_bounded_and_a_failed_delivery_ends_it() {
+        // A delivery under way that never links delays the fsync by the
+        // bound only.
+        let (commit, syncs) = gathering(Duration::from_millis(50));
+        let stuck = commit.arriving();
+        let started = std::time::Instant::now();
+        commit
+            .durable(Some(commit.arriving()), counted(&syncs))
+            .unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(50),
+            "did not gather: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+        drop(stuck);
+        // One that fails (its arrival dropped) wakes the gatherer at once.
+        let (commit, syncs) = gathering(Duration::from_secs(10));
+        let failing = commit.arriving();
+        let a = {
+            let (c, f) = (Arc::clone(&commit), counted(&syncs));
+            std::thread::spawn(move || c.durable(Some(c.arriving()), f))
+        };
+        wait_until_gathering(&commit);
+        let started = std::time::Instant::now();
+        drop(failing);
+        a.join().unwrap().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the gatherer was not woken"
+        );
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_single_delivery_does_not_wait() {
+        let (commit, syncs) = gathering(Duration::from_secs(10));
+        let started = std::time::Instant::now();
+        commit
+            .durable(Some(commit.arriving()), counted(&syncs))
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
     }
 
     #[test]
