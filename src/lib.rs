@@ -16,6 +16,7 @@
 
 pub mod activation;
 pub mod auth;
+pub mod buffers;
 pub mod command;
 pub mod config;
 pub mod conn;

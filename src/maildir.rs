@@ -29,7 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::fs::{self, DirBuilder, File, Metadata};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::buffers;
 use crate::delivery::DeliveryError;
 
 /// Creates DIR, DIR/tmp, DIR/new and DIR/cur with mode 0700 when missing
@@ -58,7 +59,7 @@ pub fn ensure(dir: &Path) -> io::Result<()> {
 /// buffered. Dropping a `Spool` that was not delivered throws the file away
 /// (a named one is unlinked), so an aborted session leaves nothing in `tmp/`.
 pub struct Spool {
-    out: Option<BufWriter<TmpFile>>,
+    out: Option<SpoolWriter>,
     /// Bytes accepted so far: the file's size once the buffer is flushed.
     written: u64,
     /// Where the message is being written, for error messages.
@@ -83,7 +84,11 @@ impl Spool {
         let file = TmpFile::create_or_ensure(maildir, &base, named)?;
         let path = file.path.clone();
         Ok(Spool {
-            out: Some(BufWriter::with_capacity(64 * 1024, file)),
+            out: Some(SpoolWriter {
+                file,
+                buf: buffers::take(),
+                filled: 0,
+            }),
             written: 0,
             path,
             base,
@@ -104,7 +109,7 @@ impl Spool {
         DeliveryError::io(&self.path, err)
     }
 
-    fn writer(&mut self) -> io::Result<&mut BufWriter<TmpFile>> {
+    fn writer(&mut self) -> io::Result<&mut SpoolWriter> {
         self.out
             .as_mut()
             .ok_or_else(|| io::Error::other("spool already closed"))
@@ -126,10 +131,49 @@ impl Write for Spool {
 impl Drop for Spool {
     fn drop(&mut self) {
         if let Some(out) = self.out.take() {
-            // Throw the buffer away rather than flush it into a doomed file;
-            // dropping the file unlinks a named one.
-            let _ = out.into_parts();
+            // Throw the buffered bytes away rather than flush them into a
+            // doomed file; dropping the file unlinks a named one.
+            buffers::give(out.buf);
         }
+    }
+}
+
+/// The spool file's write buffer: as `BufWriter`, but in a reused content
+/// buffer ([`buffers`]), so a message allocates none.
+struct SpoolWriter {
+    file: TmpFile,
+    /// `buffers::CONTENT` bytes; the first `filled` are waiting.
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+impl SpoolWriter {
+    /// Writes what is buffered and returns the file; the buffer goes back
+    /// for the next message either way.
+    fn into_file(mut self) -> io::Result<TmpFile> {
+        let flushed = self.flush();
+        buffers::give(std::mem::take(&mut self.buf));
+        flushed.map(|()| self.file)
+    }
+}
+
+impl Write for SpoolWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.filled + bytes.len() > self.buf.len() {
+            self.flush()?;
+        }
+        if bytes.len() >= self.buf.len() {
+            return self.file.write(bytes);
+        }
+        self.buf[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+        self.filled += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let waiting = self.filled;
+        self.filled = 0;
+        self.file.write_all(&self.buf[..waiting])
     }
 }
 
@@ -153,12 +197,10 @@ where
         .out
         .take()
         .ok_or_else(|| spool.error(io::Error::other("spool already closed")))?;
-    let file = out.into_inner().map_err(|e| spool.error(e.into_error()))?;
-    let dirs = new_dirs(targets)?;
+    let file = out.into_file().map_err(|e| spool.error(e))?;
     // From here until its link is counted (or it fails), an fsync of these
     // directories that is about to start waits a moment for this message.
-    let mut arrivals: Vec<Option<Arrival<'_>>> =
-        dirs.iter().map(|d| Some(d.dir.commit.arriving())).collect();
+    let mut dirs = new_dirs(targets)?;
     file.file.sync_all().map_err(|e| spool.error(e))?;
     let size = spool.written;
 
@@ -179,8 +221,8 @@ where
 
     let name = format!("{},S={}", spool.base, size);
     let mut made = Vec::new();
-    let linked = link_all(&file, &spool, &dirs, &name, &mut made)
-        .and_then(|()| commit(&made, &mut arrivals));
+    let linked =
+        link_all(&file, &spool, &dirs, &name, &mut made).and_then(|()| commit(&made, &mut dirs));
     if let Err(e) = linked {
         for (dir, dest) in &made {
             if let Ok(c_name) = c_string(Path::new(&name)) {
@@ -313,13 +355,15 @@ struct NewDir<'a> {
     maildir: &'a Path,
     dir: Arc<Dir>,
     path: PathBuf,
+    /// This delivery, announced to the directory's group commit.
+    arrival: Option<Arrival>,
 }
 
 /// A `new/` directory opened `O_DIRECTORY | O_NOFOLLOW`, kept open across
 /// messages, with the group-commit state of its fsyncs.
 struct Dir {
     fd: File,
-    commit: GroupCommit,
+    commit: Arc<GroupCommit>,
 }
 
 /// The `new/` of every target, each directory once (by device and inode,
@@ -338,7 +382,13 @@ where
         let path = maildir.join("new");
         let (key, dir) = open_new(maildir, &path).map_err(|e| DeliveryError::io(&path, e))?;
         if seen.insert(key) {
-            dirs.push(NewDir { maildir, dir, path });
+            let arrival = Some(dir.commit.arriving());
+            dirs.push(NewDir {
+                maildir,
+                dir,
+                path,
+                arrival,
+            });
         }
     }
     Ok(dirs)
@@ -389,7 +439,7 @@ fn open_new(maildir: &Path, path: &Path) -> io::Result<((u64, u64), Arc<Dir>)> {
     let dir = dirs.entry(key).or_insert_with(|| {
         Arc::new(Dir {
             fd,
-            commit: GroupCommit::default(),
+            commit: Arc::default(),
         })
     });
     Ok((key, Arc::clone(dir)))
@@ -462,14 +512,11 @@ fn copy_into(src: &TmpFile, spool: &Spool, target: &NewDir<'_>, name: &CStr) -> 
 }
 
 /// Makes every link in `made` durable: an fsync of each `new/` that
-/// started after the link returned. `arrivals` are the delivery's, one per
-/// directory in the same order.
-fn commit(
-    made: &[(Arc<Dir>, PathBuf)],
-    arrivals: &mut [Option<Arrival<'_>>],
-) -> Result<(), DeliveryError> {
+/// started after the link returned. `dirs` are the ones linked into, in
+/// the same order, with the delivery's arrivals.
+fn commit(made: &[(Arc<Dir>, PathBuf)], dirs: &mut [NewDir<'_>]) -> Result<(), DeliveryError> {
     for (i, (dir, dest)) in made.iter().enumerate() {
-        let arrival = arrivals.get_mut(i).and_then(Option::take);
+        let arrival = dirs.get_mut(i).and_then(|d| d.arrival.take());
         dir.commit
             .durable(arrival, || dir.fd.sync_all())
             .map_err(|e| DeliveryError::io(dest.parent().unwrap_or(dest), e))?;
@@ -540,11 +587,11 @@ const GATHER: Duration = Duration::from_millis(2);
 
 /// A delivery under way into one directory ([`GroupCommit::arriving`]);
 /// counted until [`GroupCommit::durable`] takes its link or it is dropped.
-struct Arrival<'a> {
-    commit: &'a GroupCommit,
+struct Arrival {
+    commit: Arc<GroupCommit>,
 }
 
-impl Drop for Arrival<'_> {
+impl Drop for Arrival {
     fn drop(&mut self) {
         lock(&self.commit.state).arrived();
     }
@@ -579,9 +626,11 @@ impl GroupCommit {
     /// Announces a delivery into the directory whose link will follow; an
     /// fsync about to start waits for it (a little). Drop the arrival once
     /// the link is counted or the delivery failed.
-    fn arriving(&self) -> Arrival<'_> {
+    fn arriving(self: &Arc<Self>) -> Arrival {
         lock(&self.state).arriving += 1;
-        Arrival { commit: self }
+        Arrival {
+            commit: Arc::clone(self),
+        }
     }
 
     /// Counts a link that has returned, and its delivery's `arrival` as
@@ -590,7 +639,7 @@ impl GroupCommit {
     /// Call after every link into the directory has returned.
     fn durable(
         &self,
-        arrival: Option<Arrival<'_>>,
+        arrival: Option<Arrival>,
         sync: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<()> {
         let mut state = lock(&self.state);
