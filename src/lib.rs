@@ -35,6 +35,7 @@ pub mod server;
 pub mod session;
 pub mod slots;
 pub mod submit;
+pub mod sys;
 pub mod tls;
 pub mod transport;
 pub mod watched;

@@ -41,6 +41,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::buffers;
 use crate::delivery::DeliveryError;
+use crate::sys::{
+    AT_FDCWD, AT_SYMLINK_FOLLOW, EDQUOT, ELOOP, ENOSPC, EOPNOTSUPP, O_CLOEXEC, O_CREAT,
+    O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_PATH, O_RDONLY, O_RDWR, O_TMPFILE,
+};
 
 /// Creates DIR, DIR/tmp, DIR/new and DIR/cur with mode 0700 when missing
 /// (missing parents of DIR too). Existing directories are left as they are.
@@ -952,59 +956,6 @@ fn stat_at(dir: RawFd, name: &CStr) -> io::Result<Metadata> {
 fn c_string(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
-
-// Linux's values (asm-generic, with the architectures that differ).
-const AT_FDCWD: RawFd = -100;
-const AT_SYMLINK_FOLLOW: i32 = 0x400;
-const O_RDONLY: i32 = 0;
-const O_RDWR: i32 = 2;
-const O_CLOEXEC: i32 = 0o2000000;
-const O_PATH: i32 = 0o10000000;
-const O_TMPFILE: i32 = 0o20000000 | O_DIRECTORY;
-#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
-mod flags {
-    pub const O_CREAT: i32 = 0x100;
-    pub const O_EXCL: i32 = 0x400;
-    pub const O_DIRECTORY: i32 = 0x10000;
-    pub const O_NOFOLLOW: i32 = 0x20000;
-    pub const ELOOP: i32 = 90;
-    pub const EOPNOTSUPP: i32 = 122;
-    pub const EDQUOT: i32 = 1133;
-}
-#[cfg(any(
-    target_arch = "arm",
-    target_arch = "aarch64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64"
-))]
-mod flags {
-    pub const O_CREAT: i32 = 0o100;
-    pub const O_EXCL: i32 = 0o200;
-    pub const O_DIRECTORY: i32 = 0o40000;
-    pub const O_NOFOLLOW: i32 = 0o100000;
-    pub const ELOOP: i32 = 40;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const EDQUOT: i32 = 122;
-}
-#[cfg(not(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "arm",
-    target_arch = "aarch64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64"
-)))]
-mod flags {
-    pub const O_CREAT: i32 = 0o100;
-    pub const O_EXCL: i32 = 0o200;
-    pub const O_DIRECTORY: i32 = 0o200000;
-    pub const O_NOFOLLOW: i32 = 0o400000;
-    pub const ELOOP: i32 = 40;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const EDQUOT: i32 = 122;
-}
-use flags::*;
-const ENOSPC: i32 = 28;
 
 extern "C" {
     fn openat(dirfd: RawFd, path: *const std::ffi::c_char, flags: i32, ...) -> RawFd;

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::maildir;
+use crate::sys::{ENOSYS, EOPNOTSUPP, EPERM, SYSCALL_BASE};
 
 extern "C" {
     fn syscall(number: c_long, ...) -> c_long;
@@ -114,50 +115,9 @@ const PR_SET_NO_NEW_PRIVS: c_int = 38;
 const LANDLOCK_CREATE_RULESET_VERSION: c_long = 1 << 0;
 const LANDLOCK_RULE_PATH_BENEATH: c_long = 1;
 
-/// What differs between the architectures smtpbox is built for: the system
-/// call numbers are one table everywhere since Linux 5.1, which MIPS offsets
-/// by its ABI's base (o32 4000, n64 5000, n32 6000), and MIPS numbers errno
-/// its own way. ENOSYS: Landlock not built in; EOPNOTSUPP: off at boot.
-#[cfg(not(any(
-    target_arch = "mips",
-    target_arch = "mips32r6",
-    target_arch = "mips64",
-    target_arch = "mips64r6"
-)))]
-mod arch {
-    pub const SYSCALL_BASE: std::ffi::c_long = 0;
-    pub const ENOSYS: i32 = 38;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const EPERM: i32 = 1;
-}
-#[cfg(any(target_arch = "mips", target_arch = "mips32r6"))]
-mod arch {
-    pub const SYSCALL_BASE: std::ffi::c_long = 4000;
-    pub const ENOSYS: i32 = 89;
-    pub const EOPNOTSUPP: i32 = 122;
-    pub const EPERM: i32 = 1;
-}
-#[cfg(all(
-    any(target_arch = "mips64", target_arch = "mips64r6"),
-    target_pointer_width = "64"
-))]
-mod arch {
-    pub const SYSCALL_BASE: std::ffi::c_long = 5000;
-    pub const ENOSYS: i32 = 89;
-    pub const EOPNOTSUPP: i32 = 122;
-    pub const EPERM: i32 = 1;
-}
-#[cfg(all(
-    any(target_arch = "mips64", target_arch = "mips64r6"),
-    target_pointer_width = "32"
-))]
-mod arch {
-    pub const SYSCALL_BASE: std::ffi::c_long = 6000;
-    pub const ENOSYS: i32 = 89;
-    pub const EOPNOTSUPP: i32 = 122;
-    pub const EPERM: i32 = 1;
-}
-use arch::{ENOSYS, EOPNOTSUPP, EPERM, SYSCALL_BASE};
+// The system call numbers are one table everywhere since Linux 5.1, which
+// MIPS offsets by its ABI's base ([`SYSCALL_BASE`]). ENOSYS: Landlock not
+// built in; EOPNOTSUPP: off at boot.
 
 const SYS_LANDLOCK_CREATE_RULESET: c_long = SYSCALL_BASE + 444;
 const SYS_LANDLOCK_ADD_RULE: c_long = SYSCALL_BASE + 445;

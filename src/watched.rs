@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::sys::O_NONBLOCK;
+
 /// The largest file [`read`] accepts: far above any certificate chain or
 /// users file, far below what would hurt a small box.
 pub const MAX_SIZE: u64 = 4 << 20;
@@ -219,12 +221,6 @@ fn check_kind(meta: &fs::Metadata) -> Result<(), String> {
 fn too_large() -> String {
     format!("larger than {} MiB", MAX_SIZE >> 20)
 }
-
-/// `O_NONBLOCK` from <fcntl.h>, which differs on MIPS.
-#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
-const O_NONBLOCK: i32 = 0x80;
-#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
-const O_NONBLOCK: i32 = 0o4000;
 
 /// What identifies one version of a file without reading it; `None` for a
 /// file that cannot be examined.
