@@ -6,13 +6,15 @@
 //! (the sans-IO SMTP state machine), `data` (the DATA/BDAT byte automaton),
 //! `delivery` (the one way a message is stored: targets, content rules,
 //! stored or refused), `maildir` (durable Maildir storage behind it),
-//! `conn` (one connection's I/O), `server`
+//! `buffers` (content buffers reused per thread), `conn` (one connection's
+//! I/O), `server`
 //! (listeners, the local socket and threads), `transport` (sockets and
 //! stdio), `tls` (rustls and the certificate pair), `auth` (the users file
 //! and SASL), `watched` (files re-read when they change), `sendmail` (the
 //! sendmail command) and `submit` (its client for the local socket),
 //! `activation` (systemd), `slots` (limits across --inetd processes),
-//! `privilege` (dropping root), `sandbox` (Landlock), `logging`, `reply`, `date`.
+//! `privilege` (dropping root), `sandbox` (Landlock), `sys` (Linux ABI
+//! numbers per architecture), `logging`, `reply`, `date`.
 
 pub mod activation;
 pub mod auth;
