@@ -771,16 +771,21 @@ mod tests {
         let dir =
             TempDir(std::env::temp_dir().join(format!("smtpbox-pool-{}", std::process::id())));
         // Only this test starts session threads in this process.
-        let (pool, addr) = pool(&dir, Duration::from_millis(300));
+        let (pool, addr) = pool(&dir, Duration::from_secs(1));
         for round in 0..3 {
             greet_and_quit(addr);
             // The one that served is back in accept, beside the one it
             // started when it took the last waiting place.
             wait_accepting(&pool, 2, &format!("round {round}"));
         }
-        assert_eq!(session_threads(), 2, "three sessions in a row, two threads");
+        // (At most: an accept that waited its whole second between two
+        // rounds of a loaded machine retires its thread.)
+        assert!(
+            session_threads() <= 2,
+            "three sessions in a row, two threads"
+        );
         // Nothing comes for the accept wait: one of them ends.
-        thread::sleep(Duration::from_millis(700));
+        thread::sleep(Duration::from_millis(1500));
         wait_accepting(&pool, 1, "after the idle timeout");
         let end = std::time::Instant::now() + Duration::from_secs(5);
         while session_threads() != 1 {
@@ -788,7 +793,7 @@ mod tests {
             thread::sleep(Duration::from_millis(1));
         }
         // The last one stays, however long it waits.
-        thread::sleep(Duration::from_millis(700));
+        thread::sleep(Duration::from_millis(1500));
         assert_eq!(pool.accepting.load(Ordering::Acquire), 1);
         greet_and_quit(addr);
     }
