@@ -1,6 +1,7 @@
-//! The standalone server (SPEC §8): one accept thread per listener (the
-//! TCP ones and the local submission socket), one thread per session with
-//! a small stack, and the connection limits.
+//! The standalone server (SPEC §8): for each listener (the TCP ones and
+//! the local submission socket) a pool of session threads with a small
+//! stack that accept for themselves, one session at a time each, and the
+//! connection limits.
 
 use std::collections::HashMap;
 use std::fs;
@@ -11,8 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::privilege;
 use crate::reply::Reply;
 use crate::session::{Authenticator, LocalCaller, MaildirQuota, Peer, Services, Session};
 use crate::tls::TlsFiles;
-use crate::transport::{self, Transport};
+use crate::transport::{self, Accepted, Transport};
 
 /// Session threads' stack: debug builds overflow 64 KiB in the TLS
 /// handshake; touched pages are all that count towards RSS.
@@ -257,87 +257,149 @@ pub fn run(shared: Shared, listeners: Vec<Bound>, local: Option<LocalSocket>) {
         config.max_connections,
         config.max_connections_per_ip,
     ));
-    let local_thread = local.map(|local| {
-        let shared = shared.clone();
-        let limiter = Arc::clone(&limiter);
+    let mut doors = Vec::new();
+    if let Some(local) = local {
         // Not "listening on": that line names a TCP address to tools and tests.
         log::info!("local submission socket {}", local.path.display());
-        thread::spawn(move || local_accept_loop(local, shared, limiter))
-    });
-    let threads: Vec<_> = listeners
-        .into_iter()
-        .map(|bound| {
-            let shared = shared.clone();
-            let limiter = Arc::clone(&limiter);
-            // The bound address, not the configured one: port 0 picks a port.
-            let addr = bound.listener.local_addr().map_or(bound.listen.addr, |a| a);
-            log::info!("listening on {} ({})", addr, bound.listen.mode);
-            thread::spawn(move || accept_loop(bound, shared, limiter))
-        })
-        .collect();
-    for t in threads.into_iter().chain(local_thread) {
-        let _ = t.join();
+        let policy = Policy::new(config, None, Mode::Smtp);
+        doors.push((Door::local(local, ACCEPT_WAIT), policy));
     }
-}
-
-/// Accepts on the local submission socket: the caller is who the kernel
-/// says (SO_PEERCRED), and counts against the limits by uid.
-fn local_accept_loop(local: LocalSocket, shared: Shared, limiter: Arc<Limiter>) {
-    let policy = Policy::new(&shared.config, None, Mode::Smtp);
-    let workers = Workers::new(shared);
-    loop {
-        let stream = match local.listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                log::warn!("accept on {}: {}", local.path.display(), e);
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let uid = match transport::peer_uid(&stream) {
-            Ok(uid) => uid,
-            Err(e) => {
-                // Never serve a caller we cannot name.
-                log::warn!("local connection without credentials: {e}");
-                continue;
-            }
-        };
-        let caller = LocalCaller {
-            uid,
-            user: privilege::login_name(uid),
-        };
-        let Some(slot) = limiter.acquire(Source::Uid(uid)) else {
-            log::warn!(
-                "too many connections, refusing local uid={} user={} (421 4.3.2)",
-                caller.uid,
-                caller.user
-            );
-            refuse(stream);
-            continue;
-        };
-        workers.run(Job {
-            stream: Box::new(stream),
-            peer: Peer::local_caller(caller),
+    for bound in listeners {
+        let policy = Policy::listen(config, bound.listen);
+        // The bound address, not the configured one: port 0 picks a port.
+        let addr = bound.listener.local_addr().map_or(bound.listen.addr, |a| a);
+        log::info!("listening on {} ({})", addr, bound.listen.mode);
+        doors.push((Door::tcp(bound, policy.limits.timeout, ACCEPT_WAIT), policy));
+    }
+    for (door, policy) in doors {
+        let pool = Arc::new(Pool {
+            door,
             policy,
-            slot,
+            shared: shared.clone(),
+            limiter: Arc::clone(&limiter),
+            accepting: AtomicUsize::new(0),
         });
+        if !pool.start() {
+            log::error!("cannot serve {}: no session thread", pool.door);
+            std::process::exit(EX_OSERR);
+        }
+    }
+    // The pools' threads accept and serve from here on.
+    loop {
+        thread::park();
     }
 }
 
-fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
-    let policy = Policy::listen(&shared.config, bound.listen);
-    let workers = Workers::new(shared);
-    loop {
+/// sysexits.h: the system could not give us a thread.
+const EX_OSERR: i32 = 71;
+
+/// Where a pool's threads take their connections from.
+enum Door {
+    Tcp(TcpDoor),
+    /// The local submission socket: the caller is who the kernel says
+    /// (SO_PEERCRED), and counts against the limits by uid.
+    Local(LocalSocket),
+}
+
+struct TcpDoor {
+    listener: TcpListener,
+    /// The configured address, for logs.
+    addr: SocketAddr,
+    /// Every connection's local address when the listener is bound to one
+    /// address (not a wildcard): then no getsockname per connection.
+    local: Option<SocketAddr>,
+    /// The write timeout and accept wait its connections start with, when
+    /// they could be set on the listener (transport::prepare_listener).
+    prepared: Option<(Duration, Duration)>,
+}
+
+/// Whether accepted TCP sockets inherit their listener's options here;
+/// checked on the first connection.
+static INHERITED: OnceLock<bool> = OnceLock::new();
+
+/// What one accept gave.
+enum Taken {
+    /// A connection admitted under the limits, to serve.
+    Session(Job),
+    /// Nothing to serve (refused, or accept failed): accept again.
+    Nothing,
+    /// accept(2) waited its whole timeout.
+    Idle,
+}
+
+impl Door {
+    /// `timeout` is the listener's policy's, `wait` how long one accept
+    /// may wait.
+    fn tcp(bound: Bound, timeout: Duration, wait: Duration) -> Door {
+        let listener = bound.listener;
+        let bound_to = listener.local_addr().ok();
+        let local = bound_to.filter(|a| !a.ip().is_unspecified());
+        // A socket passed by systemd may come non-blocking: accept would spin.
+        let blocking = listener.set_nonblocking(false);
+        let prepared =
+            blocking.and_then(|()| transport::prepare_listener(&listener, timeout, wait));
+        if let Err(e) = &prepared {
+            log::warn!("listener {}: socket options: {e}", bound.listen.addr);
+        }
+        Door::Tcp(TcpDoor {
+            listener,
+            addr: bound.listen.addr,
+            local,
+            prepared: prepared.ok().map(|()| (timeout, wait)),
+        })
+    }
+
+    fn local(local: LocalSocket, wait: Duration) -> Door {
+        let options = local
+            .listener
+            .set_nonblocking(false)
+            .and_then(|()| transport::bound_accept(&local.listener, wait));
+        if let Err(e) = options {
+            log::warn!("local socket {}: socket options: {e}", local.path.display());
+        }
+        Door::Local(local)
+    }
+
+    /// Accepts one connection and admits it under the limits; one over
+    /// them reads `421 4.3.2` here.
+    fn take(&self, limiter: &Arc<Limiter>) -> Taken {
+        match self {
+            Door::Tcp(door) => door.take(limiter),
+            Door::Local(local) => take_local(local, limiter),
+        }
+    }
+}
+
+impl std::fmt::Display for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Door::Tcp(door) => write!(f, "{}", door.addr),
+            Door::Local(local) => write!(f, "{}", local.path.display()),
+        }
+    }
+}
+
+/// accept(2) timed out (SO_RCVTIMEO on the listener).
+fn is_idle(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl TcpDoor {
+    fn take(&self, limiter: &Arc<Limiter>) -> Taken {
         // accept(2) gives the client's address: no getpeername.
-        let (stream, remote) = match bound.listener.accept() {
+        let (stream, remote) = match self.listener.accept() {
             // An IPv4 client on a dual-stack socket is counted and logged
             // as IPv4, not `::ffff:a.b.c.d` (SPEC §6).
             Ok((stream, remote)) => (stream, canonical(remote)),
+            Err(e) if is_idle(&e) => return Taken::Idle,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                log::warn!("accept on {}: {}", bound.listen.addr, e);
+                log::warn!("accept on {}: {}", self.addr, e);
                 thread::sleep(Duration::from_millis(50));
-                continue;
+                return Taken::Nothing;
             }
         };
         let Some(slot) = limiter.acquire(Source::Ip(remote.ip())) else {
@@ -347,19 +409,60 @@ fn accept_loop(bound: Bound, shared: Shared, limiter: Arc<Limiter>) {
                 remote.port()
             );
             refuse(stream);
-            continue;
+            return Taken::Nothing;
         };
-        // Replies are batched by the connection: Nagle would only add a
-        // delayed-ACK stall to the second write of a split group.
-        let _ = stream.set_nodelay(true);
-        let peer = Peer::network(Some(remote), stream.local_addr().ok());
-        workers.run(Job {
-            stream: Box::new(stream),
-            peer,
-            policy,
-            slot,
+        let inherited = self.prepared.filter(|&(timeout, wait)| {
+            *INHERITED.get_or_init(|| transport::inherits(&stream, timeout, wait))
         });
+        if inherited.is_none() {
+            // See transport::prepare_listener.
+            let _ = stream.set_nodelay(true);
+        }
+        let local = self.local.or_else(|| stream.local_addr().ok());
+        Taken::Session(Job {
+            stream: Box::new(Accepted::new(stream, inherited)),
+            peer: Peer::network(Some(remote), local),
+            slot,
+        })
     }
+}
+
+fn take_local(local: &LocalSocket, limiter: &Arc<Limiter>) -> Taken {
+    let stream = match local.listener.accept() {
+        Ok((stream, _)) => stream,
+        Err(e) if is_idle(&e) => return Taken::Idle,
+        Err(e) => {
+            log::warn!("accept on {}: {}", local.path.display(), e);
+            thread::sleep(Duration::from_millis(50));
+            return Taken::Nothing;
+        }
+    };
+    let uid = match transport::peer_uid(&stream) {
+        Ok(uid) => uid,
+        Err(e) => {
+            // Never serve a caller we cannot name.
+            log::warn!("local connection without credentials: {e}");
+            return Taken::Nothing;
+        }
+    };
+    let caller = LocalCaller {
+        uid,
+        user: privilege::login_name(uid),
+    };
+    let Some(slot) = limiter.acquire(Source::Uid(uid)) else {
+        log::warn!(
+            "too many connections, refusing local uid={} user={} (421 4.3.2)",
+            caller.uid,
+            caller.user
+        );
+        refuse(stream);
+        return Taken::Nothing;
+    };
+    Taken::Session(Job {
+        stream: Box::new(stream),
+        peer: Peer::local_caller(caller),
+        slot,
+    })
 }
 
 /// `::ffff:a.b.c.d` as `a.b.c.d`; every other address as it is.
@@ -371,108 +474,116 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 struct Job {
     stream: Box<dyn Transport>,
     peer: Peer,
-    /// The listener's, copied: a job crosses to another thread.
-    policy: Policy,
     slot: Slot,
 }
 
-/// Session threads. One that has finished its session waits a moment for
-/// the next connection instead of exiting: starting and ending a thread
-/// costs about a fifth of a whole SMTP transaction on tmpfs.
-struct Workers {
+/// The session threads of one listener, which accept for themselves
+/// (SPEC §8): several wait in accept(2) on the same socket and the kernel
+/// gives each connection to one of them, which then serves it; no
+/// hand-off between threads, so no wake-up of a second one. The thread
+/// that takes the last waiting place starts a replacement before it
+/// serves, so one always waits while sessions are under the limits.
+/// After its session a thread goes back to accept unless enough already
+/// wait; a waiting thread whose accept waited ACCEPT_WAIT for nothing
+/// ends unless it is the last one, so an idle server is soon down to one
+/// thread per listener.
+struct Pool {
+    door: Door,
+    policy: Policy,
     shared: Shared,
-    /// Threads waiting for a job, each with the id that names it here.
-    idle: Mutex<Vec<(usize, SyncSender<Job>)>>,
-    next_id: AtomicUsize,
+    limiter: Arc<Limiter>,
+    /// Threads in accept(2), or on their way to it.
+    accepting: AtomicUsize,
 }
 
-/// How long a finished session thread waits for another connection.
-const WORKER_IDLE: Duration = Duration::from_secs(2);
+/// How many threads may wait in accept on one listener once their
+/// session is over: enough that sessions ending and starting again at a
+/// steady rate seldom start a thread (which costs about a fifth of a
+/// whole SMTP transaction on tmpfs); half the default `max_connections`.
+const IDLE_ACCEPTORS: usize = 16;
 
-impl Workers {
-    fn new(shared: Shared) -> Arc<Workers> {
-        Arc::new(Workers {
-            shared,
-            idle: Mutex::new(Vec::new()),
-            next_id: AtomicUsize::new(0),
-        })
-    }
+/// How long a thread waits in accept before it ends, unless it is the
+/// last one of its listener. Not the session timeout: connections start
+/// with their listener's read timeout, so each sets its own (one
+/// setsockopt), and in exchange idle threads go within seconds.
+const ACCEPT_WAIT: Duration = Duration::from_secs(2);
 
-    /// Hands the job to an idle thread, or starts one.
-    fn run(self: &Arc<Self>, mut job: Job) {
-        loop {
-            let idle = lock(&self.idle).pop();
-            let Some((_, worker)) = idle else { break };
-            match worker.send(job) {
-                Ok(()) => return,
-                Err(SendError(back)) => job = back, // That thread is gone.
-            }
-        }
-        let workers = Arc::clone(self);
+impl Pool {
+    /// Starts one more accepting thread; false when the system has none
+    /// to give.
+    fn start(self: &Arc<Self>) -> bool {
+        self.accepting.fetch_add(1, Ordering::AcqRel);
+        let pool = Arc::clone(self);
         let spawned = thread::Builder::new()
             .name("session".to_string())
             .stack_size(SESSION_STACK)
-            .spawn(move || workers.work(job));
-        if let Err(e) = spawned {
-            // The job, slot included, was dropped with the closure.
-            log::error!("cannot start a session thread: {e}");
+            .spawn(move || pool.work());
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                self.accepting.fetch_sub(1, Ordering::AcqRel);
+                log::error!("cannot start a session thread: {e}");
+                false
+            }
         }
     }
 
-    /// A session thread: serves jobs until none comes for WORKER_IDLE.
-    /// Serving and waiting are calls of their own, so the frame under a
-    /// session stays small (the stack budget at `conn::serve`).
-    fn work(&self, first: Job) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Made when first idle: a busy session carries no channel.
-        let mut channel = None;
-        let mut job = first;
+    /// A session thread: accepts, serves, and again, until it is not
+    /// needed. Taking and serving are calls of their own, so the frame
+    /// under a session stays small (the stack budget at `conn::serve`).
+    /// A panic in a session ends this thread, as it unwinds through
+    /// `serve`; the pool does not miss it, since it stopped counting as
+    /// accepting before it served.
+    fn work(self: Arc<Self>) {
         loop {
+            let job = match self.take() {
+                Taken::Session(job) => job,
+                Taken::Nothing => continue,
+                Taken::Idle if self.retire() => return,
+                Taken::Idle => continue,
+            };
+            if self.accepting.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // The last one waiting: a failure is logged, and this
+                // thread comes back to accept when its session is over.
+                self.start();
+            }
             self.serve(job);
-            match self.next_job(id, &mut channel) {
-                Some(next) => job = next,
-                None => return,
+            if !self.rejoin() {
+                return;
             }
         }
+    }
+
+    #[inline(never)]
+    fn take(&self) -> Taken {
+        self.door.take(&self.limiter)
     }
 
     #[inline(never)]
     fn serve(&self, job: Job) {
-        let Job {
-            stream,
-            peer,
-            policy,
-            slot,
-        } = job;
-        self.shared.serve(stream, peer, &policy);
+        let Job { stream, peer, slot } = job;
+        self.shared.serve(stream, peer, &self.policy);
         drop(slot); // Freed by a panic in serve too, as it unwinds.
     }
 
-    /// Puts this thread on the idle list and waits up to WORKER_IDLE for a
-    /// job; None when none came and the thread should end.
-    #[inline(never)]
-    fn next_job(
-        &self,
-        id: usize,
-        channel: &mut Option<(SyncSender<Job>, Receiver<Job>)>,
-    ) -> Option<Job> {
-        let (sender, jobs) = channel.get_or_insert_with(|| sync_channel(1));
-        lock(&self.idle).push((id, sender.clone()));
-        if let Ok(next) = jobs.recv_timeout(WORKER_IDLE) {
-            return Some(next);
-        }
-        let mut idle = lock(&self.idle);
-        match idle.iter().position(|(i, _)| *i == id) {
-            Some(at) => {
-                idle.swap_remove(at);
-                None
-            }
-            // The acceptor took this thread just now: its job is on the way.
-            None => {
-                drop(idle);
-                jobs.recv().ok()
-            }
-        }
+    /// After a session: counts this thread as accepting again, unless
+    /// enough threads already are.
+    fn rejoin(&self) -> bool {
+        self.accepting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < IDLE_ACCEPTORS).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// After an accept that timed out: true when this thread should end,
+    /// as one more is waiting.
+    fn retire(&self) -> bool {
+        self.accepting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 1).then(|| n - 1)
+            })
+            .is_ok()
     }
 }
 
@@ -589,12 +700,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_finished_session_thread_serves_the_next_connection() {
-        use std::io::{BufRead, BufReader, Write};
-        use std::net::TcpStream;
-        let dir =
-            TempDir(std::env::temp_dir().join(format!("smtpbox-workers-{}", std::process::id())));
+    /// A pool on a fresh loopback listener whose accepts time out after
+    /// `wait`, with a Maildir under `dir`.
+    fn pool(dir: &TempDir, wait: Duration) -> (Arc<Pool>, SocketAddr) {
         let args: Vec<String> = ["-m", &dir.0.display().to_string(), "-H", "mx.test"]
             .iter()
             .map(|s| s.to_string())
@@ -608,47 +716,86 @@ mod tests {
         };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let policy = Policy::new(&config, Some(addr), Mode::Smtp);
-        let workers = Workers::new(Shared::new(config).unwrap());
-        let limiter = Arc::new(Limiter::new(4, 4));
-        for round in 0..3 {
-            let client = TcpStream::connect(addr).unwrap();
-            let (stream, remote) = listener.accept().unwrap();
-            workers.run(Job {
-                stream: Box::new(stream),
-                peer: Peer::network(Some(remote), Some(addr)),
-                policy,
-                slot: limiter.acquire(remote.ip()).unwrap(),
-            });
-            let stream = client;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            assert!(line.starts_with("220 mx.test"), "{line}");
-            reader.get_mut().write_all(b"QUIT\r\n").unwrap();
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
-            assert_eq!(rest, "221 2.0.0 Bye\r\n");
-            // The thread puts itself on the idle list after the session:
-            // wait for that (well inside WORKER_IDLE) before the next one.
-            let end = std::time::Instant::now() + Duration::from_secs(5);
-            while lock(&workers.idle).len() != 1 {
-                assert!(
-                    std::time::Instant::now() < end,
-                    "round {round}: no idle thread"
-                );
-                thread::sleep(Duration::from_millis(1));
-            }
+        let listen = Listen {
+            addr,
+            mode: Mode::Smtp,
+        };
+        let policy = Policy::listen(&config, listen);
+        let pool = Arc::new(Pool {
+            door: Door::tcp(Bound { listener, listen }, policy.limits.timeout, wait),
+            policy,
+            shared: Shared::new(config).unwrap(),
+            limiter: Arc::new(Limiter::new(4, 4)),
+            accepting: AtomicUsize::new(0),
+        });
+        assert!(pool.start());
+        (pool, addr)
+    }
+
+    /// One session from greeting to QUIT.
+    fn greet_and_quit(addr: SocketAddr) {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("220 mx.test"), "{line}");
+        reader.get_mut().write_all(b"QUIT\r\n").unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        assert_eq!(rest, "221 2.0.0 Bye\r\n");
+    }
+
+    /// Waits up to 5 s for `accepting` threads to wait in accept.
+    fn wait_accepting(pool: &Pool, accepting: usize, what: &str) {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.accepting.load(Ordering::Acquire) != accepting {
+            assert!(std::time::Instant::now() < end, "{what}: not {accepting}");
+            thread::sleep(Duration::from_millis(1));
         }
-        let sessions = std::fs::read_dir("/proc/self/task")
+    }
+
+    fn session_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
             .unwrap()
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
             .filter(|comm| comm.trim() == "session")
-            .count();
-        assert_eq!(sessions, 1, "three sessions in a row, one thread");
+            .count()
+    }
+
+    #[test]
+    fn session_threads_accept_again_after_their_session_and_idle_ones_retire() {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("smtpbox-pool-{}", std::process::id())));
+        // Only this test starts session threads in this process.
+        let (pool, addr) = pool(&dir, Duration::from_secs(1));
+        for round in 0..3 {
+            greet_and_quit(addr);
+            // The one that served is back in accept, beside the one it
+            // started when it took the last waiting place.
+            wait_accepting(&pool, 2, &format!("round {round}"));
+        }
+        // (At most: an accept that waited its whole second between two
+        // rounds of a loaded machine retires its thread.)
+        assert!(
+            session_threads() <= 2,
+            "three sessions in a row, two threads"
+        );
+        // Nothing comes for the accept wait: one of them ends.
+        thread::sleep(Duration::from_millis(1500));
+        wait_accepting(&pool, 1, "after the idle timeout");
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while session_threads() != 1 {
+            assert!(std::time::Instant::now() < end, "no thread retired");
+            thread::sleep(Duration::from_millis(1));
+        }
+        // The last one stays, however long it waits.
+        thread::sleep(Duration::from_millis(1500));
+        assert_eq!(pool.accepting.load(Ordering::Acquire), 1);
+        greet_and_quit(addr);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 extern "C" {
@@ -105,8 +105,109 @@ impl Transport for TcpStream {
     }
 
     fn input_pending(&mut self) -> bool {
-        socket_has_input(self)
+        peek_pending(self.as_raw_fd())
     }
+}
+
+/// A connection accepted from a listener prepared by [`prepare_listener`]:
+/// on Linux an accepted TCP socket starts as a copy of its listener's, so
+/// TCP_NODELAY and the write timeout are already set, with no system call
+/// per connection. Only the read timeout, which on the listener bounds
+/// accept(2), is set here.
+pub struct Accepted {
+    stream: TcpStream,
+    /// The socket's read and write timeouts when known.
+    read: Option<Duration>,
+    write: Option<Duration>,
+}
+
+impl Accepted {
+    /// `inherited` is the listener's write timeout and accept wait, when
+    /// [`inherits`] said that connections start with them.
+    pub fn new(stream: TcpStream, inherited: Option<(Duration, Duration)>) -> Accepted {
+        let smallest = |t: Duration| t.max(Duration::from_millis(1));
+        Accepted {
+            stream,
+            read: inherited.map(|(_, wait)| smallest(wait)),
+            write: inherited.map(|(timeout, _)| smallest(timeout)),
+        }
+    }
+}
+
+impl Read for Accepted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Accepted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl Transport for Accepted {
+    /// Sets each of the two timeouts only when it differs.
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        let timeout = Some(timeout.max(Duration::from_millis(1)));
+        if self.read != timeout {
+            self.read = None; // Unknown if the call fails.
+            self.stream.set_read_timeout(timeout)?;
+            self.read = timeout;
+        }
+        if self.write != timeout {
+            self.write = None;
+            self.stream.set_write_timeout(timeout)?;
+            self.write = timeout;
+        }
+        Ok(())
+    }
+
+    fn input_pending(&mut self) -> bool {
+        self.stream.input_pending()
+    }
+}
+
+/// Sets on a TCP listener what its connections should start with: no
+/// Nagle (replies are batched by the connection: Nagle would only add a
+/// delayed-ACK stall to the second write of a split group) and `timeout`
+/// on writes. Its read timeout bounds each accept(2), which then fails
+/// with WouldBlock: how an accepting thread learns it has waited `wait`.
+pub fn prepare_listener(
+    listener: &TcpListener,
+    timeout: Duration,
+    wait: Duration,
+) -> io::Result<()> {
+    // SAFETY: borrowed for three setsockopt calls and never dropped, so the
+    // listener's descriptor is not closed; these socket options mean the
+    // same on a listening socket.
+    let sock = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+    sock.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+}
+
+/// True when `stream`, accepted from a listener that [`prepare_listener`]
+/// set to `timeout` and `wait`, came with those options (Linux copies the
+/// listening socket; checked once rather than assumed, for kernels and
+/// sandboxes that do otherwise).
+pub fn inherits(stream: &TcpStream, timeout: Duration, wait: Duration) -> bool {
+    let smallest = |t: Duration| Some(t.max(Duration::from_millis(1)));
+    stream.nodelay().unwrap_or(false)
+        && stream.read_timeout().ok() == Some(smallest(wait))
+        && stream.write_timeout().ok() == Some(smallest(timeout))
+}
+
+/// Sets how long each accept(2) on the local socket may wait (connections
+/// to a Unix socket do not inherit it: they are new sockets, not copies).
+pub fn bound_accept(listener: &UnixListener, wait: Duration) -> io::Result<()> {
+    // SAFETY: as in `prepare_listener`: borrowed, never dropped.
+    let sock = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(listener.as_raw_fd()) });
+    sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
 }
 
 impl Transport for UnixStream {
@@ -117,23 +218,19 @@ impl Transport for UnixStream {
     }
 
     fn input_pending(&mut self) -> bool {
-        // std has no stable peek on Unix streams.
-        let mut byte = 0u8;
-        // SAFETY: a one-byte buffer that outlives the call.
-        let n = unsafe { recv(self.as_raw_fd(), &mut byte, 1, MSG_PEEK | MSG_DONTWAIT) };
-        n > 0
+        peek_pending(self.as_raw_fd())
     }
 }
 
-/// Peeks without blocking; false on any error (a pipe, a closed socket).
-fn socket_has_input(sock: &TcpStream) -> bool {
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut byte = [0u8; 1];
-    let pending = matches!(sock.peek(&mut byte), Ok(n) if n > 0);
-    let _ = sock.set_nonblocking(false);
-    pending
+/// Peeks one byte without blocking, in one recv(2) (std's peek on a
+/// blocking socket would need two more calls to switch to non-blocking
+/// and back); false on any error (a pipe, a closed socket).
+fn peek_pending(fd: i32) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte buffer that outlives the call; `fd` is borrowed
+    // from a live socket (or is fd 0, where an error is the answer).
+    let n = unsafe { recv(fd, &mut byte, 1, MSG_PEEK | MSG_DONTWAIT) };
+    n > 0
 }
 
 /// inetd's connection: the client on stdin (fd 0) and stdout (fd 1).
@@ -212,13 +309,69 @@ impl Transport for Stdio {
     }
 
     fn input_pending(&mut self) -> bool {
-        socket_has_input(&self.socket())
+        peek_pending(0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_inherit_a_prepared_listeners_options() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (timeout, wait) = (Duration::from_millis(2500), Duration::from_millis(1500));
+        prepare_listener(&listener, timeout, wait).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        assert!(
+            inherits(&stream, timeout, wait),
+            "Linux copies the listener's options"
+        );
+        assert!(!inherits(&stream, wait, timeout));
+        // The read timeout bounds accept(2).
+        let start = std::time::Instant::now();
+        prepare_listener(&listener, timeout, Duration::from_millis(50)).unwrap();
+        let e = listener.accept().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn an_accepted_connection_sets_only_the_timeout_it_lacks() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (timeout, wait) = (Duration::from_secs(7), Duration::from_secs(2));
+        prepare_listener(&listener, timeout, wait).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let probe = stream.try_clone().unwrap();
+        let mut accepted = Accepted::new(stream, Some((timeout, wait)));
+        accepted.set_timeout(timeout).unwrap();
+        assert_eq!(probe.read_timeout().unwrap(), Some(timeout));
+        assert_eq!(probe.write_timeout().unwrap(), Some(timeout));
+        // Both, when neither is known.
+        let mut unknown = Accepted::new(probe.try_clone().unwrap(), None);
+        unknown.set_timeout(Duration::from_secs(3)).unwrap();
+        assert_eq!(probe.read_timeout().unwrap(), Some(Duration::from_secs(3)));
+        assert_eq!(probe.write_timeout().unwrap(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn input_pending_peeks_without_taking_or_blocking() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        assert!(!stream.input_pending());
+        client.write_all(b"x").unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !stream.input_pending() {
+            assert!(std::time::Instant::now() < end);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x", "peeked, not taken");
+    }
 
     #[test]
     fn peer_uid_is_the_connecting_process_uid() {
