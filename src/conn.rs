@@ -12,6 +12,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::buffers;
 use crate::config::Limits;
 use crate::data::{self, ContentSink, DataEnd, DataReader};
 use crate::delivery::Message;
@@ -25,8 +26,9 @@ use crate::transport::Transport;
 /// idle session stays small (longer lines are assembled by the framer).
 const COMMAND_BUFFER: usize = 512;
 
-/// Input buffer while reading message content: fewer, larger reads.
-const CONTENT_BUFFER: usize = 64 * 1024;
+/// Input buffer while reading message content: fewer, larger reads; one
+/// of the thread's reused content buffers ([`buffers`]).
+const CONTENT_BUFFER: usize = buffers::CONTENT;
 
 /// Output kept between flushes; a larger one is given back.
 const OUTPUT_BUFFER: usize = 4096;
@@ -355,17 +357,23 @@ impl Input {
     }
 
     /// Sets the buffer size, keeping what is buffered; a shrink waits until
-    /// what is buffered fits. The new buffer comes zeroed from the allocator
-    /// (calloc) rather than from `Vec::resize`, which fills it byte by byte:
-    /// 64 KiB for every message.
+    /// what is buffered fits. A content buffer is the thread's spare when it
+    /// has one and goes back to it on the shrink ([`buffers`]); any other
+    /// comes zeroed from the allocator (calloc) rather than from
+    /// `Vec::resize`, which fills it byte by byte.
     fn resize(&mut self, size: usize) {
         let pending = self.end - self.pos;
         if self.buf.len() == size || pending > size {
             return;
         }
-        let mut buf = vec![0; size];
+        let mut buf = match size {
+            CONTENT_BUFFER => buffers::take(),
+            _ => vec![0; size],
+        };
         buf[..pending].copy_from_slice(&self.buf[self.pos..self.end]);
-        (self.buf, self.pos, self.end) = (buf, 0, pending);
+        let old = std::mem::replace(&mut self.buf, buf);
+        (self.pos, self.end) = (0, pending);
+        buffers::give(old);
     }
 }
 

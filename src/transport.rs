@@ -11,34 +11,15 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
+// recv(2) flags (look without taking, and without waiting) and the
+// SO_PEERCRED option, whose numbers differ on MIPS and PowerPC: with the
+// generic ones MIPS answered ENOPROTOOPT and refused every local client.
+use crate::sys::{MSG_DONTWAIT, MSG_PEEK, SOL_SOCKET, SO_PEERCRED};
+
 extern "C" {
     fn getsockopt(fd: i32, level: i32, name: i32, value: *mut Ucred, len: *mut u32) -> i32;
     fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
 }
-
-/// recv(2) flags: look without taking, and without waiting.
-const MSG_PEEK: i32 = 2;
-const MSG_DONTWAIT: i32 = 0x40;
-
-/// SOL_SOCKET and SO_PEERCRED on Linux: asm-generic (x86, ARM, RISC-V),
-/// except MIPS (0xffff and 18, arch/mips/include/uapi/asm/socket.h) and
-/// PowerPC (SO_PEERCRED 21). With the generic values, MIPS answered
-/// ENOPROTOOPT and every local-socket client was refused.
-#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
-const SOL_SOCKET: i32 = 0xffff;
-#[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
-const SOL_SOCKET: i32 = 1;
-#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
-const SO_PEERCRED: i32 = 18;
-#[cfg(any(target_arch = "powerpc", target_arch = "powerpc64"))]
-const SO_PEERCRED: i32 = 21;
-#[cfg(not(any(
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64"
-)))]
-const SO_PEERCRED: i32 = 17;
 
 /// `struct ucred` (socket(7)).
 #[repr(C)]
