@@ -3,8 +3,10 @@
 //! message. musl's allocator hands a freed block of that size straight back
 //! to the kernel, so without this every message pays an `mmap`, a `munmap`
 //! and fresh page faults for each of the two. A thread keeps at most
-//! [`SPARES`] buffers, and they go when the thread ends; an idle session
-//! holds none (the connection shrinks its input between messages).
+//! [`SPARES`] buffers, also while its session idles between messages or it
+//! waits in accept for the next connection, and they go when the thread
+//! ends (an idle pool shrinks to one thread per listener within seconds:
+//! `server`). Only the pages a message touched count towards RSS.
 
 use std::cell::RefCell;
 
