@@ -69,7 +69,14 @@ for t in "${targets[@]}"; do
   # smtpbox's drops can panic; one during an unwind aborts anyway): fewer
   # landing pads, 28 KB less on x86_64. Session panics still unwind.
   # Panic messages keep their text but not their file:line:col (36 KB).
-  rustflags="-Z panic-in-drop=abort -Z location-detail=none"
+  # Derived Debug impls print the type or variant name only, not their
+  # fields: nothing smtpbox logs or replies goes through one (its `{:?}`
+  # are of strings and of rustls enums with hand-written Debug impls),
+  # but rustls's own debug/trace records and a few of its error texts do.
+  rustflags="-Z panic-in-drop=abort -Z location-detail=none -Z fmt-debug=shallow"
+  # ring's C code without unwind tables: it never calls back into
+  # Rust, so no panic unwinds through it. Its assembly keeps its CFI.
+  export "CFLAGS_${t//-/_}=-fno-asynchronous-unwind-tables -fno-unwind-tables"
   case "$t" in
     *-musl*)
       # musl targets link statically by default; zig brings musl's start
