@@ -98,6 +98,24 @@ fn assert_rejection_logged(server: &Server, reply: &str) {
     assert!(line.contains(&needle), "{line:?} should name {needle}");
 }
 
+/// The client's next reply is the 554 5.5.0 of SPEC §5, then the server
+/// closes; the rejection and `why` are logged, and nothing was stored.
+fn assert_unsynchronized(server: &Server, client: &mut Client, why: &str) {
+    let reply = client.reply();
+    assert_eq!(
+        reply,
+        "554 5.5.0 Protocol error: wait for the server's reply\r\n"
+    );
+    assert_eq!(
+        client.read_to_eof(),
+        "",
+        "nothing after the 554, then close"
+    );
+    assert_rejection_logged(server, &reply);
+    assert!(server.wait_log(why), "{}", server.log());
+    assert_eq!(count(&server.maildir(), "new"), 0);
+}
+
 /// A client that has said EHLO and sent MAIL, RCPT and `rest` in one
 /// write, with the MAIL and RCPT replies read.
 fn envelope_then(addr: SocketAddr, rest: &[u8]) -> Client {
@@ -126,23 +144,7 @@ fn a_remote_client_that_talks_before_the_greeting_gets_554_and_is_closed() {
         thread::sleep(Duration::from_millis(100));
         // SAFETY: as above.
         assert_eq!(unsafe { kill(pid, SIGCONT) }, 0);
-        let reply = client.reply();
-        assert_eq!(
-            reply,
-            "554 5.5.0 Protocol error: wait for the server's reply\r\n"
-        );
-        assert_eq!(
-            client.read_to_eof(),
-            "",
-            "nothing after the 554, then close"
-        );
-        assert_rejection_logged(&server, &reply);
-        assert!(
-            server.wait_log("talked before greeting (554 5.5.0)"),
-            "{}",
-            server.log()
-        );
-        assert_eq!(count(&server.maildir(), "new"), 0);
+        assert_unsynchronized(&server, &mut client, "talked before greeting (554 5.5.0)");
     });
 }
 
@@ -152,23 +154,7 @@ fn a_remote_client_that_sends_content_before_354_gets_554_and_nothing_is_stored(
         let (server, addr) = remote_server("");
         // One write: the content is already there when DATA is read.
         let mut client = envelope_then(addr, b"DATA\r\nSubject: too soon\r\n\r\nbody\r\n.\r\n");
-        let reply = client.reply();
-        assert_eq!(
-            reply,
-            "554 5.5.0 Protocol error: wait for the server's reply\r\n"
-        );
-        assert_eq!(
-            client.read_to_eof(),
-            "",
-            "nothing after the 554, then close"
-        );
-        assert_rejection_logged(&server, &reply);
-        assert!(
-            server.wait_log("content before 354 (554 5.5.0)"),
-            "{}",
-            server.log()
-        );
-        assert_eq!(count(&server.maildir(), "new"), 0);
+        assert_unsynchronized(&server, &mut client, "content before 354 (554 5.5.0)");
         assert_eq!(count(&server.maildir(), "tmp"), 0);
     });
 }
