@@ -1,16 +1,13 @@
 //! The smtpbox binary: parses the command line and starts the chosen mode.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use smtpbox::config::{self, Config, Invocation};
-use smtpbox::reply::Reply;
 use smtpbox::server::Shared;
 use smtpbox::session::{LocalCaller, Peer};
-use smtpbox::transport::Transport;
 use smtpbox::{
     activation, logging, maildir, privilege, sandbox, sendmail, server, slots, transport,
 };
@@ -268,10 +265,7 @@ fn inetd_slots(config: &Config, stdio: &mut transport::Stdio) -> Option<Option<s
                 ip.to_canonical(),
                 remote.port()
             );
-            let mut out = Vec::new();
-            Reply::too_busy().write_to(&mut out);
-            let _ = stdio.set_timeout(Duration::from_secs(1));
-            let _ = stdio.write_all(&out);
+            server::refuse(stdio);
             None
         }
         Err(e) => {

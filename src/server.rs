@@ -390,7 +390,7 @@ fn is_idle(e: &io::Error) -> bool {
 impl TcpDoor {
     fn take(&self, limiter: &Arc<Limiter>) -> Taken {
         // accept(2) gives the client's address: no getpeername.
-        let (stream, remote) = match self.listener.accept() {
+        let (mut stream, remote) = match self.listener.accept() {
             // An IPv4 client on a dual-stack socket is counted and logged
             // as IPv4, not `::ffff:a.b.c.d` (SPEC §6).
             Ok((stream, remote)) => (stream, canonical(remote)),
@@ -408,7 +408,7 @@ impl TcpDoor {
                 remote.ip(),
                 remote.port()
             );
-            refuse(stream);
+            refuse(&mut stream);
             return Taken::Nothing;
         };
         let inherited = self.prepared.filter(|&(timeout, wait)| {
@@ -428,7 +428,7 @@ impl TcpDoor {
 }
 
 fn take_local(local: &LocalSocket, limiter: &Arc<Limiter>) -> Taken {
-    let stream = match local.listener.accept() {
+    let mut stream = match local.listener.accept() {
         Ok((stream, _)) => stream,
         Err(e) if is_idle(&e) => return Taken::Idle,
         Err(e) => {
@@ -455,7 +455,7 @@ fn take_local(local: &LocalSocket, limiter: &Arc<Limiter>) -> Taken {
             caller.uid,
             caller.user
         );
-        refuse(stream);
+        refuse(&mut stream);
         return Taken::Nothing;
     };
     Taken::Session(Job {
@@ -593,8 +593,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Over the limits: one reply, written without blocking for long, then close.
-fn refuse(mut stream: impl Transport) {
+/// Over the limits: one reply, written without blocking for long; the
+/// caller closes. The inetd start uses it too.
+pub fn refuse(stream: &mut impl Transport) {
     let _ = stream.set_timeout(Duration::from_secs(1));
     let mut out = Vec::new();
     Reply::too_busy().write_to(&mut out);
