@@ -593,11 +593,15 @@ const GATHER: Duration = Duration::from_millis(2);
 /// counted until [`GroupCommit::durable`] takes its link or it is dropped.
 struct Arrival {
     commit: Arc<GroupCommit>,
+    /// Counted by `durable` already: dropping it then changes nothing.
+    counted: bool,
 }
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        lock(&self.commit.state).arrived();
+        if !self.counted {
+            lock(&self.commit.state).arrived();
+        }
     }
 }
 
@@ -634,6 +638,7 @@ impl GroupCommit {
         lock(&self.state).arriving += 1;
         Arrival {
             commit: Arc::clone(self),
+            counted: false,
         }
     }
 
@@ -648,9 +653,10 @@ impl GroupCommit {
     ) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.linked += 1;
-        if let Some(arrival) = arrival {
-            // Counted here, under the same lock as the ticket.
-            std::mem::forget(arrival);
+        if let Some(mut arrival) = arrival {
+            // Counted here, under the same lock as the ticket; its drop
+            // at the end of this block (the lock still held) does nothing.
+            arrival.counted = true;
             state.arrived();
         }
         let ticket = state.linked;
@@ -1602,6 +1608,12 @@ mod tests {
             .unwrap();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
+        // The counted arrival let go of the group commit (nothing leaks
+        // per message), and a dropped one is counted out once.
+        assert_eq!(Arc::strong_count(&commit), 1);
+        drop(commit.arriving());
+        assert_eq!(lock(&commit.state).arriving, 0);
+        assert_eq!(Arc::strong_count(&commit), 1);
     }
 
     #[test]
