@@ -66,6 +66,12 @@ fn peer_cred(stream: &UnixStream) -> io::Result<Ucred> {
     Ok(cred)
 }
 
+/// `timeout` as a socket timeout: a zero one is an error for the socket
+/// API (and would mean "never" to the kernel), so the smallest one.
+fn socket_timeout(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_millis(1))
+}
+
 /// A bidirectional stream with timeouts.
 pub trait Transport: Read + Write + Send {
     /// Sets the timeout of every later read and write.
@@ -79,8 +85,7 @@ pub trait Transport: Read + Write + Send {
 
 impl Transport for TcpStream {
     fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        // A zero Duration is an error for the socket API: use the smallest one.
-        let timeout = timeout.max(Duration::from_millis(1));
+        let timeout = socket_timeout(timeout);
         self.set_read_timeout(Some(timeout))?;
         self.set_write_timeout(Some(timeout))
     }
@@ -106,11 +111,10 @@ impl Accepted {
     /// `inherited` is the listener's write timeout and accept wait, when
     /// [`inherits`] said that connections start with them.
     pub fn new(stream: TcpStream, inherited: Option<(Duration, Duration)>) -> Accepted {
-        let smallest = |t: Duration| t.max(Duration::from_millis(1));
         Accepted {
             stream,
-            read: inherited.map(|(_, wait)| smallest(wait)),
-            write: inherited.map(|(timeout, _)| smallest(timeout)),
+            read: inherited.map(|(_, wait)| socket_timeout(wait)),
+            write: inherited.map(|(timeout, _)| socket_timeout(timeout)),
         }
     }
 }
@@ -134,7 +138,7 @@ impl Write for Accepted {
 impl Transport for Accepted {
     /// Sets each of the two timeouts only when it differs.
     fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
+        let timeout = Some(socket_timeout(timeout));
         if self.read != timeout {
             self.read = None; // Unknown if the call fails.
             self.stream.set_read_timeout(timeout)?;
@@ -168,8 +172,8 @@ pub fn prepare_listener(
     // same on a listening socket.
     let sock = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
     sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-    sock.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+    sock.set_read_timeout(Some(socket_timeout(wait)))?;
+    sock.set_write_timeout(Some(socket_timeout(timeout)))
 }
 
 /// True when `stream`, accepted from a listener that [`prepare_listener`]
@@ -177,10 +181,9 @@ pub fn prepare_listener(
 /// listening socket; checked once rather than assumed, for kernels and
 /// sandboxes that do otherwise).
 pub fn inherits(stream: &TcpStream, timeout: Duration, wait: Duration) -> bool {
-    let smallest = |t: Duration| Some(t.max(Duration::from_millis(1)));
     stream.nodelay().unwrap_or(false)
-        && stream.read_timeout().ok() == Some(smallest(wait))
-        && stream.write_timeout().ok() == Some(smallest(timeout))
+        && stream.read_timeout().ok() == Some(Some(socket_timeout(wait)))
+        && stream.write_timeout().ok() == Some(Some(socket_timeout(timeout)))
 }
 
 /// Sets how long each accept(2) on the local socket may wait (connections
@@ -188,12 +191,12 @@ pub fn inherits(stream: &TcpStream, timeout: Duration, wait: Duration) -> bool {
 pub fn bound_accept(listener: &UnixListener, wait: Duration) -> io::Result<()> {
     // SAFETY: as in `prepare_listener`: borrowed, never dropped.
     let sock = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(listener.as_raw_fd()) });
-    sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+    sock.set_read_timeout(Some(socket_timeout(wait)))
 }
 
 impl Transport for UnixStream {
     fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = timeout.max(Duration::from_millis(1));
+        let timeout = socket_timeout(timeout);
         self.set_read_timeout(Some(timeout))?;
         self.set_write_timeout(Some(timeout))
     }
@@ -283,7 +286,7 @@ impl Transport for Stdio {
     fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         // Pipes have no timeouts; inetd and systemd give us sockets.
         let sock = self.socket();
-        let timeout = timeout.max(Duration::from_millis(1));
+        let timeout = socket_timeout(timeout);
         let _ = sock.set_read_timeout(Some(timeout));
         let _ = sock.set_write_timeout(Some(timeout));
         Ok(())
