@@ -135,13 +135,13 @@ fn a_remote_client_that_talks_before_the_greeting_gets_554_and_is_closed() {
         let (server, addr) = remote_server("");
         // Stopped, the server cannot greet: the kernel completes the
         // handshake and queues the client's bytes, so they are waiting
-        // when the session starts, every time.
+        // when the session starts, every time (loopback queues them as
+        // the write returns).
         let pid = server.pid() as i32;
         // SAFETY: signals to the server this test started, by its PID.
         assert_eq!(unsafe { kill(pid, SIGSTOP) }, 0);
         let mut client = Client::connect(addr);
         client.send(b"EHLO early.test\r\n");
-        thread::sleep(Duration::from_millis(100));
         // SAFETY: as above.
         assert_eq!(unsafe { kill(pid, SIGCONT) }, 0);
         assert_unsynchronized(&server, &mut client, "talked before greeting (554 5.5.0)");
