@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -313,9 +313,57 @@ struct TcpDoor {
     prepared: Option<(Duration, Duration)>,
 }
 
-/// Whether accepted TCP sockets inherit their listener's options here;
-/// checked on the first connection.
-static INHERITED: OnceLock<bool> = OnceLock::new();
+/// Whether a connection starts with its listener's prepared options
+/// (transport::prepare_listener), with no system call when that is proven.
+///
+/// Connections queued before the listener was prepared do not have them:
+/// under socket activation, the very connection that started the service;
+/// standalone, a client that connected between listen(2) and the
+/// setsockopts. They come first, as the accept queue is first in, first
+/// out. So each session thread checks what it accepts until one
+/// connection has the options; every later one it accepts was queued after
+/// that one and has them too. A flag shared by the threads would not do: a
+/// thread could trust a connection it took from the queue before another
+/// thread took the one that proved it, and that connection would run
+/// without its write timeout.
+#[derive(Default)]
+struct Inheritance {
+    /// A connection this thread accepted had the options.
+    proven: bool,
+}
+
+/// Connections seen without the options while none had them: after
+/// [`MISSES`], the kernel is taken not to copy them (Linux does) and
+/// threads stop checking.
+static MISSED: AtomicUsize = AtomicUsize::new(0);
+/// Some connection had the options: the kernel copies them.
+static COPIED: AtomicBool = AtomicBool::new(false);
+const MISSES: usize = 64;
+
+impl Inheritance {
+    /// The options `stream` starts with, when known without a system call
+    /// or checked.
+    fn of(
+        &mut self,
+        stream: &TcpStream,
+        prepared: Option<(Duration, Duration)>,
+    ) -> Option<(Duration, Duration)> {
+        let (timeout, wait) = prepared?;
+        if self.proven {
+            return prepared;
+        }
+        if !COPIED.load(Ordering::Relaxed) && MISSED.load(Ordering::Relaxed) >= MISSES {
+            return None;
+        }
+        if transport::inherits(stream, timeout, wait) {
+            self.proven = true;
+            COPIED.store(true, Ordering::Relaxed);
+            return prepared;
+        }
+        MISSED.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
 
 /// What one accept gave.
 enum Taken {
@@ -362,9 +410,9 @@ impl Door {
 
     /// Accepts one connection and admits it under the limits; one over
     /// them reads `421 4.3.2` here.
-    fn take(&self, limiter: &Arc<Limiter>) -> Taken {
+    fn take(&self, limiter: &Arc<Limiter>, inheritance: &mut Inheritance) -> Taken {
         match self {
-            Door::Tcp(door) => door.take(limiter),
+            Door::Tcp(door) => door.take(limiter, inheritance),
             Door::Local(local) => take_local(local, limiter),
         }
     }
@@ -388,7 +436,7 @@ fn is_idle(e: &io::Error) -> bool {
 }
 
 impl TcpDoor {
-    fn take(&self, limiter: &Arc<Limiter>) -> Taken {
+    fn take(&self, limiter: &Arc<Limiter>, inheritance: &mut Inheritance) -> Taken {
         // accept(2) gives the client's address: no getpeername.
         let (mut stream, remote) = match self.listener.accept() {
             // An IPv4 client on a dual-stack socket is counted and logged
@@ -411,9 +459,7 @@ impl TcpDoor {
             refuse(&mut stream);
             return Taken::Nothing;
         };
-        let inherited = self.prepared.filter(|&(timeout, wait)| {
-            *INHERITED.get_or_init(|| transport::inherits(&stream, timeout, wait))
-        });
+        let inherited = inheritance.of(&stream, self.prepared);
         if inherited.is_none() {
             // See transport::prepare_listener.
             let _ = stream.set_nodelay(true);
@@ -535,8 +581,9 @@ impl Pool {
     /// `serve`; the pool does not miss it, since it stopped counting as
     /// accepting before it served.
     fn work(self: Arc<Self>) {
+        let mut inheritance = Inheritance::default();
         loop {
-            let job = match self.take() {
+            let job = match self.take(&mut inheritance) {
                 Taken::Session(job) => job,
                 Taken::Nothing => continue,
                 Taken::Idle if self.retire() => return,
@@ -555,8 +602,8 @@ impl Pool {
     }
 
     #[inline(never)]
-    fn take(&self) -> Taken {
-        self.door.take(&self.limiter)
+    fn take(&self, inheritance: &mut Inheritance) -> Taken {
+        self.door.take(&self.limiter, inheritance)
     }
 
     #[inline(never)]
@@ -677,6 +724,45 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection that was in the accept queue before the listener got
+    /// its options (socket activation's first connection) is checked, not
+    /// trusted, even after another thread saw a later one inherit them;
+    /// so it is given its own write timeout. A thread that has seen one
+    /// inherit trusts the connections it accepts after it.
+    #[test]
+    fn a_connection_queued_before_the_listener_was_prepared_gets_its_own_timeouts() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _early_client = TcpStream::connect(addr).unwrap();
+        let (timeout, wait) = (Duration::from_secs(7), Duration::from_secs(2));
+        transport::prepare_listener(&listener, timeout, wait).unwrap();
+        let _late_clients = [
+            TcpStream::connect(addr).unwrap(),
+            TcpStream::connect(addr).unwrap(),
+        ];
+        let prepared = Some((timeout, wait));
+        let (early, _) = listener.accept().unwrap();
+        let (late, _) = listener.accept().unwrap();
+        let (later, _) = listener.accept().unwrap();
+
+        let mut other_thread = Inheritance::default();
+        assert_eq!(other_thread.of(&late, prepared), prepared);
+        let mut this_thread = Inheritance::default();
+        let probe = early.try_clone().unwrap();
+        assert_eq!(
+            this_thread.of(&early, prepared),
+            None,
+            "checked, not trusted"
+        );
+        let mut session = transport::Accepted::new(early, this_thread.of(&probe, prepared));
+        session.set_timeout(timeout).unwrap();
+        assert_eq!(probe.write_timeout().unwrap(), Some(timeout));
+        assert_eq!(probe.read_timeout().unwrap(), Some(timeout));
+
+        assert_eq!(other_thread.of(&later, prepared), prepared);
+        assert!(other_thread.proven && !this_thread.proven);
+    }
 
     #[test]
     fn limiter_counts_total_and_per_ip() {
