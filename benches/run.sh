@@ -3,8 +3,9 @@
 # As root on Debian/Ubuntu, installs Postfix (for its smtp-source and
 # smtp-sink test programs, and for the peer row, which runs a private
 # Postfix instance of its own under target/ and stops it) and strace when
-# missing; the system's Postfix daemon installed here is stopped and
-# disabled again. A Postfix that was already installed is left alone.
+# missing, and perf when it can; the system's Postfix daemon installed
+# here is stopped and disabled again. A Postfix that was already
+# installed is left alone.
 # Without the tools the benchmark falls back to its own client and says so.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,5 +16,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         postfix stop >/dev/null 2>&1 || true
     fi
     command -v strace >/dev/null || apt-get install -y strace
+    # perf (row 8g, the untraced system-call count); optional: the row
+    # says n/a without it.
+    command -v perf >/dev/null || apt-get install -y linux-perf || true
 fi
 exec cargo bench --bench throughput "$@"
