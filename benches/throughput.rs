@@ -352,12 +352,7 @@ fn syscalls(b: &Bench) -> Res<Vec<Row>> {
         per_message.push(calls);
     }
     let fsync: f64 = per_message[0].iter().map(|c| c.1).sum();
-    let all: f64 = per_message[1].iter().map(|c| c.1).sum();
-    let top: Vec<String> = per_message[1]
-        .iter()
-        .filter(|c| c.1 >= 0.5)
-        .map(|(name, n)| format!("{name} {n:.2}"))
-        .collect();
+    let (all, shown) = summary(&per_message[1]);
     let untraced = untraced_syscalls(b, count)
         .unwrap_or_else(|e| row("8g", UNTRACED, format!("n/a: {e}"), None));
     Ok(vec![
@@ -370,11 +365,23 @@ fn syscalls(b: &Bench) -> Res<Vec<Row>> {
         row(
             "8f",
             "system calls per message, disk, 16 × 4 KiB (strace -f -c)",
-            format!("{all:.1}: {}", top.join(", ")),
+            shown,
             Some(all),
         ),
         untraced,
     ])
+}
+
+/// The total of per-message call counts (sorted, most first), and it
+/// shown with the calls made at least every other message.
+fn summary(calls: &[(String, f64)]) -> (f64, String) {
+    let all: f64 = calls.iter().map(|c| c.1).sum();
+    let top: Vec<String> = calls
+        .iter()
+        .filter(|c| c.1 >= 0.5)
+        .map(|(name, n)| format!("{name} {n:.2}"))
+        .collect();
+    (all, format!("{all:.1}: {}", top.join(", ")))
 }
 
 const UNTRACED: &str = "system calls per message, disk, 16 × 4 KiB, untraced (perf)";
@@ -435,18 +442,8 @@ fn untraced_syscalls(b: &Bench, count: usize) -> Res<Row> {
         return Err("perf counted no system calls (tracepoints not available?)".into());
     }
     calls.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let all: f64 = calls.iter().map(|c| c.1).sum();
-    let top: Vec<String> = calls
-        .iter()
-        .filter(|c| c.1 >= 0.5)
-        .map(|(name, n)| format!("{name} {n:.2}"))
-        .collect();
-    Ok(row(
-        "8g",
-        UNTRACED,
-        format!("{all:.1}: {}", top.join(", ")),
-        Some(all),
-    ))
+    let (all, shown) = summary(&calls);
+    Ok(row("8g", UNTRACED, shown, Some(all)))
 }
 
 /// Row 9: Postfix, a private instance delivering to a Maildir on the same
