@@ -315,11 +315,11 @@ fn tmpfs(b: &Bench) -> Res<Vec<Row>> {
     Ok(rows)
 }
 
-/// Rows 8e, 8f (and 8g): fsyncs and all system calls per message, disk, 16 × 4 KiB,
-/// each from its own run with the server started under `strace -f -c`
-/// (the fsyncs alone through a seccomp filter, which barely slows the
-/// server; the full count slows it, which makes more threads wait on
-/// futexes than in an untraced run).
+/// Rows 8e, 8f (and 8g): fsyncs and all system calls per message, disk,
+/// 16 × 4 KiB, each from its own run with the server started under
+/// `strace -f -c` (the fsyncs alone through a seccomp filter, which barely
+/// slows the server; the full count slows it, which makes more threads
+/// wait on futexes than in an untraced run).
 fn syscalls(b: &Bench) -> Res<Vec<Row>> {
     let Some(strace) = &b.strace else {
         return Ok(vec![row(
@@ -344,15 +344,14 @@ fn syscalls(b: &Bench) -> Res<Vec<Row>> {
         if stored != count {
             return Err(format!("{stored} of {count} messages stored under strace").into());
         }
-        let mut calls: Vec<(String, f64)> = calls
+        let calls: Vec<(String, f64)> = calls
             .into_iter()
             .map(|(name, n)| (name, n as f64 / count as f64))
             .collect();
-        calls.sort_by(|a, b| b.1.total_cmp(&a.1));
         per_message.push(calls);
     }
     let fsync: f64 = per_message[0].iter().map(|c| c.1).sum();
-    let (all, shown) = summary(&per_message[1]);
+    let (all, shown) = summary(per_message.swap_remove(1));
     let untraced = untraced_syscalls(b, count)
         .unwrap_or_else(|e| row("8g", UNTRACED, format!("n/a: {e}"), None));
     Ok(vec![
@@ -372,9 +371,10 @@ fn syscalls(b: &Bench) -> Res<Vec<Row>> {
     ])
 }
 
-/// The total of per-message call counts (sorted, most first), and it
-/// shown with the calls made at least every other message.
-fn summary(calls: &[(String, f64)]) -> (f64, String) {
+/// The total of per-message call counts, and it shown with the calls made
+/// at least every other message, most first.
+fn summary(mut calls: Vec<(String, f64)>) -> (f64, String) {
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
     let all: f64 = calls.iter().map(|c| c.1).sum();
     let top: Vec<String> = calls
         .iter()
@@ -409,16 +409,8 @@ fn untraced_syscalls(b: &Bench, count: usize) -> Res<Row> {
     load(b.source.as_deref(), server.addr, 16, count, 4 * KIB)?;
     // SIGINT: perf writes its counts and exits (after some seconds: it
     // reads one counter per tracepoint and thread).
-    Command::new("kill")
-        .args(["-INT", &perf.0.id().to_string()])
-        .status()?;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while perf.0.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            return Err("perf stat did not stop".into());
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    signal(perf.0.id(), "-INT")?;
+    wait_within(&mut perf.0, Duration::from_secs(90), "perf stat")?;
     let stored = fs::read_dir(server.dir.0.join("Maildir/new"))?.count();
     let maildir = server.dir.0.join("Maildir");
     let text = fs::read_to_string(&out)?;
@@ -429,7 +421,7 @@ fn untraced_syscalls(b: &Bench, count: usize) -> Res<Row> {
     }
     // CSV lines: count,unit,event,...; "<not counted>" or "<not supported>"
     // when the tracepoints are not there.
-    let mut calls: Vec<(String, f64)> = text
+    let calls: Vec<(String, f64)> = text
         .lines()
         .filter_map(|line| {
             let mut fields = line.split(',');
@@ -441,8 +433,7 @@ fn untraced_syscalls(b: &Bench, count: usize) -> Res<Row> {
     if calls.is_empty() {
         return Err("perf counted no system calls (tracepoints not available?)".into());
     }
-    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let (all, shown) = summary(&calls);
+    let (all, shown) = summary(calls);
     Ok(row("8g", UNTRACED, shown, Some(all)))
 }
 
@@ -620,10 +611,8 @@ fn traced(strace: &Path, pid: u32, f: impl FnOnce() -> Res<()>) -> Res<HashMap<S
         thread::sleep(Duration::from_millis(5));
     }
     let result = f();
-    Command::new("kill")
-        .args(["-INT", &guard.0.id().to_string()])
-        .status()?;
-    guard.0.wait()?;
+    signal(guard.0.id(), "-INT")?;
+    wait_within(&mut guard.0, Duration::from_secs(20), "strace")?;
     let text = fs::read_to_string(&out).unwrap_or_default();
     let _ = fs::remove_file(&out);
     result?;

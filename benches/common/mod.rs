@@ -204,6 +204,26 @@ impl Drop for Guard {
     }
 }
 
+/// Sends `signal` (`-INT`, `-TERM`…) to process `pid`.
+pub fn signal(pid: impl ToString, signal: &str) -> Res<()> {
+    Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()?;
+    Ok(())
+}
+
+/// Waits up to `limit` for `child` to exit (a tracer writing its counts).
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> Res<()> {
+    let end = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > end {
+            return Err(format!("{what} did not exit").into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -482,15 +502,9 @@ impl TracedServer {
     /// Stops the server; strace then writes its table: calls by name.
     pub fn finish(mut self) -> Res<std::collections::HashMap<String, u64>> {
         if let Some(pid) = self.tracee() {
-            Command::new("kill").args(["-TERM", &pid]).status()?;
+            signal(pid, "-TERM")?;
         }
-        let end = Instant::now() + Duration::from_secs(20);
-        while self.strace.0.try_wait()?.is_none() {
-            if Instant::now() > end {
-                return Err("strace did not exit".into());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_within(&mut self.strace.0, Duration::from_secs(20), "strace")?;
         let text = fs::read_to_string(&self.out)?;
         let mut calls = std::collections::HashMap::new();
         for line in text.lines() {
@@ -511,7 +525,7 @@ impl Drop for TracedServer {
     fn drop(&mut self) {
         // Killing strace alone would leave the server running, detached.
         if let Some(pid) = self.tracee() {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = signal(pid, "-KILL");
         }
     }
 }
