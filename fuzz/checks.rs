@@ -9,18 +9,22 @@
 
 #![allow(dead_code)] // each fuzz target uses one check
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use smtpbox::auth::{self, Users};
 use smtpbox::command::{self, Address, Command, ReversePath};
 use smtpbox::config::{self, Config, Invocation, Mode};
+use smtpbox::conn;
 use smtpbox::data::{self, BareLf, ContentSink, DataEnd, DataReader};
-use smtpbox::delivery::{Content, NotStored, Stored, Target};
+use smtpbox::delivery::{ContentRules, DeliveryError, Discard, Draft, Store, Target};
 use smtpbox::framer::{self, Frame, Framer};
 use smtpbox::reply::Reply;
-use smtpbox::session::{Action, Authenticator, Peer, QuotaProbe, Services, Session};
+use smtpbox::session::{Action, Authenticator, Peer, Services, Session, Step};
+use smtpbox::transport::{Handshake, Transport};
 
 // ---- command_parse: the command-line parser ----
 
@@ -636,21 +640,21 @@ pub fn reference_lines(stream: &[u8]) -> Vec<Option<(Vec<u8>, bool)>> {
         .collect()
 }
 
-// ---- session: the whole sans-IO session ----
+// ---- session: the whole session, over the production driver ----
 
-/// Input: a byte of session options, then what a client sends. The session
-/// and the framer are production's, and so are the actions: the bytes are
-/// framed into command lines in reads of 512 bytes (the connection's
-/// command buffer) or, with option bit 5, of 1 to 16; DATA and BDAT
-/// content is read by the connection's readers into the delivery seam's
-/// [`Content`], whose rules decide; a message that passes them is stored
-/// (nothing is written: the Maildir part is `maildir.rs`'s tests').
+/// Input: a byte of session options, then what a client sends. The
+/// session and its driver are production's (`conn::serve_tapped`, which
+/// every start mode runs); the target differs only in its transport (the
+/// input in reads of 512 bytes, the connection's command buffer, or with
+/// option bit 5 of 1 to 16; a STARTTLS that pretends) and its store (the
+/// delivery seam's [`Discard`], whose content rules decide; nothing is
+/// written: the Maildir part is `maildir.rs`'s tests').
 ///
 /// Every reply is well formed ([`check_reply`]); the trace headers of a
 /// message are exactly two CRLF-terminated lines (no header injection);
 /// the session closes after `max_errors` bad commands and after three AUTH
 /// failures; a close comes with a 221, 421, 521 or 554 reply; nothing is
-/// read after it.
+/// read after it; a recipient that gets `250 2.1.5` is local.
 pub fn session(input: &[u8]) {
     let [options, stream @ ..] = input else {
         return;
@@ -658,7 +662,7 @@ pub fn session(input: &[u8]) {
     let options = *options;
     let config = session_config(options & 8 == 8);
     let services = Services {
-        quota: Arc::new(FullBox),
+        store: Arc::new(FuzzStore),
         users: (options & 2 == 2).then(|| Arc::new(Alice) as Arc<dyn Authenticator>),
         tls: options & 1 == 1,
     };
@@ -677,25 +681,32 @@ pub fn session(input: &[u8]) {
     let (auth_configured, tls_offered) = (services.users.is_some(), services.tls);
     let loopback = peer.is_loopback();
     let policy = config::Policy::new(&config, None, mode);
-    let mut session = Session::new(config, services, peer, &policy);
-    let mut step = session.open(|| false);
-    assert_eq!(step.replies.len(), 1);
-    check_reply(&step.replies[0]);
-    assert_eq!((step.replies[0].code, step.replies[0].status), (220, None));
-    assert_eq!(step.action, Action::Continue);
-    step.replies.clear();
+    let session = Box::new(Session::new(config, services, peer, &policy));
+    let closed = Arc::new(AtomicBool::new(false));
+    let transport = FuzzWire {
+        input: stream.to_vec(),
+        at: 0,
+        reads: ReadSizes::new(options),
+        closed: Arc::clone(&closed),
+    };
+    let handshake = tls_offered.then(|| Arc::new(Pretend) as Arc<dyn Handshake>);
 
-    let mut input = stream;
-    let mut framer = Framer::new();
-    let mut reads = ReadSizes::new(options);
+    let mut greeted = false;
     let (mut errors, mut auth_failures) = (0, 0);
-    // The open message: its content, measured against its rules.
-    let mut message: Option<Content<io::Sink>> = None;
     // What the client has achieved, as the replies tell it.
     let (mut tls, mut authenticated) = (false, false);
-    // The command line the step answers; None for steps of content.
-    let mut line: Option<Vec<u8>> = None;
-    loop {
+    // The step answers message content, not a command line.
+    let mut after_content = false;
+    let mut tap = |session: &Session, step: &Step| {
+        assert!(!closed.load(Ordering::Relaxed), "a step after the close");
+        if !greeted {
+            greeted = true;
+            assert_eq!(step.replies.len(), 1);
+            check_reply(&step.replies[0]);
+            assert_eq!((step.replies[0].code, step.replies[0].status), (220, None));
+            assert_eq!(step.action, Action::Continue);
+            return;
+        }
         for reply in &step.replies {
             check_reply(reply);
             assert!(
@@ -717,7 +728,7 @@ pub fn session(input: &[u8]) {
                     assert!(tls && authenticated, "MAIL accepted on submission")
                 }
                 // SPEC §4: smtpbox never relays.
-                (250, Some("2.1.5")) => check_local_recipient(line.as_deref().unwrap_or_default()),
+                (250, Some("2.1.5")) => check_local_recipient(session.recipients().last()),
                 // RFC 2920 §3.1: only a remote client is held to it.
                 (554, Some("5.5.0")) => assert!(!loopback, "a loopback client held to RFC 2920"),
                 _ => {}
@@ -730,9 +741,10 @@ pub fn session(input: &[u8]) {
                 "close without 221/421/521/554: {:?}",
                 step.replies
             );
+            closed.store(true, Ordering::Relaxed);
             return;
         }
-        if line.is_some() {
+        if !after_content {
             if step.replies.iter().any(|r| r.code == 535) {
                 auth_failures += 1;
             }
@@ -742,103 +754,25 @@ pub fn session(input: &[u8]) {
             assert!(errors < max_errors, "still open after {errors} errors");
             assert!(auth_failures < 3, "still open after 3 AUTH failures");
         }
-        line = None;
-        let next = match step.action {
-            Action::Continue | Action::Close(_) => None,
-            Action::StartTls => {
-                assert!(tls_offered && !tls, "STARTTLS when not offered");
-                message = None;
-                session.tls_started("TLSv1.3 (fuzz)".to_string());
-                (tls, authenticated) = (true, false);
-                None
-            }
-            Action::BeginMessage { body: _ } => {
-                assert!(message.is_none(), "a message begun inside another");
-                check_trace(&session);
-                message = Some(Content::new(io::sink(), session.content_rules()));
-                Some(session.message_opened(Ok(())))
-            }
-            Action::ReadData { lf_session } => {
-                let Some(mut content) = message.take() else {
-                    panic!("ReadData without an open message");
-                };
-                let mut reader = DataReader::new(content.rules().bare_lf, lf_session);
-                if read(data::read_data(&mut input, &mut reader, &mut content)) == DataEnd::Eof {
-                    return;
-                }
-                if reader.bare_line_ending_seen() {
-                    content.note_bare_line_ending();
-                }
-                Some(finish_message(&mut session, content))
-            }
-            Action::ReadChunk { size, last } => {
-                let Some(content) = message.as_mut() else {
-                    panic!("ReadChunk without an open message");
-                };
-                if read(data::read_bdat(&mut input, size, content)) == DataEnd::Eof {
-                    return;
-                }
-                match (last, message.take()) {
-                    (false, open) => {
-                        message = open;
-                        Some(session.chunk_done())
-                    }
-                    (true, Some(content)) => Some(finish_message(&mut session, content)),
-                    (true, None) => None,
-                }
-            }
-            Action::DiscardChunk { size } => {
-                let mut sink = ContentSink::new(io::sink(), 0);
-                if read(data::read_bdat(&mut input, size, &mut sink)) == DataEnd::Eof {
-                    return;
-                }
-                None
-            }
-            Action::AbortMessage => {
-                assert!(message.take().is_some(), "abort without an open message");
-                None
-            }
-        };
-        step = match next {
-            Some(next) => next,
-            None => {
-                // The next command line, read as the connection reads it.
-                let frame = loop {
-                    if input.is_empty() {
-                        return; // The client closed.
-                    }
-                    let read = reads.next().min(input.len());
-                    let (used, frame) = framer.push(&input[..read]);
-                    let buffered_after = read > used;
-                    let rest = &input[used..];
-                    if let Some(frame) = frame {
-                        break (frame, buffered_after, rest);
-                    }
-                    input = rest;
-                };
-                let (frame, buffered_after, rest) = frame;
-                line = Some(match frame {
-                    Frame::Line(line) => line.text.to_vec(),
-                    Frame::TooLong => Vec::new(),
-                });
-                let next = session.framed(frame, buffered_after);
-                input = rest;
-                next
-            }
-        };
-    }
-}
-
-/// An in-memory read cannot fail.
-fn read(result: io::Result<DataEnd>) -> DataEnd {
-    result.expect("in-memory reads do not fail")
+        if step.action == Action::StartTls {
+            assert!(tls_offered && !tls, "STARTTLS when not offered");
+            (tls, authenticated) = (true, false);
+        }
+        after_content = session.reading_content();
+    };
+    conn::serve_tapped(Box::new(transport), session, handshake, Some(&mut tap));
+    assert!(greeted, "no greeting");
 }
 
 /// A recipient that got `250 2.1.5` is local (SPEC §4): no domain, the
 /// configured domain, or an address literal naming this box.
-fn check_local_recipient(line: &[u8]) {
-    let Ok(Command::Rcpt { to, .. }) = command::parse(line) else {
-        panic!("250 2.1.5 to a line that is not RCPT: {line:?}");
+fn check_local_recipient(address: Option<&str>) {
+    let Some(address) = address else {
+        panic!("250 2.1.5 and no recipient in the transaction");
+    };
+    let line = format!("RCPT TO:<{address}>");
+    let Ok(Command::Rcpt { to, .. }) = command::parse(line.as_bytes()) else {
+        panic!("an accepted recipient that does not parse back: {address:?}");
     };
     let local = match &to.domain {
         None => true,
@@ -851,38 +785,97 @@ fn check_local_recipient(line: &[u8]) {
     assert!(local, "relayed to {to:?}");
 }
 
-/// The end of a message: its content rules, checked as
-/// `delivery::Message::finish` checks them, then a store that succeeds.
-fn finish_message(session: &mut Session, content: Content<io::Sink>) -> smtpbox::session::Step {
-    let outcome = match content.check() {
-        Err(refusal) => Err(NotStored::Refused(refusal)),
-        Ok(size) => Ok(Stored {
-            id: "FUZZID".to_string(),
-            size,
-        }),
-    };
-    session.message_done(outcome)
-}
+/// The session target's store: [`Discard`], after checking that the
+/// message has somewhere to go and that its trace headers are exactly
+/// `Return-Path:` and `Received:`, each one line. Maildirs whose name
+/// ends in `full` are full.
+struct FuzzStore;
 
-/// The message about to be spooled has somewhere to go, and its trace
-/// headers are exactly `Return-Path:` and `Received:`, each one line.
-fn check_trace(session: &Session) {
-    assert!(
-        session.targets().next().is_some(),
-        "no Maildir to spool into"
-    );
-    let trace = session.trace_headers("FUZZID", "Thu, 1 Jan 1970 00:00:00 +0000");
-    let lines: Vec<&str> = trace.split_inclusive("\r\n").collect();
-    assert_eq!(lines.len(), 2, "{trace:?}");
-    assert!(lines[0].starts_with("Return-Path: <"), "{trace:?}");
-    assert!(lines[1].starts_with("Received: from "), "{trace:?}");
-    for line in lines {
-        let body = &line[..line.len() - 2];
-        assert!(!body.contains(['\r', '\n']), "header injection: {trace:?}");
+impl Store for FuzzStore {
+    fn is_full(&self, target: &Target, _quota: u64) -> bool {
+        matches!(target, Target::Maildir(dir) if dir.ends_with("full"))
+    }
+
+    fn open(
+        &self,
+        targets: Vec<Target>,
+        rules: ContentRules,
+        quota: u64,
+        trace: &dyn Fn(&str) -> String,
+    ) -> Result<Box<dyn Draft>, DeliveryError> {
+        assert!(!targets.is_empty(), "no Maildir to spool into");
+        let headers = trace("FUZZID");
+        let lines: Vec<&str> = headers.split_inclusive("\r\n").collect();
+        assert_eq!(lines.len(), 2, "{headers:?}");
+        assert!(lines[0].starts_with("Return-Path: <"), "{headers:?}");
+        assert!(lines[1].starts_with("Received: from "), "{headers:?}");
+        for line in lines {
+            let body = &line[..line.len() - 2];
+            assert!(
+                !body.contains(['\r', '\n']),
+                "header injection: {headers:?}"
+            );
+        }
+        Discard.open(targets, rules, quota, trace)
     }
 }
 
-/// How many bytes each read hands the framer in the session target.
+/// The session target's transport: the client's bytes in reads of the
+/// sizes [`ReadSizes`] picks; what the server writes is dropped (each
+/// reply was checked on its way out).
+struct FuzzWire {
+    input: Vec<u8>,
+    at: usize,
+    reads: ReadSizes,
+    /// The session said close: reading now is a bug.
+    closed: Arc<AtomicBool>,
+}
+
+impl Read for FuzzWire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        assert!(!self.closed.load(Ordering::Relaxed), "read after the close");
+        let n = self
+            .reads
+            .next()
+            .min(buf.len())
+            .min(self.input.len() - self.at);
+        buf[..n].copy_from_slice(&self.input[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Write for FuzzWire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for FuzzWire {
+    fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn input_pending(&mut self) -> bool {
+        false
+    }
+}
+
+/// STARTTLS that succeeds at once, keeping the plain transport: the
+/// session's states after TLS are reached without a handshake.
+struct Pretend;
+
+impl Handshake for Pretend {
+    fn accept(&self, plain: Box<dyn Transport>) -> Result<(Box<dyn Transport>, String), String> {
+        Ok((plain, "TLSv1.3 (fuzz)".to_string()))
+    }
+}
+
+/// How many bytes each read hands the driver in the session target.
 struct ReadSizes {
     state: u32,
     small: bool,
@@ -955,15 +948,6 @@ fn session_config(reject: bool) -> Arc<Config> {
         [Arc::new(config), Arc::new(reject)]
     });
     configs[usize::from(reject)].clone()
-}
-
-/// Maildirs whose name ends in `full` are full.
-struct FullBox;
-
-impl QuotaProbe for FullBox {
-    fn is_full(&self, target: &Target, _quota: u64) -> bool {
-        matches!(target, Target::Maildir(dir) if dir.ends_with("full"))
-    }
 }
 
 /// One user, `alice`, password `secret` (no crypt: the fuzzer stays fast);

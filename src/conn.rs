@@ -1,10 +1,12 @@
 //! One connection: drives a [`Session`] over a [`Transport`].
 //!
-//! This is the I/O around the sans-IO session and the sans-IO [`Framer`]:
-//! reads and writes, timeouts, TLS, and streaming message content into a
-//! delivery [`Message`], each when the session's [`Action`] says so; the
-//! protocol rules are all the session's, the content rules and storage
-//! the delivery seam's. Replies are queued and written in one go
+//! This is the I/O around the sans-IO session: reads and writes, timeouts
+//! and TLS. The session takes the bytes read ([`Session::push`]) and says
+//! what to send and do; the protocol rules, the message phase included,
+//! are all the session's, the content rules and storage the delivery
+//! seam's. Every start mode (TCP, the local socket, inetd, `sendmail
+//! -bs`) and the fuzz `session` target run this one driver. Replies are
+//! queued and written in one go
 //! when the input buffer runs dry, right before a read that would block
 //! (PIPELINING, RFC 2920), as qmail does.
 
@@ -14,13 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::buffers;
 use crate::config::Limits;
-use crate::data::{self, ContentSink, DataEnd, DataReader};
-use crate::delivery::Message;
-use crate::framer::Framer;
 use crate::reply::Reply;
 use crate::session::{Action, Session, Step};
-use crate::tls::{self, TlsFiles};
-use crate::transport::Transport;
+use crate::transport::{Handshake, Transport};
 
 /// Input buffer while reading commands: a pipelined group fits, and an
 /// idle session stays small (longer lines are assembled by the framer).
@@ -36,7 +34,7 @@ const OUTPUT_BUFFER: usize = 4096;
 /// Serves one session to its end, under the limits of its listener's
 /// policy ([`Session::policy`]). Never panics on peer input; I/O errors
 /// end the session.
-/// `tls` is the certificate for STARTTLS and implicit TLS, when configured.
+/// `tls` is what STARTTLS and implicit TLS handshake with, when configured.
 ///
 /// Stack budget: every stack page a session thread has touched stays
 /// resident while it waits for its client, so it counts in the RSS of
@@ -46,12 +44,32 @@ const OUTPUT_BUFFER: usize = 4096;
 /// within two pages. For that, the Session and the Connection are built
 /// on the heap in calls of their own (a `Box::new` of a large value leaves
 /// its temporary in the caller's frame), the session loop (`run`) is a
-/// call of its own, and the content paths keep their frames out of it.
-pub fn serve(transport: Box<dyn Transport>, session: Box<Session>, tls: Option<Arc<TlsFiles>>) {
+/// call of its own, and the session keeps its message phase boxed and its
+/// rare paths in calls of their own.
+pub fn serve(
+    transport: Box<dyn Transport>,
+    session: Box<Session>,
+    tls: Option<Arc<dyn Handshake>>,
+) {
+    serve_tapped(transport, session, tls, None);
+}
+
+/// What [`serve_tapped`] shows each step to.
+pub type Tap<'a> = &'a mut dyn FnMut(&Session, &Step);
+
+/// [`serve`], showing every step to `tap` before its replies are sent:
+/// the fuzz `session` target checks the protocol's rules there, on the
+/// driver every start mode uses.
+pub fn serve_tapped(
+    transport: Box<dyn Transport>,
+    session: Box<Session>,
+    tls: Option<Arc<dyn Handshake>>,
+    tap: Option<Tap<'_>>,
+) {
     let peer = session.peer().describe();
     log::info!("connect from {peer}");
     let mut conn = Connection::boxed(transport, session, tls);
-    let reason = match conn.run() {
+    let reason = match conn.run(tap) {
         Ok(reason) => reason,
         Err(e) if is_timeout(&e) => conn.timed_out(),
         Err(e) => {
@@ -69,22 +87,10 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// What a handler leaves the session loop to do.
-enum Then {
-    /// Send the replies of the step it left and act on it.
-    Step,
-    /// Read the next command.
-    ReadCommand,
-    /// The session is over, for this reason.
-    Closed(&'static str),
-}
-
 struct Connection {
     input: Input,
     session: Session,
-    tls: Option<Arc<TlsFiles>>,
-    framer: Framer,
-    message: Option<Message>,
+    tls: Option<Arc<dyn Handshake>>,
 }
 
 impl Connection {
@@ -94,20 +100,19 @@ impl Connection {
     fn boxed(
         transport: Box<dyn Transport>,
         session: Box<Session>,
-        tls: Option<Arc<TlsFiles>>,
+        tls: Option<Arc<dyn Handshake>>,
     ) -> Box<Connection> {
         Box::new(Connection {
             input: Input::new(Wire::new(transport, &session.policy().limits)),
             session: *session,
             tls,
-            framer: Framer::new(),
-            message: None,
         })
     }
 
-    /// Does what the session says until it says close or the client goes.
+    /// Sends the session's replies and does what it says, and pushes it
+    /// the client's bytes, until it says close or the client goes.
     #[inline(never)] // The stack budget at `serve`.
-    fn run(&mut self) -> io::Result<&'static str> {
+    fn run(&mut self, mut tap: Option<Tap<'_>>) -> io::Result<&'static str> {
         // RFC 8314: on an implicit-TLS port the handshake comes first.
         if self.session.implicit_tls() && !self.start_tls() {
             return Ok("TLS handshake failed");
@@ -115,68 +120,53 @@ impl Connection {
         let wire = self.input.get_mut();
         let mut step = self.session.open(|| wire.transport.input_pending());
         loop {
+            if let Some(tap) = tap.as_mut() {
+                tap(&self.session, &step);
+            }
             for reply in &step.replies {
                 self.send(reply);
             }
-            let then = match step.action {
-                Action::Continue => Then::ReadCommand,
+            match step.action {
+                Action::Continue => {}
                 Action::Close(reason) => {
                     self.input.get_mut().flush()?;
-                    Then::Closed(reason)
+                    return Ok(reason);
                 }
-                // Everything else in a call of its own: the session loop's
-                // frame stays small (the stack budget at `serve`).
-                action => self.act(action, &mut step)?,
-            };
-            match then {
-                Then::Step => {}
-                Then::Closed(reason) => return Ok(reason),
-                Then::ReadCommand => {
-                    self.input.resize(COMMAND_BUFFER);
-                    match self.next_command()? {
-                        Some(next) => step = next,
-                        None => return Ok("client closed"),
+                Action::StartTls => {
+                    if !self.start_tls() {
+                        return Ok("TLS handshake failed");
                     }
                 }
             }
+            step = match self.next_step()? {
+                Some(next) => next,
+                None => return Ok(self.session.input_closed()),
+            };
         }
     }
 
-    /// Does what `action` says; a step the session answered with goes into
-    /// `step`.
-    #[inline(never)]
-    fn act(&mut self, action: Action, step: &mut Step) -> io::Result<Then> {
-        let next = match action {
-            Action::Continue => return Ok(Then::ReadCommand),
-            Action::Close(reason) => return Ok(Then::Closed(reason)),
-            Action::StartTls => {
-                return Ok(match self.start_tls() {
-                    true => Then::ReadCommand,
-                    false => Then::Closed("TLS handshake failed"),
-                })
+    /// Reads and pushes the client's bytes until the session answers;
+    /// None at the end of the input.
+    fn next_step(&mut self) -> io::Result<Option<Step>> {
+        loop {
+            let size = match self.session.reading_content() {
+                true => CONTENT_BUFFER,
+                false => COMMAND_BUFFER,
+            };
+            self.input.resize(size);
+            // Mid-line the client is still sending: replies wait, so that
+            // a pipelined group split across two reads still gets one write.
+            self.input.get_mut().mid_line = self.session.hold_replies();
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(None);
             }
-            Action::DiscardChunk { size } => {
-                return Ok(match self.discard_chunk(size)? {
-                    true => Then::ReadCommand,
-                    false => Then::Closed("client closed during BDAT"),
-                })
+            let (used, step) = self.session.push(buf);
+            self.input.consume(used);
+            if step.is_some() {
+                return Ok(step);
             }
-            Action::AbortMessage => {
-                self.abort_message();
-                return Ok(Then::ReadCommand);
-            }
-            Action::BeginMessage { body: _ } => self.begin_message(),
-            Action::ReadData { lf_session } => match self.receive_data(lf_session)? {
-                Ok(next) => next,
-                Err(then) => return Ok(then),
-            },
-            Action::ReadChunk { size, last } => match self.receive_chunk(size, last)? {
-                Ok(next) => next,
-                Err(then) => return Ok(then),
-            },
-        };
-        *step = next;
-        Ok(Then::Step)
+        }
     }
 
     /// The session ran out of time: the session's last words, flushed.
@@ -187,6 +177,7 @@ impl Connection {
         for reply in &step.replies {
             self.send(reply);
         }
+        self.input.get_mut().mid_line = false;
         let _ = self.input.get_mut().flush();
         match step.action {
             Action::Close(reason) => reason,
@@ -209,18 +200,18 @@ impl Connection {
 
     /// Flushes the replies, throws away every byte the client sent before
     /// the handshake (CVE-2011-0411: injected commands must never run
-    /// under TLS) and any message under way, and handshakes. False when
-    /// the handshake failed.
+    /// under TLS), and handshakes; the session then forgets everything
+    /// (RFC 3207 §4.2). False when the handshake failed.
+    #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn start_tls(&mut self) -> bool {
-        self.abort_message();
         let peer = self.session.peer().describe();
-        let Some(files) = self.tls.clone() else {
+        let Some(handshake) = self.tls.clone() else {
             log::warn!("client={peer}: TLS requested but no certificate is configured");
             return false;
         };
         let buffered = self.input.buffer().len();
         self.input.consume(buffered);
-        match self.input.get_mut().start_tls(files.current()) {
+        match self.input.get_mut().start_tls(&*handshake) {
             Ok(description) => {
                 log::info!("client={peer}: {description}");
                 self.session.tls_started(description);
@@ -231,100 +222,6 @@ impl Connection {
                 false
             }
         }
-    }
-
-    /// Reads until the framer has a whole line, hands it to the session
-    /// and returns the session's answer; None at the end of the input (a
-    /// line the client did not finish is dropped).
-    fn next_command(&mut self) -> io::Result<Option<Step>> {
-        loop {
-            // Mid-line the client is still sending: replies wait, so that
-            // a pipelined group split across two reads still gets one write.
-            self.input.get_mut().mid_line = self.framer.mid_line();
-            let buf = self.input.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            let (used, frame) = self.framer.push(buf);
-            let buffered_after = buf.len() > used;
-            let step = frame.map(|frame| self.session.framed(frame, buffered_after));
-            self.input.consume(used);
-            if step.is_some() {
-                self.input.get_mut().mid_line = false;
-                return Ok(step);
-            }
-        }
-    }
-
-    /// Opens the message the session describes; the session learns how
-    /// that went.
-    #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn begin_message(&mut self) -> Step {
-        let session = &self.session;
-        let opened = Message::open(
-            session.targets().cloned(),
-            session.content_rules(),
-            session.policy().limits.maildir_quota,
-            |id| session.trace_headers(id, &crate::date::now_rfc5322()),
-        );
-        match opened {
-            Ok(message) => {
-                self.message = Some(message);
-                self.session.message_opened(Ok(()))
-            }
-            Err(e) => self.session.message_opened(Err(e)),
-        }
-    }
-
-    /// Drops the message under way, its spool file with it.
-    #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn abort_message(&mut self) {
-        self.message = None;
-    }
-
-    /// DATA content, read to CRLF.CRLF, then finished.
-    #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_data(&mut self, lf_session: bool) -> io::Result<Result<Step, Then>> {
-        let Some(mut message) = self.message.take() else {
-            return Ok(Err(Then::ReadCommand));
-        };
-        self.input.resize(CONTENT_BUFFER);
-        let mut reader = DataReader::new(message.rules().bare_lf, lf_session);
-        match data::read_data(&mut self.input, &mut reader, &mut message)? {
-            DataEnd::Eof => Ok(Err(Then::Closed("client closed during DATA"))),
-            DataEnd::Complete => {
-                if reader.bare_line_ending_seen() {
-                    message.note_bare_line_ending();
-                }
-                Ok(Ok(self.session.message_done(message.finish())))
-            }
-        }
-    }
-
-    /// One BDAT chunk of a message (RFC 3030).
-    #[inline(never)] // Keeps its frame off the stack of idle sessions.
-    fn receive_chunk(&mut self, size: u64, last: bool) -> io::Result<Result<Step, Then>> {
-        self.input.resize(CONTENT_BUFFER);
-        let Some(message) = self.message.as_mut() else {
-            return Ok(Err(Then::ReadCommand));
-        };
-        if data::read_bdat(&mut self.input, size, message)? == DataEnd::Eof {
-            return Ok(Err(Then::Closed("client closed during BDAT")));
-        }
-        if !last {
-            return Ok(Ok(self.session.chunk_done()));
-        }
-        match self.message.take() {
-            Some(message) => Ok(Ok(self.session.message_done(message.finish()))),
-            None => Ok(Err(Then::ReadCommand)),
-        }
-    }
-
-    /// Reads a BDAT chunk whose command failed and throws it away, to stay
-    /// in step with the client. Returns false when the client went away.
-    fn discard_chunk(&mut self, size: u64) -> io::Result<bool> {
-        let mut sink = ContentSink::new(io::sink(), 0);
-        Ok(data::read_bdat(&mut self.input, size, &mut sink)? == DataEnd::Complete)
     }
 }
 
@@ -423,12 +320,12 @@ impl Wire {
     }
 
     /// Sends what is queued, then replaces the transport with TLS over it.
-    fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> Result<String, String> {
+    fn start_tls(&mut self, handshake: &dyn Handshake) -> Result<String, String> {
+        self.mid_line = false;
         self.flush().map_err(|e| e.to_string())?;
         let plain = std::mem::replace(&mut self.transport, Box::new(Closed));
-        let tls = tls::accept(config, plain)?;
-        let description = tls.describe();
-        self.transport = Box::new(tls);
+        let (secure, description) = handshake.accept(plain)?;
+        self.transport = secure;
         Ok(description)
     }
 }
@@ -594,7 +491,8 @@ impl Transport for Closed {
 mod tests {
     use super::*;
     use crate::config::{self, Invocation, Mode, Policy};
-    use crate::session::{MaildirQuota, Peer, Services};
+    use crate::delivery::Maildirs;
+    use crate::session::{Peer, Services};
     use std::io::Cursor;
     use std::sync::Mutex;
 
@@ -730,7 +628,7 @@ mod tests {
             Some("192.0.2.25:25".parse().unwrap()),
         );
         let services = Services {
-            quota: Arc::new(MaildirQuota),
+            store: Arc::new(Maildirs),
             users: None,
             tls: false,
         };

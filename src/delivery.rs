@@ -44,11 +44,120 @@ impl fmt::Display for Target {
     }
 }
 
-/// Whether `target` already holds `quota` bytes (SPEC §7; 0 is no quota).
-/// A target that cannot be measured is not full: delivery will tell.
-pub fn is_full(target: &Target, quota: u64) -> bool {
-    match target {
-        Target::Maildir(dir) => quota > 0 && maildir::usage(dir).is_ok_and(|used| used >= quota),
+/// Where a session's messages go: the one seam between the protocol and
+/// storage. The session opens a message through it for its targets,
+/// writes the content into what it returns, and finishes it; it also asks
+/// it whether a target is full at RCPT. [`Maildirs`] is the real one;
+/// [`Discard`] measures content against its rules and keeps nothing (the
+/// fuzz target, tests).
+pub trait Store: Send + Sync {
+    /// Whether `target` already holds `quota` bytes (SPEC §7; 0 is no
+    /// quota). A target that cannot be measured is not full: delivery
+    /// will tell.
+    fn is_full(&self, target: &Target, quota: u64) -> bool;
+
+    /// Opens a message for `targets` under `rules`, as [`Message::open`]
+    /// does: `trace` makes the trace headers from the message ID.
+    fn open(
+        &self,
+        targets: Vec<Target>,
+        rules: ContentRules,
+        quota: u64,
+        trace: &dyn Fn(&str) -> String,
+    ) -> Result<Box<dyn Draft>, DeliveryError>;
+}
+
+/// A message a [`Store`] opened: content goes in, then it is finished
+/// (stored everywhere or nowhere) or dropped (nothing stored).
+pub trait Draft: ContentWrite + Send {
+    /// The DATA reader saw a bare CR or LF ([`crate::data::DataReader`]).
+    fn note_bare_line_ending(&mut self);
+
+    /// The content is complete: checks its rules, then stores it.
+    fn finish(self: Box<Self>) -> Result<Stored, NotStored>;
+}
+
+/// The real store: durable Maildirs ([`Message`]).
+pub struct Maildirs;
+
+impl Store for Maildirs {
+    fn is_full(&self, target: &Target, quota: u64) -> bool {
+        match target {
+            Target::Maildir(dir) => {
+                quota > 0 && maildir::usage(dir).is_ok_and(|used| used >= quota)
+            }
+        }
+    }
+
+    fn open(
+        &self,
+        targets: Vec<Target>,
+        rules: ContentRules,
+        quota: u64,
+        trace: &dyn Fn(&str) -> String,
+    ) -> Result<Box<dyn Draft>, DeliveryError> {
+        Ok(Box::new(Message::open(targets, rules, quota, trace)?))
+    }
+}
+
+impl Draft for Message {
+    fn note_bare_line_ending(&mut self) {
+        Message::note_bare_line_ending(self);
+    }
+
+    fn finish(self: Box<Self>) -> Result<Stored, NotStored> {
+        Message::finish(*self)
+    }
+}
+
+/// A store that keeps nothing: content is measured against its rules
+/// with the same code as a stored message's, and a message that keeps
+/// them is "stored" under a fresh ID; no target is ever full. For the
+/// fuzz `session` target and tests, which run the real driver and session
+/// without a file system.
+pub struct Discard;
+
+impl Store for Discard {
+    fn is_full(&self, _: &Target, _: u64) -> bool {
+        false
+    }
+
+    fn open(
+        &self,
+        _: Vec<Target>,
+        rules: ContentRules,
+        _: u64,
+        trace: &dyn Fn(&str) -> String,
+    ) -> Result<Box<dyn Draft>, DeliveryError> {
+        let id = unique_id();
+        trace(&id);
+        Ok(Box::new(Discarded {
+            id,
+            content: Content::new(io::sink(), rules),
+        }))
+    }
+}
+
+/// A message of the [`Discard`] store.
+struct Discarded {
+    id: String,
+    content: Content<io::Sink>,
+}
+
+impl ContentWrite for Discarded {
+    fn write(&mut self, bytes: &[u8]) {
+        self.content.write(bytes);
+    }
+}
+
+impl Draft for Discarded {
+    fn note_bare_line_ending(&mut self) {
+        self.content.note_bare_line_ending();
+    }
+
+    fn finish(self: Box<Self>) -> Result<Stored, NotStored> {
+        let size = self.content.check().map_err(NotStored::Refused)?;
+        Ok(Stored { id: self.id, size })
     }
 }
 
@@ -110,18 +219,17 @@ impl ContentRules {
 
 /// A message's content as it streams in, measured for its rules: written
 /// into `W` up to the size limit (a [`ContentSink`]), with the bare line
-/// ending the reader reports. [`Message`] is one over its spool file; the
-/// fuzz session target uses one over `io::Sink`, so it checks the rules
-/// with this same code.
+/// ending the reader reports. [`Message`] is one over its spool file,
+/// [`Discarded`] one over `io::Sink`.
 #[derive(Debug)]
-pub struct Content<W: Write> {
+struct Content<W: Write> {
     sink: ContentSink<W>,
     rules: ContentRules,
     bare_line_ending: bool,
 }
 
 impl<W: Write> Content<W> {
-    pub fn new(inner: W, rules: ContentRules) -> Content<W> {
+    fn new(inner: W, rules: ContentRules) -> Content<W> {
         Content {
             sink: ContentSink::new(inner, rules.max_size),
             rules,
@@ -130,17 +238,17 @@ impl<W: Write> Content<W> {
     }
 
     /// The rules the content is checked against.
-    pub fn rules(&self) -> &ContentRules {
+    fn rules(&self) -> &ContentRules {
         &self.rules
     }
 
     /// The DATA reader saw a bare CR or LF ([`crate::data::DataReader`]).
-    pub fn note_bare_line_ending(&mut self) {
+    fn note_bare_line_ending(&mut self) {
         self.bare_line_ending = true;
     }
 
     /// What was seen so far.
-    pub fn summary(&self) -> ContentSummary {
+    fn summary(&self) -> ContentSummary {
         ContentSummary {
             size: self.sink.size(),
             oversized: self.sink.oversized(),
@@ -150,7 +258,7 @@ impl<W: Write> Content<W> {
     }
 
     /// The content is complete: its size, or the rule it broke.
-    pub fn check(&self) -> Result<u64, Refusal> {
+    fn check(&self) -> Result<u64, Refusal> {
         let summary = self.summary();
         self.rules.check(&summary).map(|()| summary.size)
     }
@@ -532,6 +640,7 @@ mod tests {
     fn is_full_measures_a_maildir() {
         let s = Scratch::new("full");
         let target = s.maildir("m");
+        let is_full = |target: &Target, quota| Maildirs.is_full(target, quota);
         assert!(!is_full(&target, 100), "missing is empty");
         maildir::ensure(path(&target)).unwrap();
         fs::write(path(&target).join("cur").join("1.M1P1Q1.h,S=100:2,S"), b"x").unwrap();

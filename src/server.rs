@@ -19,11 +19,12 @@ use std::time::Duration;
 use crate::auth::UsersFile;
 use crate::config::{Config, Listen, Mode, Policy};
 use crate::conn;
+use crate::delivery::Maildirs;
 use crate::privilege;
 use crate::reply::Reply;
-use crate::session::{Authenticator, LocalCaller, MaildirQuota, Peer, Services, Session};
+use crate::session::{Authenticator, LocalCaller, Peer, Services, Session};
 use crate::tls::TlsFiles;
-use crate::transport::{self, Accepted, Transport};
+use crate::transport::{self, Accepted, Handshake, Transport};
 
 /// Session threads' stack: debug builds overflow 64 KiB in the TLS
 /// handshake; touched pages are all that count towards RSS.
@@ -222,7 +223,7 @@ impl Shared {
             None => None,
         };
         let services = Services {
-            quota: Arc::new(MaildirQuota),
+            store: Arc::new(Maildirs),
             users,
             tls: tls.is_some(),
         };
@@ -237,7 +238,8 @@ impl Shared {
     /// of the listener it came from.
     pub fn serve(&self, transport: Box<dyn Transport>, peer: Peer, policy: &Policy) {
         let session = self.session(peer, policy);
-        conn::serve(transport, session, self.tls.clone());
+        let tls = self.tls.clone().map(|files| files as Arc<dyn Handshake>);
+        conn::serve(transport, session, tls);
     }
 
     /// A new session, made on the heap in a call of its own (the stack

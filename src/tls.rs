@@ -16,7 +16,7 @@ use rustls::sign::CertifiedKey;
 use rustls::version::{TLS12, TLS13};
 use rustls::{InconsistentKeys, ProtocolVersion, ServerConfig, ServerConnection, StreamOwned};
 
-use crate::transport::Transport;
+use crate::transport::{Handshake, Transport};
 use crate::watched::{self, Contents, Watched};
 
 /// How often [`TlsFiles::current`] looks at the files' metadata.
@@ -45,6 +45,14 @@ impl TlsFiles {
         self.pair
             .current()
             .unwrap_or_else(|unreadable| unreadable.last)
+    }
+}
+
+impl Handshake for TlsFiles {
+    fn accept(&self, plain: Box<dyn Transport>) -> Result<(Box<dyn Transport>, String), String> {
+        let tls = accept(self.current(), plain)?;
+        let description = tls.describe();
+        Ok((Box::new(tls), description))
     }
 }
 

@@ -83,6 +83,16 @@ pub trait Transport: Read + Write + Send {
     fn input_pending(&mut self) -> bool;
 }
 
+/// What turns a plain transport into a secure one, for STARTTLS and
+/// implicit TLS: the certificate pair ([`crate::tls::TlsFiles`]), or a
+/// fuzz target's stand-in that pretends.
+pub trait Handshake: Send + Sync {
+    /// Runs the server side of a handshake over `plain`: the secure
+    /// transport and its description for logs and the Received header
+    /// (`TLSv1.3 TLS_AES_256_GCM_SHA384`), or why it failed.
+    fn accept(&self, plain: Box<dyn Transport>) -> Result<(Box<dyn Transport>, String), String>;
+}
+
 impl Transport for TcpStream {
     fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         let timeout = socket_timeout(timeout);

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use smtpbox::config::{self, Invocation, Mode};
 use smtpbox::conn;
-use smtpbox::session::{MaildirQuota, Peer, Services, Session};
+use smtpbox::delivery::Maildirs;
+use smtpbox::session::{Peer, Services, Session};
 use smtpbox::transport::Transport;
 
 struct Counting;
@@ -114,7 +115,7 @@ fn session(maildir: &Path, input: &[u8]) -> (usize, String) {
     };
     let policy = config::Policy::new(&config, None, Mode::Smtp);
     let services = Services {
-        quota: Arc::new(MaildirQuota),
+        store: Arc::new(Maildirs),
         users: None,
         tls: false,
     };
