@@ -469,7 +469,7 @@ pub fn config_parse(input: &[u8]) {
                 d => format!("{local}@{d}"),
             };
             if let Ok(to) = command::parse_address(&text) {
-                let _ = smtpbox::routing::route(&config, &to, None);
+                let _ = smtpbox::routing::route(&config.routes(), &to, None);
             }
         }
     }

@@ -24,6 +24,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::data::{BareLf, ContentSink, ContentWrite};
+pub use crate::maildir::DeliveryError;
 use crate::maildir::{self, Spool};
 
 /// Received headers beyond this mean a mail loop (RFC 5321 §6.3).
@@ -376,67 +377,6 @@ impl Message {
 impl ContentWrite for Message {
     fn write(&mut self, bytes: &[u8]) {
         self.content.write(bytes);
-    }
-}
-
-/// Why a message could not be stored now. Every variant is temporary:
-/// the sender may try again (SPEC §7).
-#[derive(Debug)]
-pub enum DeliveryError {
-    /// The message would take `maildir` over its quota.
-    Quota {
-        maildir: PathBuf,
-        used: u64,
-        size: u64,
-        quota: u64,
-    },
-    /// ENOSPC or EDQUOT while working on `path`.
-    NoSpace { path: PathBuf, source: io::Error },
-    /// Any other I/O error while working on `path`.
-    Io { path: PathBuf, source: io::Error },
-}
-
-impl DeliveryError {
-    /// Wraps an I/O error on `path`, classifying a full disk as `NoSpace`
-    /// (tested in `maildir::tests`, beside the errno values).
-    pub fn io(path: &Path, source: io::Error) -> DeliveryError {
-        let path = path.to_path_buf();
-        if maildir::is_no_space(&source) {
-            DeliveryError::NoSpace { path, source }
-        } else {
-            DeliveryError::Io { path, source }
-        }
-    }
-}
-
-impl fmt::Display for DeliveryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeliveryError::Quota {
-                maildir,
-                used,
-                size,
-                quota,
-            } => write!(
-                f,
-                "{}: quota exceeded ({used} + {size} > {quota} bytes)",
-                maildir.display()
-            ),
-            DeliveryError::NoSpace { path, source } | DeliveryError::Io { path, source } => {
-                write!(f, "{}: {source}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for DeliveryError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DeliveryError::Quota { .. } => None,
-            DeliveryError::NoSpace { source, .. } | DeliveryError::Io { source, .. } => {
-                Some(source)
-            }
-        }
     }
 }
 

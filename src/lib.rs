@@ -1,20 +1,29 @@
 //! smtpbox: a minimal SMTP server that stores mail in Maildir folders.
 //!
-//! The modules, by job: `config` (command line, config file), `routing`
-//! (which recipients are local, and their delivery targets), `framer`
-//! (bytes into command lines), `command` (parsing command lines), `session`
-//! (the sans-IO SMTP state machine), `data` (the DATA/BDAT byte automaton),
-//! `delivery` (the one way a message is stored: targets, content rules,
-//! stored or refused), `maildir` (durable Maildir storage behind it),
-//! `buffers` (content buffers reused per thread), `conn` (one connection's
-//! I/O), `server`
-//! (listeners, the local socket and threads), `transport` (sockets and
-//! stdio), `tls` (rustls and the certificate pair), `auth` (the users file
-//! and SASL), `watched` (files re-read when they change), `sendmail` (the
-//! sendmail command) and `submit` (its client for the local socket),
-//! `activation` (systemd), `slots` (limits across --inetd processes),
-//! `privilege` (dropping root), `sandbox` (Landlock), `sys` (Linux ABI
-//! numbers per architecture), `logging`, `reply`, `date`.
+//! The modules in layers: each imports only from its own layer or below
+//! (`../shared/tools/import_graph.py src` finds no cycle).
+//!
+//! ```text
+//!  main.rs           wires the rest: parse, bind, drop root, sandbox, serve
+//!  start modes       server (listeners, threads, the local socket, limits),
+//!                    sendmail (the sendmail command), submit (its client),
+//!                    activation (systemd), slots (limits across --inetd),
+//!                    sandbox (Landlock), privilege, logging
+//!  connection        conn (the one driver: bytes, timeouts, TLS), tls,
+//!                    transport (sockets, stdio, the Handshake seam)
+//!  protocol          session/ (the sans-IO SMTP state machine: commands,
+//!                    the message phase, AUTH, trace headers, peer)
+//!                    auth (users file, SASL), watched (files re-read)
+//!  settings          config/ (command line, file, values, --check)
+//!  routing           routing (is a recipient local, where its mail goes)
+//!  grammar           command (command lines, addresses), framer, reply
+//!  delivery          delivery (the seam: Store, Draft, content rules),
+//!                    data (the DATA automaton, content sinks)
+//!  storage           maildir/ (spool, link, group commit, *at wrappers,
+//!                    DeliveryError)
+//!  ground            buffers, host (the system hostname), listen (Mode,
+//!                    Listen), sys (Linux ABI numbers), date
+//! ```
 
 pub mod activation;
 pub mod auth;
@@ -26,6 +35,8 @@ pub mod data;
 pub mod date;
 pub mod delivery;
 pub mod framer;
+pub mod host;
+pub mod listen;
 pub mod logging;
 pub mod maildir;
 pub mod privilege;

@@ -2,7 +2,7 @@
 //! delivery [`Target`] its mail goes to (today a Maildir).
 //!
 //! `config.rs` parses the `domain`, `maildir`, `mailbox` and `alias` keys
-//! into [`Config`]; the decisions are made here, for SMTP sessions,
+//! and lends them here as [`Tables`]; the decisions are made here, for SMTP sessions,
 //! sendmail mode and `newaliases` alike:
 //!
 //! 1. the domain: one of the configured domains (case-insensitive, one
@@ -12,10 +12,28 @@
 //! 4. then `mailbox` entries, then the default `maildir`.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use crate::command::{Address, Domain};
-use crate::config::Config;
 use crate::delivery::Target;
+use crate::listen::Listen;
+
+/// The tables routing decides from, as the config holds them
+/// (`Config::routes`): routing needs no more of the config than this.
+#[derive(Clone, Copy, Debug)]
+pub struct Tables<'a> {
+    /// Local domains, lowercased, without a trailing dot.
+    pub domains: &'a [String],
+    /// The default mailbox (catch-all for local recipients).
+    pub maildir: Option<&'a PathBuf>,
+    /// `mailbox` entries: a lowercased local part or full address, and
+    /// its Maildir.
+    pub mailboxes: &'a [(String, PathBuf)],
+    /// `alias` entries: lowercased NAME to TARGET.
+    pub aliases: &'a [(String, String)],
+    /// The listeners: an address literal naming one is local.
+    pub listen: &'a [Listen],
+}
 
 /// Where a recipient's mail goes (SPEC §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,32 +53,32 @@ pub enum Route {
 /// An entry naming a full address wins over one naming only the local
 /// part. An alias TARGET is always looked up locally, even when it names
 /// another domain: smtpbox never relays.
-pub fn route(config: &Config, addr: &Address, local_ip: Option<IpAddr>) -> Route {
+pub fn route(tables: &Tables<'_>, addr: &Address, local_ip: Option<IpAddr>) -> Route {
     let mut key = match &addr.domain {
         // RFC 5321 4.5.1: `postmaster` (and any bare local part) is ours.
         None => Key::new(&addr.local, None),
         Some(Domain::Name(name)) => {
             let name = normalize_domain(name);
-            if !config.domains.iter().any(|d| normalize_domain(d) == name) {
+            if !tables.domains.iter().any(|d| normalize_domain(d) == name) {
                 return Route::NotLocal;
             }
             Key::new(&addr.local, Some(&name))
         }
-        Some(Domain::Literal(ip)) if is_box_ip(config, local_ip, *ip) => {
+        Some(Domain::Literal(ip)) if is_box_ip(tables, local_ip, *ip) => {
             Key::new(&addr.local, None)
         }
         Some(Domain::Literal(_)) => return Route::NotLocal,
     };
     // Bounded: loading rejects alias loops, but the fields are public.
-    for _ in 0..config.aliases.len() {
-        let Some(i) = find(&config.aliases, &key) else {
+    for _ in 0..tables.aliases.len() {
+        let Some(i) = find(tables.aliases, &key) else {
             break;
         };
-        key = Key::from_name(&config.aliases[i].1);
+        key = Key::from_name(&tables.aliases[i].1);
     }
-    let maildir = match find(&config.mailboxes, &key) {
-        Some(i) => Some(&config.mailboxes[i].1),
-        None => config.maildir.as_ref(),
+    let maildir = match find(tables.mailboxes, &key) {
+        Some(i) => Some(&tables.mailboxes[i].1),
+        None => tables.maildir,
     };
     match maildir {
         Some(dir) => Route::Mailbox(Target::Maildir(dir.clone())),
@@ -71,9 +89,9 @@ pub fn route(config: &Config, addr: &Address, local_ip: Option<IpAddr>) -> Route
 /// Is `ip` an address of this box, for an address literal
 /// (`root@[127.0.0.1]`): loopback, a `listen` address, or the address the
 /// client connected to. IPv4-mapped IPv6 compares as IPv4.
-pub fn is_box_ip(config: &Config, local_ip: Option<IpAddr>, ip: IpAddr) -> bool {
+pub fn is_box_ip(tables: &Tables<'_>, local_ip: Option<IpAddr>, ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    let listen = config.listen.iter().map(|l| l.addr.ip());
+    let listen = tables.listen.iter().map(|l| l.addr.ip());
     ip.is_loopback()
         || local_ip
             .into_iter()
@@ -158,7 +176,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{Listen, Mode};
+    use crate::config::{Config, Listen, Mode};
 
     fn maildir(path: &str) -> Route {
         Route::Mailbox(Target::Maildir(path.into()))
@@ -202,7 +220,7 @@ mod tests {
              alias = bounce other@elsewhere.example\n",
         );
         let mine: IpAddr = "192.0.2.7".parse().unwrap();
-        let route = |a: &str| match route(&c, &addr(a), Some(mine)) {
+        let route = |a: &str| match route(&c.routes(), &addr(a), Some(mine)) {
             Route::Mailbox(target) => target.to_string(),
             other => format!("{other:?}"),
         };
@@ -245,13 +263,22 @@ mod tests {
     fn routing_without_default_maildir() {
         let mut c =
             load("domain = example.org\nmailbox = alice /m/alice\nalias = postmaster alice\n");
-        assert_eq!(route(&c, &addr("bob@example.org"), None), Route::NoMailbox);
-        assert_eq!(route(&c, &addr("Postmaster"), None), maildir("/m/alice"));
+        assert_eq!(
+            route(&c.routes(), &addr("bob@example.org"), None),
+            Route::NoMailbox
+        );
+        assert_eq!(
+            route(&c.routes(), &addr("Postmaster"), None),
+            maildir("/m/alice")
+        );
         c.aliases.clear();
-        assert_eq!(route(&c, &addr("postmaster"), None), Route::NoMailbox);
+        assert_eq!(
+            route(&c.routes(), &addr("postmaster"), None),
+            Route::NoMailbox
+        );
         // A loop slipped in through the public fields cannot spin forever.
         c.aliases = aliases(&[("a", "b"), ("b", "a")]);
-        assert_eq!(route(&c, &addr("a"), None), Route::NoMailbox);
+        assert_eq!(route(&c.routes(), &addr("a"), None), Route::NoMailbox);
     }
 
     #[test]
@@ -265,7 +292,7 @@ mod tests {
             "domain = example.org\nmailbox = ops /m/ops\nmailbox = bob@example.org /m/bob\n\
              alias = root ops\n",
         );
-        let to = |a: &str| route(&c, &addr(a), None);
+        let to = |a: &str| route(&c.routes(), &addr(a), None);
         // By local part, by full address, and through an alias.
         assert_eq!(to("OPS+cron@example.org"), maildir("/m/ops"));
         assert_eq!(to("bob+x+y@Example.org"), maildir("/m/bob"));
@@ -306,13 +333,25 @@ mod tests {
         }];
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         for loopback in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
-            assert!(is_box_ip(&c, None, ip(loopback)), "{loopback}");
+            assert!(is_box_ip(&c.routes(), None, ip(loopback)), "{loopback}");
         }
-        assert!(is_box_ip(&c, None, ip("192.0.2.1")));
-        assert!(is_box_ip(&c, None, ip("::ffff:192.0.2.1")));
-        assert!(!is_box_ip(&c, None, ip("192.0.2.2")));
-        assert!(is_box_ip(&c, Some(ip("192.0.2.2")), ip("192.0.2.2")));
-        assert!(is_box_ip(&c, Some(ip("::ffff:192.0.2.2")), ip("192.0.2.2")));
-        assert!(!is_box_ip(&c, Some(ip("192.0.2.2")), ip("198.51.100.1")));
+        assert!(is_box_ip(&c.routes(), None, ip("192.0.2.1")));
+        assert!(is_box_ip(&c.routes(), None, ip("::ffff:192.0.2.1")));
+        assert!(!is_box_ip(&c.routes(), None, ip("192.0.2.2")));
+        assert!(is_box_ip(
+            &c.routes(),
+            Some(ip("192.0.2.2")),
+            ip("192.0.2.2")
+        ));
+        assert!(is_box_ip(
+            &c.routes(),
+            Some(ip("::ffff:192.0.2.2")),
+            ip("192.0.2.2")
+        ));
+        assert!(!is_box_ip(
+            &c.routes(),
+            Some(ip("192.0.2.2")),
+            ip("198.51.100.1")
+        ));
     }
 }

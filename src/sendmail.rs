@@ -652,7 +652,7 @@ fn check_aliases(config: &Config) -> Result<String, Failure> {
     let mut broken = Vec::new();
     for (name, target) in &config.aliases {
         let routed = match command::parse_address(name) {
-            Ok(to) => routing::route(config, &to, None),
+            Ok(to) => routing::route(&config.routes(), &to, None),
             Err(_) => Route::NoMailbox,
         };
         if !matches!(routed, Route::Mailbox(_)) {
@@ -735,7 +735,7 @@ fn route_all(config: &Config, recipients: &[Address]) -> Result<Vec<Target>, Fai
     for rcpt in recipients {
         // No connection: an address literal is local when it names loopback or
         // a listen address.
-        match routing::route(config, rcpt, None) {
+        match routing::route(&config.routes(), rcpt, None) {
             Route::Mailbox(target) => targets.push(target),
             Route::NoMailbox => unknown.push(format!("<{rcpt}>: user unknown")),
             Route::NotLocal => unknown.push(format!("<{rcpt}>: not local (smtpbox never relays)")),

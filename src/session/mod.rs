@@ -511,22 +511,23 @@ impl Session {
             return Step::reply(Reply::too_many_recipients());
         }
         let address = to.to_wire();
-        let reply = match routing::route(&self.config, &to, self.peer.local.map(|a| a.ip())) {
-            Route::NotLocal => Reply::relay_denied(&address),
-            Route::NoMailbox => Reply::no_such_user(&address),
-            Route::Mailbox(target) => {
-                if self
-                    .services
-                    .store
-                    .is_full(&target, self.policy.limits.maildir_quota)
-                {
-                    Reply::recipient_mailbox_full(&address)
-                } else {
-                    tx.recipients.push(Recipient { address, target });
-                    return Step::reply(Reply::recipient_ok());
+        let reply =
+            match routing::route(&self.config.routes(), &to, self.peer.local.map(|a| a.ip())) {
+                Route::NotLocal => Reply::relay_denied(&address),
+                Route::NoMailbox => Reply::no_such_user(&address),
+                Route::Mailbox(target) => {
+                    if self
+                        .services
+                        .store
+                        .is_full(&target, self.policy.limits.maildir_quota)
+                    {
+                        Reply::recipient_mailbox_full(&address)
+                    } else {
+                        tx.recipients.push(Recipient { address, target });
+                        return Step::reply(Reply::recipient_ok());
+                    }
                 }
-            }
-        };
+            };
         Step::reply(reply)
     }
 
