@@ -16,6 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+mod limiter;
+
+use limiter::*;
+
 use crate::auth::UsersFile;
 use crate::config::{Config, Listen, Mode, Policy};
 use crate::conn;
@@ -649,78 +653,6 @@ pub fn refuse(stream: &mut impl Transport) {
     let mut out = Vec::new();
     Reply::too_busy().write_to(&mut out);
     let _ = stream.write_all(&out);
-}
-
-/// Counts sessions, in all and per client (address, or uid on the local
-/// socket).
-struct Limiter {
-    max: usize,
-    max_per_ip: usize,
-    state: Mutex<Counts>,
-}
-
-/// Who a session is counted against for `max_connections_per_ip`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Source {
-    Ip(IpAddr),
-    /// A caller on the local socket.
-    Uid(u32),
-}
-
-impl From<IpAddr> for Source {
-    fn from(ip: IpAddr) -> Source {
-        Source::Ip(ip)
-    }
-}
-
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    per_ip: HashMap<Source, usize>,
-}
-
-/// One session's place under the limits, given back on drop.
-struct Slot {
-    limiter: Arc<Limiter>,
-    ip: Source,
-}
-
-impl Limiter {
-    fn new(max: usize, max_per_ip: usize) -> Limiter {
-        Limiter {
-            max,
-            max_per_ip,
-            state: Mutex::new(Counts::default()),
-        }
-    }
-
-    fn acquire(self: &Arc<Self>, ip: impl Into<Source>) -> Option<Slot> {
-        let ip = ip.into();
-        let mut counts = lock(&self.state);
-        let for_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
-        if counts.total >= self.max || for_ip >= self.max_per_ip {
-            return None;
-        }
-        counts.total += 1;
-        counts.per_ip.insert(ip, for_ip + 1);
-        Some(Slot {
-            limiter: Arc::clone(self),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = lock(&self.limiter.state);
-        counts.total -= 1;
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
