@@ -169,7 +169,7 @@ fn start_listening(
     };
     match &config.user {
         Some(user) if privilege::is_root() => {
-            let account = privilege::lookup(user)?;
+            let account = privilege::lookup(user).map_err(|e| user_error(&config, user, &e))?;
             privilege::drop_to(&account)?;
             log::info!(
                 "running as {} (uid {}, gid {})",
@@ -208,13 +208,20 @@ impl From<String> for StartError {
 fn check(config: &Config) -> Result<Vec<String>, String> {
     let notes = config::check(config).map_err(|e| e.to_string())?;
     if let Some(user) = &config.user {
-        privilege::lookup(user).map_err(|e| format!("`user = {user}`: {e}"))?;
+        privilege::lookup(user).map_err(|e| user_error(config, user, &e))?;
     }
     if let Some(path) = &config.local_socket {
         server::check_local(path)?;
     }
     Shared::new(config.clone())?;
     Ok(notes)
+}
+
+/// A problem with the `user` account, named by the file and line that
+/// set it (SPEC §2).
+fn user_error(config: &Config, user: &str, error: &str) -> String {
+    let origin = config.user_origin.as_deref().unwrap_or("config");
+    format!("{origin}: `user = {user}`: {error}")
 }
 
 /// One session on stdin/stdout (inetd, systemd Accept=yes).

@@ -249,7 +249,7 @@ fn check_refuses_what_would_not_serve() {
         (
             "user",
             "user = no-such-user-w13c".into(),
-            "user \"no-such-user-w13c\" not found in /etc/passwd",
+            ":3: `user = no-such-user-w13c`: user \"no-such-user-w13c\" not found in /etc/passwd",
         ),
         (
             "session",

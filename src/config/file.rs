@@ -52,8 +52,10 @@ pub(super) fn parse_lines(
         };
         let key = key.trim();
         set_key(config, key, value.trim()).map_err(|e| at(index + 1, e))?;
-        if key == "alias" {
-            alias_lines.push(index + 1);
+        match key {
+            "alias" => alias_lines.push(index + 1),
+            "user" => config.user_origin = Some(format!("{}:{}", origin.display(), index + 1)),
+            _ => {}
         }
     }
     // Aliases come only from the file, so alias_lines matches config.aliases.

@@ -148,6 +148,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     pub bare_lf: BareLf,
     pub user: Option<String>,
+    /// Where `user` was set (`FILE:LINE`), for what is found wrong with
+    /// it only later: the account missing at `--check` or start-up.
+    pub user_origin: Option<String>,
     /// The local submission socket (SPEC §3, §5); None: no such socket.
     pub local_socket: Option<PathBuf>,
 }
@@ -225,6 +228,7 @@ impl Config {
             max_connections_per_ip: 8,
             bare_lf: BareLf::Normalize,
             user: None,
+            user_origin: None,
             local_socket: None,
         }
     }
