@@ -169,7 +169,7 @@ fn start_listening(
     };
     match &config.user {
         Some(user) if privilege::is_root() => {
-            let account = privilege::lookup(user).map_err(|e| user_error(&config, user, &e))?;
+            let account = privilege::lookup(user).map_err(|e| user_error(config, user, &e))?;
             privilege::drop_to(&account)?;
             log::info!(
                 "running as {} (uid {}, gid {})",
