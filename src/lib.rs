@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  main.rs           wires the rest: parse, bind, drop root, sandbox, serve
-//!  start modes       server (listeners, threads, the local socket, limits),
+//!  start modes       start (standalone, --inetd, --check: what main.rs runs),
+//!                    server (listeners, threads, the local socket, limits),
 //!                    sendmail (the sendmail command), submit (its client),
 //!                    activation (systemd), slots (limits across --inetd),
 //!                    sandbox (Landlock), privilege, logging
@@ -20,7 +21,7 @@
 //!  delivery          delivery (the seam: Store, Draft, content rules),
 //!                    data (the DATA automaton, content sinks)
 //!  storage           maildir/ (spool, link, group commit, *at wrappers,
-//!                    DeliveryError)
+//!                    DeliveryError, maintenance)
 //!  ground            buffers, host (the system hostname), listen (Mode,
 //!                    Listen), sys (Linux ABI numbers), date
 //! ```
@@ -47,6 +48,7 @@ pub mod sendmail;
 pub mod server;
 pub mod session;
 pub mod slots;
+pub mod start;
 pub mod submit;
 pub mod sys;
 pub mod tls;

@@ -261,7 +261,7 @@ fn landlock_abi() -> io::Result<u32> {
 /// only what exists. Its tmp/, new/ and cur/ are left to that delivery.
 /// Reads what is read once and cached.
 fn prepare(config: &Config) {
-    for dir in maildirs(config) {
+    for dir in config.maildirs() {
         if dir.exists() {
             continue;
         }
@@ -278,11 +278,6 @@ fn prepare(config: &Config) {
     let _ = maildir::unique_base();
 }
 
-fn maildirs(config: &Config) -> impl Iterator<Item = &PathBuf> {
-    let boxes = config.mailboxes.iter().map(|(_, path)| path);
-    config.maildir.iter().chain(boxes)
-}
-
 /// The rules for `config`, deduplicated.
 fn rules(config: &Config, socket_dirs: &[PathBuf]) -> Vec<Rule> {
     let mut rules: Vec<Rule> = Vec::new();
@@ -290,16 +285,13 @@ fn rules(config: &Config, socket_dirs: &[PathBuf]) -> Vec<Rule> {
         Some(rule) => rule.access |= access,
         None => rules.push(Rule { path, access }),
     };
-    for dir in maildirs(config) {
+    for dir in config.maildirs() {
         add(dir.clone(), MAILDIR);
     }
     for dir in socket_dirs {
         add(dir.clone(), SOCKET_DIR);
     }
-    for file in [&config.tls_cert, &config.tls_key, &config.users]
-        .into_iter()
-        .flatten()
-    {
+    for file in config.read_files() {
         add(parent(file), READ);
         if let Ok(real) = std::fs::canonicalize(file) {
             add(parent(&real), READ);

@@ -5,8 +5,7 @@ use super::*;
 
 pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
     let mut notes = Vec::new();
-    let boxes = config.mailboxes.iter().map(|(_, path)| path);
-    for dir in config.maildir.iter().chain(boxes) {
+    for dir in config.maildirs() {
         notes.extend(check_maildir(dir)?);
     }
     check_files(config)?;
@@ -17,10 +16,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, ConfigError> {
 /// of at most [`MAX_SECRET_FILE`] bytes. At start-up a failure here is a
 /// config error (SPEC §8: exit 78); the message names the file and errno.
 pub fn check_files(config: &Config) -> Result<(), ConfigError> {
-    for file in [&config.tls_cert, &config.tls_key, &config.users]
-        .into_iter()
-        .flatten()
-    {
+    for file in config.read_files() {
         read_bounded(file, MAX_SECRET_FILE, true).map_err(ConfigError::new)?;
     }
     Ok(())

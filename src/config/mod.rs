@@ -176,6 +176,22 @@ pub fn from_args<S: AsRef<OsStr>>(args: &[S]) -> Result<Invocation, ConfigError>
 /// size. Returns what the first delivery would create, one note per
 /// Maildir. Parsing the certificate and key is left to the TLS module.
 impl Config {
+    /// Every Maildir of the config, the default one first, then each
+    /// `mailbox`'s: the one inventory that `--check`, the sandbox and
+    /// start-up maintenance walk.
+    pub fn maildirs(&self) -> impl Iterator<Item = &PathBuf> {
+        let boxes = self.mailboxes.iter().map(|(_, path)| path);
+        self.maildir.iter().chain(boxes)
+    }
+
+    /// Every file the server reads while it runs (certificate, key, users
+    /// file): checked at start-up and by `--check`, readable in the sandbox.
+    pub fn read_files(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.tls_cert, &self.tls_key, &self.users]
+            .into_iter()
+            .flatten()
+    }
+
     /// The routing tables, as [`crate::routing`] reads them.
     pub fn routes(&self) -> Tables<'_> {
         Tables {

@@ -43,11 +43,13 @@ use crate::buffers;
 mod at;
 mod commit;
 mod error;
+pub mod maintenance;
 mod tmpfile;
 
 use at::*;
 use commit::*;
 pub use error::DeliveryError;
+pub use maintenance::clean_tmp;
 use tmpfile::*;
 
 use crate::sys::{
@@ -285,30 +287,6 @@ pub fn usage(dir: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
-}
-
-/// Removes files in `dir/tmp/` last modified more than `age` ago (the Maildir
-/// convention is 36 hours) and returns how many were removed.
-pub fn clean_tmp(dir: &Path, age: Duration) -> io::Result<usize> {
-    let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
-    let mut removed = 0;
-    for entry in fs::read_dir(dir.join("tmp"))? {
-        let entry = entry?;
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if !meta.is_file() || meta.modified()? >= cutoff {
-            continue;
-        }
-        match fs::remove_file(entry.path()) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(removed)
 }
 
 /// A fresh unique base name, `SECONDS.MMICROSPPIDQCOUNTER.HOST`.
