@@ -11,13 +11,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// What a run gave.
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `program args` (the binary or a link to it) with nothing on
 /// stdin; fails the test when it has not ended after 10 s (a server
 /// started), killing it first.
@@ -30,12 +23,7 @@ fn run(program: &Path, args: &[&str], config: Option<&Path>) -> Outcome {
     if let Some(path) = config {
         command.env("SMTPBOX_CONFIG", path);
     }
-    let done = run_bounded(&mut command, b"", Duration::from_secs(10));
-    Outcome {
-        code: done.status.code().unwrap_or(-1),
-        stdout: done.stdout_text(),
-        stderr: done.stderr_text(),
-    }
+    run_sendmail(&mut command, b"", Duration::from_secs(10))
 }
 
 /// A temp dir with `sendmail`, `mailq` and `newaliases` links to the binary.

@@ -487,14 +487,7 @@ impl Proc {
     }
 
     fn wait_log(&self, needle: &str) -> bool {
-        let end = Instant::now() + upper(Duration::from_secs(5));
-        while Instant::now() < end {
-            if self.log().contains(needle) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        false
+        wait_until(|| self.log().contains(needle))
     }
 
     /// The address from the "listening on ADDR" log line.

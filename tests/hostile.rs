@@ -56,10 +56,7 @@ fn open_transaction(c: &mut Client) {
 /// Waits until `maildir/tmp` is empty (the spool goes when the session
 /// ends, which happens after the client saw its reply or closed).
 fn assert_tmp_empties(maildir: &Path) {
-    let end = Instant::now() + Duration::from_secs(5);
-    while count(maildir, "tmp") > 0 && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(|| count(maildir, "tmp") == 0);
     assert_eq!(count(maildir, "tmp"), 0, "tmp/ keeps a spool file");
 }
 
@@ -191,9 +188,7 @@ fn unterminated_data_then_close_stores_nothing() {
         "{}",
         server.log()
     );
-    assert_eq!(count(&server.maildir(), "new"), 0, "nothing stored");
-    assert_tmp_empties(&server.maildir());
-    server.assert_healthy();
+    server.assert_nothing_stored_and_healthy();
 }
 
 #[test]
@@ -409,9 +404,7 @@ fn bdat_of_u64_max_then_close_stores_nothing() {
         "{}",
         server.log()
     );
-    assert_eq!(count(&server.maildir(), "new"), 0, "nothing stored");
-    assert_tmp_empties(&server.maildir());
-    server.assert_healthy();
+    server.assert_nothing_stored_and_healthy();
 }
 
 #[test]
@@ -453,7 +446,5 @@ fn bdat_over_max_message_size_is_read_then_552_5_3_4() {
         "{}",
         server.log()
     );
-    assert_eq!(count(&server.maildir(), "new"), 0, "nothing stored");
-    assert_tmp_empties(&server.maildir());
-    server.assert_healthy();
+    server.assert_nothing_stored_and_healthy();
 }

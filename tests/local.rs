@@ -49,19 +49,8 @@ fn connect_local(path: &Path) -> BufReader<UnixStream> {
 
 /// Reads one (possibly multi-line) reply; returns its last line.
 fn reply(r: &mut BufReader<UnixStream>) -> String {
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("reply");
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return line;
-        }
-    }
-}
-
-/// What a sendmail run gave.
-struct Outcome {
-    code: i32,
-    stderr: String,
+    let all = whole_reply(|| socket_line(r));
+    all.split_inclusive('\n').next_back().unwrap_or("").to_string()
 }
 
 /// Runs `smtpbox sendmail -C CONF ARGS` with `input`, as `uid` when given.
@@ -77,11 +66,7 @@ fn sendmail(conf: &Path, args: &[&str], input: &[u8], uid: Option<u32>) -> Outco
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
-    let done = run_bounded(&mut command, input, Duration::from_secs(20));
-    Outcome {
-        code: done.status.code().unwrap_or(-1),
-        stderr: done.stderr_text(),
-    }
+    run_sendmail(&mut command, input, Duration::from_secs(20))
 }
 
 /// True when the test may act as another user; when it may not, says so,

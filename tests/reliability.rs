@@ -43,16 +43,19 @@ impl Link {
 
     /// One whole reply; an error on EOF.
     fn reply(&mut self) -> io::Result<String> {
-        let mut all = String::new();
-        loop {
+        let mut error = None;
+        let all = whole_reply(|| {
             let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(ErrorKind::UnexpectedEof.into());
+            match self.reader.read_line(&mut line) {
+                Ok(0) => error = Some(ErrorKind::UnexpectedEof.into()),
+                Ok(_) => return Some(line),
+                Err(e) => error = Some(e),
             }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(all);
-            }
+            None
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(all),
         }
     }
 

@@ -17,13 +17,6 @@ struct Box {
     conf: PathBuf,
 }
 
-/// What a run gave: exit status, stderr and stdout.
-struct Outcome {
-    code: i32,
-    stderr: String,
-    stdout: String,
-}
-
 impl Box {
     fn new(extra: &str) -> Box {
         let dir = TempDir::new("sendmail");
@@ -80,12 +73,7 @@ impl Box {
 /// when it has not exited within 10 s.
 fn run(mut command: Command, input: &[u8]) -> Outcome {
     command.env_remove("SMTPBOX_CONFIG").env("RUST_LOG", "info");
-    let output = run_bounded(&mut command, input, Duration::from_secs(10));
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stderr: output.stderr_text(),
-        stdout: output.stdout_text(),
-    }
+    run_sendmail(&mut command, input, Duration::from_secs(10))
 }
 
 fn assert_code(outcome: &Outcome, code: i32) {

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -183,23 +183,7 @@ impl<S: Read + Write> Smtp<S> {
     /// One whole reply, all its lines; empty when the server closed the
     /// connection. A read timeout fails the test with what was seen.
     fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return all,
-                Err(e) if is_timeout(&e) => {
-                    panic!("no whole reply within the read timeout ({e}); got {all:?}{line:?}")
-                }
-                Err(_) => return all,
-                Ok(_) => {}
-            }
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            all.push_str(&line);
-            if last {
-                return all;
-            }
-        }
+        whole_reply(|| socket_line(&mut self.reader))
     }
 
     fn cmd(&mut self, line: &str) -> String {

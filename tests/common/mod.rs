@@ -350,15 +350,7 @@ impl PipeLines {
 
     /// One whole SMTP reply (all its lines); empty at EOF.
     pub fn reply(&mut self, bound: Duration) -> String {
-        let mut all = String::new();
-        while let Some(line) = self.line(bound) {
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            all.push_str(&line);
-            if last {
-                break;
-            }
-        }
-        all
+        whole_reply(|| self.line(bound))
     }
 }
 
@@ -636,14 +628,7 @@ impl Server {
 
     /// Waits until the log contains `needle` (logs arrive asynchronously).
     pub fn wait_log(&self, needle: &str) -> bool {
-        let end = Instant::now() + upper(Duration::from_secs(5));
-        while Instant::now() < end {
-            if self.log().contains(needle) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        false
+        wait_until(|| self.log().contains(needle))
     }
 
     /// The address of the listener logged as `listening on ADDR (MODE)`
@@ -761,23 +746,7 @@ impl Client {
     /// server closed the connection (EOF or a reset). A read timeout fails
     /// the test with what was seen: a hung server is no closed one.
     pub fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return all,
-                Err(e) if is_timeout(&e) => {
-                    panic!("no whole reply within the read timeout ({e}); got {all:?}{line:?}")
-                }
-                Err(_) => return all,
-                Ok(_) => {}
-            }
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            all.push_str(&line);
-            if last {
-                return all;
-            }
-        }
+        whole_reply(|| socket_line(&mut self.reader))
     }
 
     /// Sends `line` + CRLF and returns the reply.
@@ -863,6 +832,70 @@ impl Client {
 }
 
 /// Whether a read error is a read timeout (`SO_RCVTIMEO`).
+/// One whole SMTP reply, read line by line from `next_line` (each line
+/// with its ending): lines until one whose fourth byte is not `-` (RFC
+/// 5321 4.2.1). What was read; empty when the input ended first. Every
+/// reply reader of the suites is this one over its own line source.
+pub fn whole_reply(mut next_line: impl FnMut() -> Option<String>) -> String {
+    let mut all = String::new();
+    while let Some(line) = next_line() {
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        all.push_str(&line);
+        if last {
+            break;
+        }
+    }
+    all
+}
+
+/// The next line from a client socket: None when the server closed the
+/// connection (EOF or a reset); a read timeout fails the test with what
+/// was read of the line: a hung server is no closed one.
+pub fn socket_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => None,
+        Err(e) if is_timeout(&e) => {
+            panic!("no whole reply within the read timeout ({e}); got {line:?}")
+        }
+        Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+/// Waits, bounded (5 s, scaled by [`upper`]), until `ready` says so;
+/// false when it never did.
+pub fn wait_until(mut ready: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + upper(Duration::from_secs(5));
+    while Instant::now() < end {
+        if ready() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    ready()
+}
+
+/// What a run of the binary in sendmail mode (or any run of it that
+/// must end by itself) gave.
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` (the binary as `sendmail`, `mailq`, `newaliases`, or
+/// `smtpbox sendmail …`; the caller sets its environment) with `input` on
+/// stdin; fails the test when it has not ended within `bound`.
+pub fn run_sendmail(command: &mut Command, input: &[u8], bound: Duration) -> Outcome {
+    let done = run_bounded(command, input, bound);
+    Outcome {
+        code: done.status.code().unwrap_or(-1),
+        stdout: done.stdout_text(),
+        stderr: done.stderr_text(),
+    }
+}
+
 pub fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -896,6 +929,18 @@ impl Server {
         c.expect("QUIT", "221 2.0.0");
         let log = self.log();
         assert!(!log.contains("panicked"), "a session panicked:\n{log}");
+    }
+
+    /// The ending of every test of input that must store nothing: nothing
+    /// in `new/`, `tmp/` empty once the session is over (its spool goes
+    /// when the session ends, after the client saw its reply or closed),
+    /// and the server still serves ([`Server::assert_healthy`]).
+    pub fn assert_nothing_stored_and_healthy(&self) {
+        let maildir = self.maildir();
+        assert_eq!(count(&maildir, "new"), 0, "nothing stored");
+        wait_until(|| count(&maildir, "tmp") == 0);
+        assert_eq!(count(&maildir, "tmp"), 0, "tmp/ keeps a spool file");
+        self.assert_healthy();
     }
 }
 
