@@ -87,7 +87,7 @@ cp -a "$BASE" "$ROOT"
 # What the README's steps need from a source tree, the binary where a
 # build leaves it.
 mkdir -p "$ROOT/root/src/target/release"
-cp -a README.md etc systemd "$ROOT/root/src/"
+cp -a README.md INSTALL.md etc systemd "$ROOT/root/src/"
 cp "$BIN" "$ROOT/root/src/target/release/smtpbox"
 cp scripts/live-smtp.py "$ROOT/root/smtp.py"
 echo smtpbox-live >"$ROOT/etc/hostname"
@@ -158,12 +158,13 @@ failed=0
 pass() { say "PASS: $*"; }
 fail() { say "FAIL: $*"; failed=$((failed + 1)); }
 
-# The shell block after `<!-- live-systemd: NAME -->` in the README.
+# The shell block after `<!-- live-systemd: NAME -->` in the README or
+# INSTALL.md (the install steps live there, the TLS steps in the README).
 block() {
   awk -v mark="<!-- live-systemd: $1 -->" '
     $0 == mark { armed = 1; next }
     armed && /^```/ { if (inside) exit; inside = 1; next }
-    inside { print }' README.md
+    inside { print }' README.md INSTALL.md
 }
 # Runs README block NAME in the container's copy of the source tree.
 readme() {
