@@ -19,10 +19,10 @@
 //! from getrandom(2)).
 
 use std::ffi::{c_int, c_long};
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -257,9 +257,11 @@ fn landlock_abi() -> io::Result<u32> {
 }
 
 /// Makes the directory of every Maildir that is missing, as the first
-/// delivery would (mode 0700), so that it can be allowed: Landlock allows
-/// only what exists. Its tmp/, new/ and cur/ are left to that delivery.
-/// Reads what is read once and cached.
+/// delivery would (mode 0700, durably: [`maildir::make_dir_durably`]), so
+/// that it can be allowed: Landlock allows only what exists, and its
+/// parent, which a later delivery may not open to fsync, is outside the
+/// rules. Its tmp/, new/ and cur/ are left to that delivery. Reads what
+/// is read once and cached.
 fn prepare(config: &Config) {
     for dir in config.maildirs() {
         if dir.exists() {
@@ -267,7 +269,7 @@ fn prepare(config: &Config) {
         }
         // info, not warn: sendmail mode must not mail cron's owner about a
         // mailbox that this message is not for.
-        if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        if let Err(e) = maildir::make_dir_durably(dir) {
             log::info!(
                 "sandbox: cannot make Maildir {}: {e}; mail for it fails until a restart",
                 dir.display()

@@ -65,7 +65,7 @@ impl Traced {
             .arg(out)
             .args([
                 "-e",
-                "trace=openat,close,fsync,fdatasync,linkat,write,writev,sendto,sendmsg",
+                "trace=openat,close,fsync,fdatasync,linkat,write,writev,sendto,sendmsg,mkdir,mkdirat",
             ])
             .args(smtpbox_argv())
             .arg("-c")
@@ -195,6 +195,15 @@ fn first_arg(call: &Call) -> Option<i64> {
     args.split([',', ')', ' ']).next()?.parse().ok()
 }
 
+/// The first quoted argument of a call: the path of mkdir, mkdirat and
+/// openat.
+fn quoted(call: &Call) -> Option<String> {
+    let args = call.text.split_once('(')?.1;
+    let start = args.find('"')? + 1;
+    let len = args[start..].find('"')?;
+    Some(args[start..start + len].to_string())
+}
+
 /// linkat(AT_FDCWD, "/proc/self/fd/N", D, "NAME", AT_SYMLINK_FOLLOW):
 /// (N, D, NAME).
 fn link_args(call: &Call) -> Option<(i64, i64, String)> {
@@ -280,6 +289,52 @@ fn every_250_follows_file_fsync_link_and_a_later_dir_fsync() {
             })
             .unwrap_or_else(|| panic!("{id}: no fsync of new/ between its link and its 250"));
         dir_fsyncs.insert(dir_sync.entered);
+    }
+    // Every directory the server made (the Maildir and its tmp/, new/ and
+    // cur/, made at start-up here) has its parent fsynced after the mkdir
+    // returned and before the first 250 (issue #22 item 4).
+    let first_250 = calls
+        .iter()
+        .filter(|c| c.text.contains("250 2.0.0 Ok: queued as "))
+        .map(|c| c.entered)
+        .min()
+        .unwrap();
+    let made: Vec<&Call> = calls
+        .iter()
+        .filter(|c| (c.name == "mkdir" || c.name == "mkdirat") && c.result == Some(0))
+        .collect();
+    let maildir = dir.path().join("Maildir");
+    for sub in ["", "tmp", "new", "cur"] {
+        let path = maildir.join(sub);
+        let path = path.to_str().unwrap().trim_end_matches('/');
+        assert!(
+            made.iter().any(|c| quoted(c).as_deref() == Some(path)),
+            "no mkdir of {path}"
+        );
+    }
+    for mkdir in &made {
+        let path = quoted(mkdir).unwrap();
+        let parent = std::path::Path::new(&path).parent().unwrap();
+        let parent = parent.to_str().unwrap();
+        let synced = calls.iter().any(|open| {
+            open.name == "openat"
+                && open.entered > mkdir.returned
+                && quoted(open).as_deref() == Some(parent)
+                && open.result.is_some_and(|fd| {
+                    calls.iter().any(|c| {
+                        c.name == "fsync"
+                            && c.pid == open.pid
+                            && c.entered > open.returned
+                            && c.returned < first_250
+                            && first_arg(c) == Some(fd)
+                            && c.result == Some(0)
+                    })
+                })
+        });
+        assert!(
+            synced,
+            "{path}: its parent {parent} was not fsynced before the first 250"
+        );
     }
     // The new/ descriptor is cached and never closed: no file gets its
     // number, so every fsync of it is a directory fsync.

@@ -50,7 +50,10 @@ fn connect_local(path: &Path) -> BufReader<UnixStream> {
 /// Reads one (possibly multi-line) reply; returns its last line.
 fn reply(r: &mut BufReader<UnixStream>) -> String {
     let all = whole_reply(|| socket_line(r));
-    all.split_inclusive('\n').next_back().unwrap_or("").to_string()
+    all.split_inclusive('\n')
+        .next_back()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Runs `smtpbox sendmail -C CONF ARGS` with `input`, as `uid` when given.

@@ -618,3 +618,31 @@ fn without_landlock_or_on_an_error_it_says_so_and_serves() {
         assert_eq!(count(&dir.path().join("Maildir"), "new"), 1, "{inject}");
     }
 }
+
+/// Issue #22 item 4: a Maildir without tmp/, new/ and cur/ (as the sandbox
+/// leaves one it made at start-up, or one emptied later) gets them, made
+/// durably, at the next delivery; under the sandbox the Maildir's parent
+/// cannot be opened to fsync, and need not be (the sandbox made the
+/// Maildir durably before it applied its rules): the delivery goes on.
+#[test]
+fn the_first_delivery_under_the_sandbox_makes_the_maildirs_subdirectories() {
+    if !landlock() {
+        return;
+    }
+    let server = Server::start("");
+    assert!(server.wait_log(IN_FORCE), "{}", server.log());
+    let maildir = server.maildir();
+    assert!(maildir.is_dir() && !maildir.join("new").exists());
+    let mut client = server.connect();
+    client.hello();
+    let reply = client.deliver(
+        "a@example.org",
+        &["root@example.com"],
+        "Subject: again\r\n\r\nhi",
+    );
+    assert!(reply.starts_with("250 2.0.0"), "{reply}\n{}", server.log());
+    assert_eq!(count(&maildir, "new"), 1);
+    for sub in ["tmp", "cur"] {
+        assert!(maildir.join(sub).is_dir(), "{sub}/ made");
+    }
+}

@@ -58,15 +58,52 @@ use crate::sys::{
 };
 
 /// Creates DIR, DIR/tmp, DIR/new and DIR/cur with mode 0700 when missing
-/// (missing parents of DIR too). Existing directories are left as they are.
+/// (missing parents of DIR too), each made durable before this returns
+/// ([`make_dir_durably`]): a Maildir that a `250` depends on must not
+/// vanish in a power cut. Existing directories are left as they are.
 pub fn ensure(dir: &Path) -> io::Result<()> {
-    let mut builder = DirBuilder::new();
-    builder.recursive(true).mode(0o700);
-    builder.create(dir)?;
+    make_dir_durably(dir)?;
     for sub in ["tmp", "new", "cur"] {
-        builder.create(dir.join(sub))?;
+        make_dir_durably(&dir.join(sub))?;
     }
     Ok(())
+}
+
+/// Makes `dir` (mode 0700) and its missing parents, and fsyncs the parent
+/// of each: a new directory entry is durable only once its parent
+/// directory is (ext4 and XFS happen to commit it with the first fsync of
+/// a file below; other file systems used on flash need not, SPEC §7).
+///
+/// A directory that already exists gets its parent fsynced too, since
+/// its creator may be another thread that has not done so yet; where the
+/// parent cannot be opened (outside the sandbox's Landlock rules, whose
+/// Maildirs [`crate::sandbox`] made durably before it applied them), that
+/// is left to the creator.
+pub fn make_dir_durably(dir: &Path) -> io::Result<()> {
+    let made = match DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(parent) => make_dir_durably(parent)?,
+                None => return Err(e),
+            }
+            DirBuilder::new().mode(0o700).create(dir)
+        }
+        other => other,
+    };
+    let created = match made {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => false,
+        Err(e) => return Err(e),
+    };
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match File::open(parent).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(e) if !created && e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A message being received: an unnamed file (mode 0600) in
