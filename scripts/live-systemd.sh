@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Live-systemd test: boots a real systemd (Debian bookworm, systemd 252) in
-# a container and installs smtpbox in it exactly as the README says, by
-# running the README's own shell blocks (the ones after a
+
+
 # `<!-- live-systemd: NAME -->` line). Then checks that the result works:
 # socket activation on 25 and 587, the service's identity and hardening at
 # run time, sendmail from root and from an ordinary user, the TLS steps,
@@ -166,17 +166,17 @@ block() {
     armed && /^```/ { if (inside) exit; inside = 1; next }
     inside { print }' README.md INSTALL.md
 }
-# Runs README block NAME in the container's copy of the source tree.
+# Runs README or INSTALL.md block NAME in the container's copy of the source tree.
 readme() {
   local text
   text=$(block "$1")
   if [ -z "$text" ]; then
-    fail "README block $1 not found"
+    fail "README/INSTALL.md block $1 not found"
     return 1
   fi
   if ! out=$(T=${T:-120} ct bash -euxc "cd /root/src; $text" 2>&1); then
     printf '%s\n' "$out" | tail -15 | sed 's/^/    /'
-    fail "README block $1 failed"
+    fail "README/INSTALL.md block $1 failed"
     return 1
   fi
 }
@@ -208,8 +208,8 @@ sigsys() {
 }
 
 # 1. The README's install steps.
-readme install && readme systemd && pass "README install steps (install, systemd) ran as written"
-readme sendmail && pass "README sendmail links made as written"
+readme install && readme systemd && pass "INSTALL.md install steps (install, systemd) ran as written"
+readme sendmail && pass "INSTALL.md sendmail links made as written"
 out=$(T=10 ct mailq 2>&1) && out2=$(T=10 ct newaliases 2>&1) &&
   pass "mailq and newaliases exit 0 without starting a server: $out ${out2:-}" ||
   fail "mailq/newaliases: $out ${out2:-}"
@@ -296,7 +296,7 @@ ct systemctl start smtpbox.service
 # 8. The submission socket, enabled on a running system as the README says.
 smtp send 25 wake-up >/dev/null # The service is running.
 [ "$(ct systemctl is-active smtpbox.service)" = active ] || fail "smtpbox.service not running before enabling 587"
-readme submission && pass "README submission steps ran with the service running"
+readme submission && pass "INSTALL.md submission steps ran with the service running"
 send_check "port 587, STARTTLS + AUTH" 587 submission-587 --tls --auth 'alice:her password'
 out=$(smtp send 587 no-auth --tls)
 printf '%s' "$out" | grep -q '530' && pass "port 587 without AUTH: 530" || fail "port 587 without AUTH: $out"
@@ -357,7 +357,7 @@ printf '[Service]\nSystemCallErrorNumber=\nSystemCallErrorNumber=kill\n' |
   ct tee /etc/systemd/system/smtpbox-inetd@.service.d/zz-kill.conf >/dev/null
 ct systemctl daemon-reload
 if readme inetd; then
-  pass "README Accept=yes steps ran"
+  pass "INSTALL.md Accept=yes steps ran"
   ok=0
   for i in $(seq 20); do
     smtp send 25 "row-$i" >/dev/null && landed "row-$i" >/dev/null && ok=$((ok + 1))
