@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Live-systemd test: boots a real systemd (Debian bookworm, systemd 252) in
-
-
+# a container and installs smtpbox in it exactly as INSTALL.md and the
+# README say, by running their own shell blocks (the ones after a
 # `<!-- live-systemd: NAME -->` line). Then checks that the result works:
 # socket activation on 25 and 587, the service's identity and hardening at
 # run time, sendmail from root and from an ordinary user, the TLS steps,
