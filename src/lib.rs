@@ -17,7 +17,8 @@
 //!                    auth (users file, SASL), watched (files re-read)
 //!  settings          config/ (command line, file, values, --check)
 //!  routing           routing (is a recipient local, where its mail goes)
-//!  grammar           command (command lines, addresses), framer, reply
+//!  grammar           address (the mailbox grammar), command (command
+//!                    lines), framer, reply
 //!  delivery          delivery (the seam: Store, Draft, content rules),
 //!                    data (the DATA automaton, content sinks)
 //!  storage           maildir/ (spool, link, group commit, *at wrappers,
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod activation;
+pub mod address;
 pub mod auth;
 pub mod buffers;
 pub mod command;

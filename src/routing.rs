@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::command::{Address, Domain};
+use crate::address::{Address, Domain};
 use crate::delivery::Target;
 use crate::listen::Listen;
 
