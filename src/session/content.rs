@@ -198,7 +198,8 @@ impl Session {
                     _ => (n, None),
                 }
             }
-            Content::Idle | Content::Chunks(_) => (0, None),
+            // Not content (push only sends content here): a command.
+            Content::Idle | Content::Chunks(_) => self.push(input),
         }
     }
 
