@@ -26,8 +26,9 @@ use crate::reply::Reply;
 /// CRLF) stays bounded whatever the driver's buffer.
 const DATA_PIECE: usize = 16 * 1024;
 
-/// Where the message under way stands. Every variant is at most a pointer
-/// and a few words: the large state is boxed (the stack budget at
+/// Where the message under way stands. Every variant is a few words (a
+/// boxed message, the automaton's bytes, its output buffer's handle): the
+/// message and the buffer live on the heap (the stack budget at
 /// `conn::serve`).
 pub(super) enum Content {
     /// No message: commands are read.

@@ -44,8 +44,9 @@
 //!
 //! Stack: every stack page a session thread has touched stays resident
 //! while it waits for its client (the stack budget at `conn::serve`). The
-//! session is on the heap, its message phase's state is boxed
-//! (`content::Content`: a pointer or two whatever the phase), and the
+//! session is on the heap, its message phase's state is a few words
+//! (`content::Content`: the message and buffers it names are on the
+//! heap), and the
 //! rare paths are calls of their own (`#[inline(never)]`), so the command
 //! path's frames stay small.
 
