@@ -128,12 +128,11 @@ impl Store for Discard {
         _: Vec<Target>,
         rules: ContentRules,
         _: u64,
-        trace: &dyn Fn(&str) -> String,
+        _trace: &dyn Fn(&str) -> String,
     ) -> Result<Box<dyn Draft>, DeliveryError> {
-        let id = unique_id();
-        trace(&id);
+        // No file, so no trace headers to write.
         Ok(Box::new(Discarded {
-            id,
+            id: unique_id(),
             content: Content::new(io::sink(), rules),
         }))
     }
