@@ -792,15 +792,14 @@ fn check_local_recipient(address: Option<&str>) {
 struct FuzzStore;
 
 impl Store for FuzzStore {
-    fn is_full(&self, target: &Target, _quota: u64) -> bool {
-        matches!(target, Target::Maildir(dir) if dir.ends_with("full"))
+    fn is_full(&self, target: &Target) -> bool {
+        matches!(target, Target::Maildir { root, .. } if root.ends_with("full"))
     }
 
     fn open(
         &self,
         targets: Vec<Target>,
         rules: ContentRules,
-        quota: u64,
         trace: &dyn Fn(&str) -> String,
     ) -> Result<Box<dyn Draft>, DeliveryError> {
         assert!(!targets.is_empty(), "no Maildir to spool into");
@@ -816,7 +815,7 @@ impl Store for FuzzStore {
                 "header injection: {headers:?}"
             );
         }
-        Discard.open(targets, rules, quota, trace)
+        Discard.open(targets, rules, trace)
     }
 }
 

@@ -556,7 +556,6 @@ mod tests {
             max_message_size: 0,
             max_recipients: 1,
             max_errors: 1,
-            maildir_quota: 0,
         };
         let mut input = Input::new(Wire::new(Box::new(fake), &limits));
         assert_eq!(input.fill_buf().unwrap().len(), COMMAND_BUFFER);

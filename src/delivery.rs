@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::{BareLf, ContentSink, ContentWrite};
 pub use crate::maildir::DeliveryError;
-use crate::maildir::{self, Spool};
+use crate::maildir::{self, Budget, Place, Spool};
 
 /// Received headers beyond this mean a mail loop (RFC 5321 §6.3).
 pub const MAX_RECEIVED: usize = 100;
@@ -33,15 +33,39 @@ pub const MAX_RECEIVED: usize = 100;
 /// Where a recipient's mail is stored ([`crate::routing`] decides).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
-    /// A Maildir, made when it is missing (SPEC §7).
-    Maildir(PathBuf),
+    /// A Maildir (made when it is missing, SPEC §7), or the Maildir++
+    /// folder `.FOLDER` in it; and what the Maildir may hold.
+    Maildir {
+        root: PathBuf,
+        folder: Option<String>,
+        budget: Budget,
+    },
+}
+
+impl Target {
+    /// A Maildir's inbox, without a budget.
+    pub fn maildir(root: impl Into<PathBuf>) -> Target {
+        Target::Maildir {
+            root: root.into(),
+            folder: None,
+            budget: Budget::default(),
+        }
+    }
+
+    /// The directory the message goes into: the Maildir, or its folder.
+    pub fn dir(&self) -> PathBuf {
+        match self {
+            Target::Maildir { root, folder, .. } => match folder {
+                Some(folder) => root.join(format!(".{folder}")),
+                None => root.clone(),
+            },
+        }
+    }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Maildir(path) => write!(f, "{}", path.display()),
-        }
+        write!(f, "{}", self.dir().display())
     }
 }
 
@@ -52,10 +76,9 @@ impl fmt::Display for Target {
 /// [`Discard`] measures content against its rules and keeps nothing (the
 /// fuzz target, tests).
 pub trait Store: Send + Sync {
-    /// Whether `target` already holds `quota` bytes (SPEC §7; 0 is no
-    /// quota). A target that cannot be measured is not full: delivery
-    /// will tell.
-    fn is_full(&self, target: &Target, quota: u64) -> bool;
+    /// Whether `target`'s Maildir already holds its quota (SPEC §7). A
+    /// target that cannot be measured is not full: delivery will tell.
+    fn is_full(&self, target: &Target) -> bool;
 
     /// Opens a message for `targets` under `rules`, as [`Message::open`]
     /// does: `trace` makes the trace headers from the message ID.
@@ -63,7 +86,6 @@ pub trait Store: Send + Sync {
         &self,
         targets: Vec<Target>,
         rules: ContentRules,
-        quota: u64,
         trace: &dyn Fn(&str) -> String,
     ) -> Result<Box<dyn Draft>, DeliveryError>;
 }
@@ -82,11 +104,9 @@ pub trait Draft: ContentWrite + Send {
 pub struct Maildirs;
 
 impl Store for Maildirs {
-    fn is_full(&self, target: &Target, quota: u64) -> bool {
+    fn is_full(&self, target: &Target) -> bool {
         match target {
-            Target::Maildir(dir) => {
-                quota > 0 && maildir::usage(dir).is_ok_and(|used| used >= quota)
-            }
+            Target::Maildir { root, budget, .. } => maildir::maintenance::is_full(root, *budget),
         }
     }
 
@@ -94,10 +114,9 @@ impl Store for Maildirs {
         &self,
         targets: Vec<Target>,
         rules: ContentRules,
-        quota: u64,
         trace: &dyn Fn(&str) -> String,
     ) -> Result<Box<dyn Draft>, DeliveryError> {
-        Ok(Box::new(Message::open(targets, rules, quota, trace)?))
+        Ok(Box::new(Message::open(targets, rules, trace)?))
     }
 }
 
@@ -119,7 +138,7 @@ impl Draft for Message {
 pub struct Discard;
 
 impl Store for Discard {
-    fn is_full(&self, _: &Target, _: u64) -> bool {
+    fn is_full(&self, _: &Target) -> bool {
         false
     }
 
@@ -127,7 +146,6 @@ impl Store for Discard {
         &self,
         _: Vec<Target>,
         rules: ContentRules,
-        _: u64,
         _trace: &dyn Fn(&str) -> String,
     ) -> Result<Box<dyn Draft>, DeliveryError> {
         // No file, so no trace headers to write.
@@ -300,24 +318,23 @@ pub struct Message {
     content: Content<Spool>,
     /// Sorted, each once.
     targets: Vec<Target>,
-    quota: u64,
 }
 
 impl Message {
     /// Opens a message for `targets` (each taken once, in any order):
     /// creates its spool file in the least target and writes into it the
-    /// trace headers `trace` makes from the message ID. With `quota > 0`
-    /// no target may go over `quota` bytes.
+    /// trace headers `trace` makes from the message ID. Each target's
+    /// Maildir is held to its budget when the message is finished.
     pub fn open(
         targets: impl IntoIterator<Item = Target>,
         rules: ContentRules,
-        quota: u64,
         trace: impl FnOnce(&str) -> String,
     ) -> Result<Message, DeliveryError> {
         let mut targets: Vec<Target> = targets.into_iter().collect();
         targets.sort_unstable();
         targets.dedup();
-        let Some(Target::Maildir(first)) = targets.first() else {
+        // A folder's messages are spooled in its Maildir's tmp/.
+        let Some(Target::Maildir { root: first, .. }) = targets.first() else {
             return Err(DeliveryError::io(
                 Path::new("(no target)"),
                 io::ErrorKind::NotFound.into(),
@@ -331,7 +348,6 @@ impl Message {
         Ok(Message {
             content: Content::new(spool, rules),
             targets,
-            quota,
         })
     }
 
@@ -353,20 +369,25 @@ impl Message {
     /// The content is complete: checks the rules, then stores the message
     /// durably in every target, or nowhere.
     pub fn finish(self) -> Result<Stored, NotStored> {
-        let Message {
-            content,
-            targets,
-            quota,
-        } = self;
+        let Message { content, targets } = self;
         let size = content.check().map_err(NotStored::Refused)?;
         let (spool, write_error) = content.into_parts();
         if let Some(e) = write_error {
             return Err(NotStored::Failed(spool.error(e)));
         }
-        let maildirs = targets.iter().map(|target| match target {
-            Target::Maildir(dir) => dir.as_path(),
-        });
-        match maildir::deliver(spool, maildirs, quota) {
+        let dirs: Vec<PathBuf> = targets.iter().map(Target::dir).collect();
+        let places: Vec<Place<'_>> = targets
+            .iter()
+            .zip(&dirs)
+            .map(|(target, dir)| match target {
+                Target::Maildir { root, budget, .. } => Place {
+                    root,
+                    dir,
+                    budget: *budget,
+                },
+            })
+            .collect();
+        match maildir::deliver_to(spool, &places) {
             Ok(id) => Ok(Stored { id, size }),
             Err(e) => Err(NotStored::Failed(e)),
         }
@@ -397,7 +418,7 @@ mod tests {
         }
 
         fn maildir(&self, name: &str) -> Target {
-            Target::Maildir(self.0.join(name))
+            Target::maildir(self.0.join(name))
         }
     }
 
@@ -420,7 +441,7 @@ mod tests {
 
     fn path(target: &Target) -> &Path {
         match target {
-            Target::Maildir(dir) => dir,
+            Target::Maildir { root, .. } => root,
         }
     }
 
@@ -448,8 +469,7 @@ mod tests {
     fn a_stored_message_is_its_trace_then_its_content_in_every_target() {
         let s = Scratch::new("stored");
         let (a, b) = (s.maildir("a"), s.maildir("b"));
-        let mut message =
-            Message::open([b.clone(), a.clone(), b.clone()], rules(), 0, trace).unwrap();
+        let mut message = Message::open([b.clone(), a.clone(), b.clone()], rules(), trace).unwrap();
         let id = message.id().to_string();
         let content = b"Subject: x\r\n\r\nhello\r\n";
         for piece in content.chunks(5) {
@@ -480,7 +500,7 @@ mod tests {
     fn each_rule_refuses_and_leaves_nothing() {
         let s = Scratch::new("refused");
         let target = s.maildir("m");
-        let open = || Message::open([target.clone()], rules(), 0, trace).unwrap();
+        let open = || Message::open([target.clone()], rules(), trace).unwrap();
 
         let mut too_big = open();
         too_big.write(&[b'x'; 2001]);
@@ -510,7 +530,7 @@ mod tests {
             bare_lf: BareLf::Normalize,
             ..rules()
         };
-        let mut bare = Message::open([target.clone()], relaxed, 0, trace).unwrap();
+        let mut bare = Message::open([target.clone()], relaxed, trace).unwrap();
         bare.note_bare_line_ending();
         assert!(bare.finish().is_ok());
         assert_eq!(names(&path(&target).join("new")).len(), 2);
@@ -523,7 +543,7 @@ mod tests {
         for order in [["b", "a", "c"], ["c", "b", "a"], ["a", "c", "b"]] {
             let s = Scratch::new("order");
             let targets = order.map(|name| s.maildir(name));
-            let message = Message::open(targets, rules(), 0, trace).unwrap();
+            let message = Message::open(targets, rules(), trace).unwrap();
             let made: Vec<String> = names(&s.0);
             assert_eq!(made, ["a"], "{order:?}");
             drop(message);
@@ -534,7 +554,7 @@ mod tests {
     fn a_dropped_message_leaves_nothing() {
         let s = Scratch::new("dropped");
         let (a, b) = (s.maildir("a"), s.maildir("b"));
-        let mut message = Message::open([a.clone(), b.clone()], rules(), 0, trace).unwrap();
+        let mut message = Message::open([a.clone(), b.clone()], rules(), trace).unwrap();
         message.write(b"Subject: x\r\n\r\nhalf a mess");
         drop(message);
         assert_empty(&a);
@@ -548,7 +568,7 @@ mod tests {
         // b's new/ is a file: the link into it fails, and a's goes too.
         fs::create_dir_all(path(&b)).unwrap();
         fs::write(path(&b).join("new"), b"not a directory").unwrap();
-        let mut message = Message::open([a.clone(), b.clone()], rules(), 0, trace).unwrap();
+        let mut message = Message::open([a.clone(), b.clone()], rules(), trace).unwrap();
         message.write(b"Subject: x\r\n\r\nbody\r\n");
         match message.finish() {
             Err(NotStored::Failed(DeliveryError::Io { path: p, .. })) => {
@@ -559,7 +579,17 @@ mod tests {
         assert_empty(&a);
         // Over quota: refused before anything is linked.
         fs::remove_file(path(&b).join("new")).unwrap();
-        let mut message = Message::open([a.clone(), b.clone()], rules(), 10, trace).unwrap();
+        let quota = |t: &Target| match t.clone() {
+            Target::Maildir { root, folder, .. } => Target::Maildir {
+                root,
+                folder,
+                budget: Budget {
+                    quota: 10,
+                    ..Budget::default()
+                },
+            },
+        };
+        let mut message = Message::open([quota(&a), quota(&b)], rules(), trace).unwrap();
         message.write(b"Subject: x\r\n\r\nbody\r\n");
         assert!(matches!(
             message.finish(),
@@ -571,7 +601,7 @@ mod tests {
 
     #[test]
     fn no_target_is_a_delivery_error() {
-        let err = Message::open([], rules(), 0, trace).err().unwrap();
+        let err = Message::open([], rules(), trace).err().unwrap();
         assert!(matches!(err, DeliveryError::Io { .. }), "{err}");
     }
 
@@ -579,7 +609,18 @@ mod tests {
     fn is_full_measures_a_maildir() {
         let s = Scratch::new("full");
         let target = s.maildir("m");
-        let is_full = |target: &Target, quota| Maildirs.is_full(target, quota);
+        let is_full = |target: &Target, quota| {
+            let Target::Maildir { root, .. } = target;
+            let budget = Budget {
+                quota,
+                ..Budget::default()
+            };
+            Maildirs.is_full(&Target::Maildir {
+                root: root.clone(),
+                folder: None,
+                budget,
+            })
+        };
         assert!(!is_full(&target, 100), "missing is empty");
         maildir::ensure(path(&target)).unwrap();
         fs::write(path(&target).join("cur").join("1.M1P1Q1.h,S=100:2,S"), b"x").unwrap();

@@ -22,7 +22,8 @@
 //!  delivery          delivery (the seam: Store, Draft, content rules),
 //!                    data (the DATA automaton, content sinks)
 //!  storage           maildir/ (spool, link, group commit, *at wrappers,
-//!                    DeliveryError, maintenance)
+//!                    DeliveryError, size: Maildir++ accounting,
+//!                    maintenance: stale tmp/, retention)
 //!  ground            buffers, host (the system hostname), listen (Mode,
 //!                    Listen), sys (Linux ABI numbers), date
 //! ```

@@ -67,7 +67,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            maildir::maintenance::at_start_up(shared.config.maildirs());
+            maildir::maintenance::at_start_up(
+                shared.config.budgets.iter().map(|(p, b)| (p.as_path(), *b)),
+            );
             if options.inetd {
                 let mut stdio = transport::Stdio::new();
                 // Held to the end of the session.
@@ -88,6 +90,8 @@ fn main() -> ExitCode {
                         .filter_map(|p| p.parent().map(Path::to_path_buf))
                         .collect();
                     sandbox::enter(&shared.config, &socket_dir);
+                    // Confined as the sessions are: started after the sandbox.
+                    maildir::maintenance::keep_in_time(shared.config.budgets.clone());
                     server::run(shared, listeners, local);
                     ExitCode::SUCCESS
                 }

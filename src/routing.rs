@@ -9,7 +9,10 @@
 //!    trailing dot ignored), an address literal of this box, or none;
 //! 2. the local part: case-insensitive, `+detail` dropped;
 //! 3. aliases followed (loading refuses a cycle, see [`alias_cycle`]);
-//! 4. then `mailbox` entries, then the default `maildir`.
+//! 4. then `mailbox` entries, then the default `maildir`;
+//! 5. with `detail_folders`, the `+detail` names the Maildir++ folder the
+//!    mail goes into, when it is a safe folder name ([`folder_of`]); the
+//!    target carries its Maildir's budget.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ use std::path::PathBuf;
 use crate::address::{Address, Domain};
 use crate::delivery::Target;
 use crate::listen::Listen;
+use crate::maildir::Budget;
 
 /// The tables routing decides from, as the config holds them
 /// (`Config::routes`): routing needs no more of the config than this.
@@ -33,7 +37,14 @@ pub struct Tables<'a> {
     pub aliases: &'a [(String, String)],
     /// The listeners: an address literal naming one is local.
     pub listen: &'a [Listen],
+    /// The budget of every configured Maildir (one not listed has none).
+    pub budgets: &'a [(PathBuf, Budget)],
+    /// `detail_folders`: `name+detail` goes into the folder `.detail/`.
+    pub detail_folders: bool,
 }
+
+/// The longest `+detail` that names a folder.
+pub const MAX_FOLDER: usize = 64;
 
 /// Where a recipient's mail goes (SPEC §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,10 +91,39 @@ pub fn route(tables: &Tables<'_>, addr: &Address, local_ip: Option<IpAddr>) -> R
         Some(i) => Some(&tables.mailboxes[i].1),
         None => tables.maildir,
     };
-    match maildir {
-        Some(dir) => Route::Mailbox(Target::Maildir(dir.clone())),
-        None => Route::NoMailbox,
-    }
+    let Some(root) = maildir else {
+        return Route::NoMailbox;
+    };
+    let budget = tables
+        .budgets
+        .iter()
+        .find(|(path, _)| path == root)
+        .map_or(Budget::default(), |(_, budget)| *budget);
+    let folder = match tables.detail_folders {
+        true => folder_of(&addr.local.to_lowercase()),
+        false => None,
+    };
+    Route::Mailbox(Target::Maildir {
+        root: root.clone(),
+        folder,
+        budget,
+    })
+}
+
+/// The Maildir++ folder a local part's `+detail` names (`root+disk`:
+/// `disk`), or None for the inbox: no detail, or one that is not a safe
+/// folder name. Safe is 1 to [`MAX_FOLDER`] ASCII letters, digits, `-`
+/// and `_`: no `.` (Maildir++'s hierarchy separator, and `..`), no `/`,
+/// no control byte, nothing a file system or IMAP's folder-name encoding
+/// would read otherwise.
+pub fn folder_of(local: &str) -> Option<String> {
+    let (base, detail) = local.split_once('+')?;
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let ok = !base.is_empty()
+        && !detail.is_empty()
+        && detail.len() <= MAX_FOLDER
+        && detail.bytes().all(safe);
+    ok.then(|| detail.to_string())
 }
 
 /// Is `ip` an address of this box, for an address literal
@@ -179,7 +219,7 @@ mod tests {
     use crate::config::{Config, Listen, Mode};
 
     fn maildir(path: &str) -> Route {
-        Route::Mailbox(Target::Maildir(path.into()))
+        Route::Mailbox(Target::maildir(path))
     }
 
     fn load(text: &str) -> Config {
@@ -279,6 +319,61 @@ mod tests {
         // A loop slipped in through the public fields cannot spin forever.
         c.aliases = aliases(&[("a", "b"), ("b", "a")]);
         assert_eq!(route(&c.routes(), &addr("a"), None), Route::NoMailbox);
+    }
+
+    #[test]
+    fn detail_folders_name_a_safe_folder_or_the_inbox() {
+        let c = load(
+            "domain = example.org\nmaildir = /m/all\nmailbox = ops keep_days=30 /m/ops\n\
+             alias = root ops\ndetail_folders = yes\nmaildir_keep = 20000000\n",
+        );
+        let to = |a: &str| match route(&c.routes(), &addr(a), None) {
+            Route::Mailbox(target) => target,
+            other => panic!("{other:?}"),
+        };
+        // Through an alias, lowercased; the budget is the Maildir's.
+        let disk = to("root+Disk@example.org");
+        assert_eq!(disk.to_string(), "/m/ops/.disk");
+        let ops_budget = Budget {
+            quota: 0,
+            keep: 20_000_000,
+            keep_days: 30,
+        };
+        assert_eq!(
+            disk,
+            Target::Maildir {
+                root: "/m/ops".into(),
+                folder: Some("disk".into()),
+                budget: ops_budget,
+            }
+        );
+        assert_eq!(to("x+smart_1-a").to_string(), "/m/all/.smart_1-a");
+        assert_eq!(
+            to("x").to_string(),
+            "/m/all",
+            "no detail: the inbox, with the global budget"
+        );
+        let Target::Maildir { budget, .. } = to("x");
+        assert_eq!(budget.keep_days, 0);
+        // Hostile or unusable details: the inbox, never outside it.
+        let long = format!("x+{}", "a".repeat(MAX_FOLDER + 1));
+        let at_most = format!("x+{}", "a".repeat(MAX_FOLDER));
+        assert_eq!(
+            to(&at_most).to_string().len(),
+            "/m/all/.".len() + MAX_FOLDER
+        );
+        for hostile in [
+            "x+..", "x+.", "x+a/b", "x+%2e%2e", "x+a.b", "x+", "x+a+b", "x+\u{7f}", "x+a\tb",
+            "x+é", &long,
+        ] {
+            assert_eq!(to(hostile).to_string(), "/m/all", "{hostile:?}");
+        }
+        // Off: the detail is only dropped.
+        let off = load("maildir = /m/all\n");
+        assert_eq!(
+            route(&off.routes(), &addr("x+disk"), None),
+            maildir("/m/all")
+        );
     }
 
     #[test]

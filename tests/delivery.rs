@@ -7,6 +7,7 @@ mod common;
 use common::*;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -383,15 +384,44 @@ fn quota_452_at_end_of_data_then_at_rcpt_when_full() {
     assert_eq!(count(&maildir, "new"), 1, "the second message went nowhere");
     assert_eq!(count(&maildir, "tmp"), 0);
 
-    // A message a mail reader already moved to cur/ fills the Maildir exactly.
+    // Usage is kept in Maildir++'s maildirsize: the header (the quota),
+    // then one line per delivery.
     let used: u64 = messages(&maildir).iter().map(|m| m.len() as u64).sum();
     assert!(used < 1000, "first message alone is {used} bytes");
+    let maildirsize = maildir.join("maildirsize");
+    assert_eq!(
+        fs::read_to_string(&maildirsize).unwrap(),
+        format!("1000S\n0 0\n{used} 1\n")
+    );
+    // A message another Maildir++ writer stored (and counted) fills the
+    // Maildir exactly: RCPT is refused.
     let filler = 1000 - used;
     let name = format!("1.M1P1Q1.filler,S={filler}:2,S");
-    fs::write(maildir.join("cur").join(name), vec![b'f'; filler as usize]).unwrap();
+    fs::write(maildir.join("cur").join(&name), vec![b'f'; filler as usize]).unwrap();
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(&maildirsize)
+        .unwrap();
+    writeln!(file, "{filler} 1").unwrap();
     c.expect("MAIL FROM:<a@b.org>", "250 2.1.0");
     c.expect("RCPT TO:<root@example.com>", "452 4.2.2");
     assert_eq!(count(&maildir, "new"), 1);
+    c.expect("RSET", "250 2.0.0");
+
+    // A reader that removed it without counting: the file is trusted
+    // until it is 15 minutes old; then, near the quota, recalculated.
+    fs::remove_file(maildir.join("cur").join(&name)).unwrap();
+    c.expect("MAIL FROM:<a@b.org>", "250 2.1.0");
+    c.expect("RCPT TO:<root@example.com>", "452 4.2.2");
+    c.expect("RSET", "250 2.0.0");
+    let old = SystemTime::now() - Duration::from_secs(16 * 60);
+    file.set_modified(old).unwrap();
+    c.expect("MAIL FROM:<a@b.org>", "250 2.1.0");
+    c.expect("RCPT TO:<root@example.com>", "250 2.1.5");
+    assert_eq!(
+        fs::read_to_string(&maildirsize).unwrap(),
+        format!("1000S\n{used} 1\n")
+    );
 }
 
 #[test]

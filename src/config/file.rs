@@ -52,9 +52,16 @@ pub(super) fn parse_lines(
         };
         let key = key.trim();
         set_key(config, key, value.trim()).map_err(|e| at(index + 1, e))?;
+        let here = || format!("{}:{}", origin.display(), index + 1);
         match key {
             "alias" => alias_lines.push(index + 1),
-            "user" => config.user_origin = Some(format!("{}:{}", origin.display(), index + 1)),
+            "user" => config.user_origin = Some(here()),
+            "maildir_keep" => config.budget_origin = Some(here()),
+            "mailbox" => {
+                if let Some(keep) = config.keeps.last_mut().filter(|k| k.origin.is_empty()) {
+                    keep.origin = here();
+                }
+            }
             _ => {}
         }
     }
@@ -90,7 +97,18 @@ pub(super) fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(),
         "listen" => config.listen.push(parse_listen(value).map_err(bad)?),
         "domain" => config.domains.push(parse_domain(value).map_err(bad)?),
         "maildir" => config.maildir = Some(parse_path(value).map_err(bad)?),
-        "mailbox" => config.mailboxes.push(parse_mailbox(value).map_err(bad)?),
+        "mailbox" => {
+            let (name, path, keep) = parse_mailbox(value).map_err(bad)?;
+            if let Some((keep, keep_days)) = keep {
+                config.keeps.push(Keep {
+                    path: path.clone(),
+                    keep,
+                    keep_days,
+                    origin: String::new(),
+                });
+            }
+            config.mailboxes.push((name, path));
+        }
         "alias" => config.aliases.push(parse_alias(value).map_err(bad)?),
         "tls_cert" => config.tls_cert = Some(parse_path(value).map_err(bad)?),
         "tls_key" => config.tls_key = Some(parse_path(value).map_err(bad)?),
@@ -104,7 +122,10 @@ pub(super) fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(),
         "timeout" => config.limits.timeout = seconds(MAX_TIMEOUT)?,
         "session_timeout" => config.limits.session_timeout = seconds(MAX_SESSION_TIMEOUT)?,
         "max_errors" => config.limits.max_errors = number(1, MAX_ERRORS)? as u32,
-        "maildir_quota" => config.limits.maildir_quota = number(0, MAX_SIZE)?,
+        "maildir_quota" => config.budget.quota = number(0, MAX_SIZE)?,
+        "maildir_keep" => config.budget.keep = number(0, MAX_SIZE)?,
+        "maildir_keep_days" => config.budget.keep_days = number(0, MAX_KEEP_DAYS)?,
+        "detail_folders" => config.detail_folders = parse_yes_no(value).map_err(bad)?,
         "bare_lf" => config.bare_lf = parse_bare_lf(value).map_err(bad)?,
         "user" => config.user = Some(parse_user(value).map_err(bad)?),
         "local_socket" => config.local_socket = Some(parse_socket_path(value).map_err(bad)?),

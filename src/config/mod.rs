@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::data::BareLf;
 use crate::host::system_hostname;
 pub use crate::listen::{Listen, Mode};
+pub use crate::maildir::Budget;
 use crate::routing::{alias_cycle, normalize_domain, strip_detail, Tables};
 
 mod check;
@@ -51,6 +52,8 @@ pub const MAX_TIMEOUT: u64 = 86_400;
 pub const MAX_SESSION_TIMEOUT: u64 = 604_800;
 pub const MAX_SIZE: u64 = (1 << 40) - 1;
 pub const MAX_RECIPIENTS: u64 = 100_000;
+/// `maildir_keep_days`: a hundred years.
+pub const MAX_KEEP_DAYS: u64 = 36_500;
 pub const MAX_CONNECTIONS: u64 = 65_535;
 pub const MAX_ERRORS: u64 = 10_000;
 
@@ -105,8 +108,6 @@ pub struct Limits {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_errors: u32,
-    /// Bytes per Maildir; 0 is unlimited.
-    pub maildir_quota: u64,
 }
 
 impl Policy {
@@ -153,6 +154,31 @@ pub struct Config {
     pub user_origin: Option<String>,
     /// The local submission socket (SPEC §3, §5); None: no such socket.
     pub local_socket: Option<PathBuf>,
+    /// `maildir_quota`, `maildir_keep` and `maildir_keep_days`: what
+    /// every Maildir may hold unless its `mailbox` line says otherwise.
+    pub budget: Budget,
+    /// Where `maildir_keep` was set (`FILE:LINE`), for what is wrong with
+    /// it only next to the other limits.
+    pub budget_origin: Option<String>,
+    /// The `keep=` and `keep_days=` of `mailbox` lines, as written.
+    pub keeps: Vec<Keep>,
+    /// The budget of every configured Maildir (default and `mailbox`
+    /// ones), each path once: the global one with its `mailbox` line's
+    /// `keep=`/`keep_days=`. Made by [`Config::finish`].
+    pub budgets: Vec<(PathBuf, Budget)>,
+    /// `detail_folders`: `name+detail` goes to the folder `.detail/`.
+    pub detail_folders: bool,
+}
+
+/// A `mailbox` line's own retention budget (SPEC §7): `keep=SIZE` and
+/// `keep_days=DAYS` between its NAME and its PATH.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub path: PathBuf,
+    pub keep: Option<u64>,
+    pub keep_days: Option<u64>,
+    /// `FILE:LINE` of the line.
+    pub origin: String,
 }
 
 /// A configuration problem; its message names the file and line at fault
@@ -200,7 +226,20 @@ impl Config {
             mailboxes: &self.mailboxes,
             aliases: &self.aliases,
             listen: &self.listen,
+            budgets: &self.budgets,
+            detail_folders: self.detail_folders,
         }
+    }
+
+    /// The budget of the Maildir at `path`: the global one, with what a
+    /// `mailbox` line naming that path sets for it.
+    pub fn budget_of(&self, path: &Path) -> Budget {
+        let mut budget = self.budget;
+        for keep in self.keeps.iter().filter(|k| k.path == path) {
+            budget.keep = keep.keep.unwrap_or(budget.keep);
+            budget.keep_days = keep.keep_days.unwrap_or(budget.keep_days);
+        }
+        budget
     }
 
     /// Loads a config file alone, with defaults for everything it leaves out
@@ -238,8 +277,12 @@ impl Config {
                 max_message_size: 10_485_760,
                 max_recipients: 100,
                 max_errors: 10,
-                maildir_quota: 0,
             },
+            budget: Budget::default(),
+            budget_origin: None,
+            keeps: Vec::new(),
+            budgets: Vec::new(),
+            detail_folders: false,
             max_connections: 32,
             max_connections_per_ip: 8,
             bare_lf: BareLf::Normalize,
@@ -272,6 +315,13 @@ impl Config {
                 self.domains.push("localhost".to_string());
             }
         }
+        let mut budgets: Vec<(PathBuf, Budget)> = Vec::new();
+        for path in self.maildirs() {
+            if !budgets.iter().any(|(p, _)| p == path) {
+                budgets.push((path.clone(), self.budget_of(path)));
+            }
+        }
+        self.budgets = budgets;
         self.validate().map_err(ConfigError::new)?;
         Ok(self)
     }
@@ -284,6 +334,7 @@ impl Config {
                  config file (-c FILE, default {DEFAULT_CONFIG_PATH}) to know where to store mail"
             ));
         }
+        self.validate_budgets()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together: set both or neither".into());
         }
@@ -293,6 +344,59 @@ impl Config {
             }
             if listen.mode == Mode::Submission && self.users.is_none() {
                 return Err(format!("listener {listen} needs a users file for AUTH"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// SPEC §7: a retention budget is no larger than the quota (retention
+    /// runs first, so the quota could never be reached) and no smaller
+    /// than the largest message (or that message could never be kept);
+    /// two `mailbox` lines for one Maildir agree on its budget.
+    fn validate_budgets(&self) -> Result<(), String> {
+        let check = |keep: u64, origin: Option<&str>, what: &str| {
+            let at = origin.map(|o| format!("{o}: ")).unwrap_or_default();
+            let quota = self.budget.quota;
+            let max = self.limits.max_message_size;
+            if keep > 0 && quota > 0 && keep > quota {
+                Err(format!(
+                    "{at}{what} ({keep} bytes) is larger than maildir_quota ({quota} bytes): \
+                     retention runs first, so the quota could never be reached"
+                ))
+            } else if keep > 0 && keep < max {
+                Err(format!(
+                    "{at}{what} ({keep} bytes) is smaller than max_message_size ({max} bytes): \
+                     a message that large could never be kept"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        check(
+            self.budget.keep,
+            self.budget_origin.as_deref(),
+            "maildir_keep",
+        )?;
+        for (i, keep) in self.keeps.iter().enumerate() {
+            if let Some(bytes) = keep.keep {
+                check(bytes, Some(&keep.origin), "keep")?;
+            }
+            let earlier = self.keeps[..i].iter().find(|k| {
+                k.path == keep.path
+                    && ((k.keep.is_some() && keep.keep.is_some() && k.keep != keep.keep)
+                        || (k.keep_days.is_some()
+                            && keep.keep_days.is_some()
+                            && k.keep_days != keep.keep_days))
+            });
+            if let Some(earlier) = earlier {
+                return Err(format!(
+                    "{}: the budget of {} differs from the one set at {}: one Maildir has one budget",
+                    keep.origin,
+                    keep.path.display(),
+                    earlier.origin
+                ));
             }
         }
         Ok(())
@@ -426,7 +530,7 @@ mod tests {
             (c.limits.timeout, c.limits.session_timeout),
             (Duration::from_secs(30), Duration::from_secs(600))
         );
-        assert_eq!((c.limits.max_errors, c.limits.maildir_quota), (3, 0));
+        assert_eq!((c.limits.max_errors, c.budget.quota), (3, 0));
         assert_eq!(c.bare_lf, BareLf::Reject);
         assert_eq!(c.user.as_deref(), Some("smtpbox"));
         assert!(c.finish().is_ok());
@@ -496,11 +600,94 @@ mod tests {
             alias = a+b c => bad `alias`: `a+b` can never match: `+detail` is dropped before lookup
             mailbox = a+b@x /m => bad `mailbox`: `a+b@x` can never match: `+detail` is dropped before lookup
             listen = 1.2.3.4:25/smtps => bad `listen`: unknown mode `smtps` in `1.2.3.4:25/smtps` (expected smtp, submission or tls)
-            listen = ::1:25 => bad `listen`: bad listen address `::1:25` (expected ADDR:PORT[/MODE], IPv6 as [::1]:25)";
+            listen = ::1:25 => bad `listen`: bad listen address `::1:25` (expected ADDR:PORT[/MODE], IPv6 as [::1]:25)
+            maildir_keep = 1099511627776 => bad `maildir_keep`: 1099511627776 is over the limit of 1099511627775
+            maildir_keep = 1M => bad `maildir_keep`: expected a whole number, found `1M`
+            maildir_keep_days = 36501 => bad `maildir_keep_days`: 36501 is over the limit of 36500
+            maildir_keep_days = -1 => bad `maildir_keep_days`: expected a whole number, found `-1`
+            detail_folders = on => bad `detail_folders`: expected yes or no, found `on`
+            detail_folders = => bad `detail_folders`: expected yes or no, found ``
+            mailbox = a keep=x /m => bad `mailbox`: `keep=x`: expected a whole number, found `x`
+            mailbox = a keep_days=99999 /m => bad `mailbox`: `keep_days=99999`: 99999 is over the limit of 36500
+            mailbox = a keep=5 => bad `mailbox`: missing path
+            mailbox = a keep=5 m => bad `mailbox`: `m` is not an absolute path";
         for case in cases.lines() {
             let (text, want) = case.trim().split_once(" => ").unwrap();
             assert_eq!(parse_err(text), format!("t.conf:1: {want}"));
         }
+    }
+
+    #[test]
+    fn budgets_global_and_per_mailbox() {
+        let c = load(
+            "maildir = /m/all\nmailbox = ops keep=20000000 keep_days=30 /m/ops dir\n\
+             mailbox = ops@x /m/ops dir\nmailbox = bob keep_days=7 /m/bob\n\
+             maildir_quota = 50000000\nmaildir_keep = 30000000\ndetail_folders = yes\n",
+        );
+        assert!(c.detail_folders);
+        let global = Budget {
+            quota: 50_000_000,
+            keep: 30_000_000,
+            keep_days: 0,
+        };
+        assert_eq!(c.budget, global);
+        // A path may hold spaces after the options; each Maildir once.
+        assert_eq!(
+            c.budgets,
+            vec![
+                (PathBuf::from("/m/all"), global),
+                (
+                    PathBuf::from("/m/ops dir"),
+                    Budget {
+                        keep: 20_000_000,
+                        keep_days: 30,
+                        ..global
+                    }
+                ),
+                (
+                    PathBuf::from("/m/bob"),
+                    Budget {
+                        keep_days: 7,
+                        ..global
+                    }
+                ),
+            ]
+        );
+        assert_eq!(
+            c.mailboxes[0],
+            ("ops".to_string(), PathBuf::from("/m/ops dir"))
+        );
+    }
+
+    #[test]
+    fn budgets_that_cannot_work_name_their_line() {
+        let cases = [
+            (
+                "maildir = /m\nmaildir_quota = 1000000\nmaildir_keep = 2000000\n",
+                "t.conf:3: maildir_keep (2000000 bytes) is larger than maildir_quota (1000000 bytes)",
+            ),
+            (
+                "maildir = /m\nmaildir_keep = 1000\n",
+                "t.conf:2: maildir_keep (1000 bytes) is smaller than max_message_size (10485760 bytes)",
+            ),
+            (
+                "maildir_quota = 1000000\nmaildir = /m\nmailbox = a keep=2000000 /m/a\n",
+                "t.conf:3: keep (2000000 bytes) is larger than maildir_quota",
+            ),
+            (
+                "maildir = /m\nmailbox = a keep=20000000 /m/a\nmailbox = b keep=30000000 /m/a\n",
+                "t.conf:3: the budget of /m/a differs from the one set at t.conf:2",
+            ),
+        ];
+        for (text, want) in cases {
+            let mut config = parse(text).unwrap();
+            config.hostname = "box".into();
+            let e = config.finish().unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}\nwanted {want}");
+        }
+        // A smaller max_message_size makes a small budget fine; 0 is none.
+        load("maildir = /m\nmax_message_size = 1000\nmaildir_keep = 1000\n");
+        load("maildir = /m\nmaildir_quota = 1000\nmaildir_keep = 0\n");
     }
 
     #[test]
@@ -539,7 +726,7 @@ mod tests {
         assert_eq!((c.max_connections, c.max_connections_per_ip), (32, 8));
         assert_eq!(c.limits.timeout, Duration::from_secs(300));
         assert_eq!(c.limits.session_timeout, Duration::from_secs(1800));
-        assert_eq!((c.limits.max_errors, c.limits.maildir_quota), (10, 0));
+        assert_eq!((c.limits.max_errors, c.budget.quota), (10, 0));
         assert_eq!(c.bare_lf, BareLf::Normalize);
         let c = run_config("-m /m -H Box.Example.");
         assert_eq!(c.hostname, "Box.Example.");
@@ -659,7 +846,7 @@ mod tests {
             Duration::from_secs(MAX_SESSION_TIMEOUT)
         );
         assert_eq!(
-            (c.limits.max_message_size, c.limits.maildir_quota),
+            (c.limits.max_message_size, c.budget.quota),
             (MAX_SIZE, MAX_SIZE)
         );
         assert_eq!(c.limits.max_errors, 10_000);

@@ -143,12 +143,42 @@ pub(super) fn parse_socket_path(value: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// `LOCALPART PATH` or `ADDRESS PATH`; the path is the rest of the line.
-pub(super) fn parse_mailbox(value: &str) -> Result<(String, PathBuf), String> {
-    let Some((name, path)) = value.split_once(char::is_whitespace) else {
+/// A `mailbox` line's own budget: `keep=` and `keep_days=`, each optional.
+pub(super) type MailboxKeep = (Option<u64>, Option<u64>);
+
+/// `NAME [keep=BYTES] [keep_days=DAYS] PATH`, NAME a local part or an
+/// address; the path (absolute) is the rest of the line.
+pub(super) fn parse_mailbox(value: &str) -> Result<(String, PathBuf, Option<MailboxKeep>), String> {
+    let Some((name, mut rest)) = value.split_once(char::is_whitespace) else {
         return Err(format!("expected `NAME PATH`, found `{}`", quote(value)));
     };
-    Ok((parse_entry_name(name)?, parse_path(path.trim())?))
+    let (mut keep, mut keep_days) = (None, None);
+    loop {
+        rest = rest.trim_start();
+        let word = rest.split(char::is_whitespace).next().unwrap_or("");
+        let (slot, max) = if let Some(v) = word.strip_prefix("keep=") {
+            (&mut keep, (v, MAX_SIZE))
+        } else if let Some(v) = word.strip_prefix("keep_days=") {
+            (&mut keep_days, (v, MAX_KEEP_DAYS))
+        } else {
+            break;
+        };
+        let (v, max) = max;
+        let n = parse_number(v, 0, max).map_err(|e| format!("`{}`: {e}", quote(word)))?;
+        *slot = Some(n);
+        rest = &rest[word.len()..];
+    }
+    let own = (keep.is_some() || keep_days.is_some()).then_some((keep, keep_days));
+    Ok((parse_entry_name(name)?, parse_path(rest.trim())?, own))
+}
+
+/// `yes` or `no`.
+pub(super) fn parse_yes_no(value: &str) -> Result<bool, String> {
+    match value {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("expected yes or no, found `{}`", quote(value))),
+    }
 }
 
 /// `NAME TARGET`, each a local part or an address.

@@ -23,18 +23,13 @@ pub(super) struct Dir {
 /// The `new/` of every target, each directory once (by device and inode,
 /// however the path is spelled), making a Maildir that is missing. A `new/`
 /// that is a symlink or not a directory fails the message.
-pub(super) fn new_dirs<'a, P>(
-    targets: impl IntoIterator<Item = &'a P>,
-) -> Result<Vec<NewDir<'a>>, DeliveryError>
-where
-    P: AsRef<Path> + ?Sized + 'a,
-{
+pub(super) fn new_dirs<'a>(places: &[Place<'a>]) -> Result<Vec<NewDir<'a>>, DeliveryError> {
     let mut seen = HashSet::new();
     let mut dirs = Vec::new();
-    for maildir in targets {
-        let maildir = maildir.as_ref();
+    for place in places {
+        let maildir = place.dir;
         let path = maildir.join("new");
-        let (key, dir) = open_new(maildir, &path).map_err(|e| DeliveryError::io(&path, e))?;
+        let (key, dir) = open_new(place, &path).map_err(|e| DeliveryError::io(&path, e))?;
         if seen.insert(key) {
             let arrival = Some(dir.commit.arriving());
             dirs.push(NewDir {
@@ -60,10 +55,14 @@ where
 /// cannot be reused by another directory while the entry exists. A rename
 /// between the lookup and the link puts the message where a rename just
 /// after the link would have.
-pub(super) fn open_new(maildir: &Path, path: &Path) -> io::Result<((u64, u64), Arc<Dir>)> {
+pub(super) fn open_new(place: &Place<'_>, path: &Path) -> io::Result<((u64, u64), Arc<Dir>)> {
     let meta = match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            ensure(maildir)?;
+            if place.is_folder() {
+                ensure_folder(place.root, place.dir)?;
+            } else {
+                ensure(place.dir)?;
+            }
             fs::symlink_metadata(path)?
         }
         other => other?,

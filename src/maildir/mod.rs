@@ -31,7 +31,7 @@ use std::ffi::{CStr, CString};
 use std::fs::{self, DirBuilder, File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -44,6 +44,7 @@ mod at;
 mod commit;
 mod error;
 pub mod maintenance;
+pub mod size;
 mod tmpfile;
 
 use at::*;
@@ -67,6 +68,26 @@ pub fn ensure(dir: &Path) -> io::Result<()> {
         make_dir_durably(&dir.join(sub))?;
     }
     Ok(())
+}
+
+/// Creates the Maildir++ folder `dir` of the Maildir `root` as [`ensure`]
+/// does (the root too when missing), with its `maildirfolder` file, the
+/// mark Courier and Dovecot know a folder by; made durable as the
+/// directories are.
+pub fn ensure_folder(root: &Path, dir: &Path) -> io::Result<()> {
+    ensure(root)?;
+    ensure(dir)?;
+    let mark = dir.join("maildirfolder");
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&mark)
+    {
+        Ok(_) => File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Makes `dir` (mode 0700) and its missing parents, and fsyncs the parent
@@ -229,47 +250,131 @@ impl Write for SpoolWriter {
     }
 }
 
-/// Durable delivery (SPEC §7): flush and fsync the spool file, link it into
-/// the `new/` of every target Maildir (each once, even if listed twice;
-/// copying when the link fails with EXDEV), fsync every `new/` directory
-/// (shared with concurrent deliveries, [`GroupCommit`]). On failure every
-/// link or copy already made is removed and the error is returned. With
-/// `quota > 0`, a target whose usage plus this message would exceed `quota`
-/// fails with [`DeliveryError::Quota`] before anything is linked. Returns
-/// the ID.
+/// What a Maildir may hold (SPEC §3, §7); a zero is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Budget {
+    /// `maildir_quota`: bytes past which new mail is refused.
+    pub quota: u64,
+    /// `maildir_keep`: bytes past which the oldest messages are removed.
+    pub keep: u64,
+    /// `maildir_keep_days`: messages older than this are removed.
+    pub keep_days: u64,
+}
+
+impl Budget {
+    /// Whether the Maildir's usage is kept in its `maildirsize`.
+    pub fn accounted(&self) -> bool {
+        self.quota > 0 || self.keep > 0
+    }
+
+    /// The bytes past which something happens to a delivery (pruning,
+    /// else refusal); 0: none.
+    pub fn limit(&self) -> u64 {
+        if self.keep > 0 {
+            self.keep
+        } else {
+            self.quota
+        }
+    }
+}
+
+/// Where one copy of a message goes: `dir`, the Maildir `root` itself or
+/// a Maildir++ folder (`.NAME`) in it, counted against the root's budget.
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    pub root: &'a Path,
+    pub dir: &'a Path,
+    pub budget: Budget,
+}
+
+impl<'a> Place<'a> {
+    /// A Maildir's inbox without a budget.
+    pub fn inbox(root: &'a Path) -> Place<'a> {
+        Place {
+            root,
+            dir: root,
+            budget: Budget::default(),
+        }
+    }
+
+    fn is_folder(&self) -> bool {
+        self.dir != self.root
+    }
+}
+
+/// Durable delivery (SPEC §7) into Maildirs without budgets: as
+/// [`deliver_to`], each target an inbox held to `quota` (0: none).
 pub fn deliver<'a, P>(
-    mut spool: Spool,
+    spool: Spool,
     targets: impl IntoIterator<Item = &'a P>,
     quota: u64,
 ) -> Result<String, DeliveryError>
 where
     P: AsRef<Path> + ?Sized + 'a,
 {
+    let budget = Budget {
+        quota,
+        ..Budget::default()
+    };
+    let places: Vec<Place<'_>> = targets
+        .into_iter()
+        .map(|p| Place {
+            budget,
+            ..Place::inbox(p.as_ref())
+        })
+        .collect();
+    deliver_to(spool, &places)
+}
+
+/// Durable delivery (SPEC §7): flush and fsync the spool file, link it into
+/// the `new/` of every place (each once, even if listed twice; copying
+/// when the link fails with EXDEV), fsync every `new/` directory (shared
+/// with concurrent deliveries, [`GroupCommit`]). On failure every link or
+/// copy already made is removed and the error is returned.
+///
+/// Before anything is linked, each Maildir's budget is applied
+/// ([`maintenance::make_room`]): its oldest messages are pruned when the
+/// message takes it over `keep`, and a Maildir that would still go over
+/// its quota fails the message with [`DeliveryError::Quota`]. After, the
+/// message is counted in each accounted Maildir's `maildirsize`, and
+/// messages past `keep_days` are removed when that check is due. Returns
+/// the ID.
+pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, DeliveryError> {
     let out = spool
         .out
         .take()
         .ok_or_else(|| spool.error(io::Error::other("spool already closed")))?;
     let file = out.into_file().map_err(|e| spool.error(e))?;
-    // From here until its link is counted (or it fails), an fsync of these
-    // directories that is about to start waits a moment for this message.
-    let mut dirs = new_dirs(targets)?;
-    file.file.sync_all().map_err(|e| spool.error(e))?;
     let size = spool.written;
 
-    if quota > 0 {
-        for target in &dirs {
-            let dir = target.maildir;
-            let used = usage(dir).map_err(|e| DeliveryError::io(dir, e))?;
-            if used.saturating_add(size) > quota {
-                return Err(DeliveryError::Quota {
-                    maildir: dir.to_path_buf(),
-                    used,
-                    size,
-                    quota,
-                });
-            }
+    // Each Maildir once, with the bytes and copies it receives (a message
+    // for two of its folders is two copies).
+    let mut roots: Vec<(&Path, Budget, u64)> = Vec::new();
+    let mut seen_dirs = HashSet::new();
+    for place in places.iter().filter(|p| seen_dirs.insert(p.dir)) {
+        match roots.iter_mut().find(|(root, _, _)| *root == place.root) {
+            Some((_, _, copies)) => *copies += 1,
+            None => roots.push((place.root, place.budget, 1)),
         }
     }
+    for &(root, budget, copies) in &roots {
+        maintenance::make_room(root, budget, size.saturating_mul(copies))?;
+    }
+    // From the link to the line in `maildirsize`: no recalculation runs.
+    let mut locks = Vec::new();
+    for &(root, _, _) in roots.iter().filter(|r| r.1.accounted()) {
+        match size::Lock::shared(root) {
+            Ok(lock) => locks.push(lock),
+            // Made below with its first message; counted from the next.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DeliveryError::io(root, e)),
+        }
+    }
+
+    // From here until its link is counted (or it fails), an fsync of these
+    // directories that is about to start waits a moment for this message.
+    let mut dirs = new_dirs(places)?;
+    file.file.sync_all().map_err(|e| spool.error(e))?;
 
     let name = format!("{},S={}", spool.base, size);
     let mut made = Vec::new();
@@ -289,41 +394,21 @@ where
         }
         return Err(e);
     }
-    Ok(spool.id.clone())
-}
-
-/// Bytes used by a Maildir: the sizes of the messages in `new/` and `cur/`,
-/// taken from `,S=SIZE` in the file name when present, else from metadata.
-/// Missing subdirectories count as empty.
-pub fn usage(dir: &Path) -> io::Result<u64> {
-    let mut total = 0u64;
-    for sub in ["new", "cur"] {
-        let entries = match fs::read_dir(dir.join(sub)) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            let size = match size_from_name(&name) {
-                Some(size) => size,
-                // A mail reader may move or delete the file meanwhile.
-                None => match entry.metadata() {
-                    Ok(meta) if meta.is_file() => meta.len(),
-                    Ok(_) => 0,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-                    Err(e) => return Err(e),
-                },
-            };
-            total = total.saturating_add(size);
+    for &(root, _, copies) in roots.iter().filter(|r| r.1.accounted()) {
+        let bytes = i64::try_from(size.saturating_mul(copies)).unwrap_or(i64::MAX);
+        if let Err(e) = size::append(root, bytes, copies as i64) {
+            log::warn!(
+                "cannot count a message in {}/{}: {e}",
+                root.display(),
+                size::FILE
+            );
         }
     }
-    Ok(total)
+    drop(locks);
+    for &(root, budget, _) in &roots {
+        maintenance::expire_when_due(root, budget);
+    }
+    Ok(spool.id.clone())
 }
 
 /// A fresh unique base name, `SECONDS.MMICROSPPIDQCOUNTER.HOST`.
@@ -596,6 +681,20 @@ mod tests {
         let spool = spool_with(&a, &[b'x'; 50]);
         deliver(spool, &[&a, &b], 150).unwrap();
         assert_eq!(usage(&b).unwrap(), 150);
+        // Counted in each Maildir's maildirsize: made at the first quota
+        // decision (its header the quota then), then one line for the
+        // message. A header that differs from the quota is left as it is
+        // (another program may keep its own there).
+        let text = fs::read_to_string(b.join(size::FILE)).unwrap();
+        assert_eq!(text, "120S\n100 1\n50 1\n");
+        assert_eq!(
+            fs::read_to_string(a.join(size::FILE)).unwrap(),
+            "120S\n0 0\n50 1\n"
+        );
+    }
+
+    fn usage(dir: &Path) -> io::Result<u64> {
+        size::scan(dir, |_| {}).map(|u| u.bytes)
     }
 
     #[test]
@@ -608,7 +707,14 @@ mod tests {
         fs::write(s.0.join("cur").join("3.M1P1Q1.h:2,S"), b"12345").unwrap();
         fs::write(s.0.join("cur").join(".hidden"), b"1234567").unwrap();
         fs::write(s.0.join("tmp").join("4.M1P1Q1.h"), b"ignored").unwrap();
+        fs::write(s.0.join(size::FILE), b"1S\n7 1\n").unwrap();
         assert_eq!(usage(&s.0).unwrap(), 1025);
+        // Maildir++ folders count; files in the root, tmp/ and a folder's
+        // maildirfolder do not.
+        ensure_folder(&s.0, &s.0.join(".disk")).unwrap();
+        fs::write(s.0.join(".disk/cur").join("6.M1P1Q1.h,S=300:2,"), b"x").unwrap();
+        fs::write(s.0.join(".disk/new").join("7.M1P1Q1.h,S=400"), b"x").unwrap();
+        assert_eq!(usage(&s.0).unwrap(), 1725);
         assert_eq!(size_from_name("5.M1P1Q1.h:2,S=12"), None);
     }
 

@@ -218,8 +218,7 @@ pub(super) fn deliver_directly<R: BufRead>(
         bare_lf: BareLf::Normalize,
         max_received: delivery::MAX_RECEIVED,
     };
-    let mut stored = delivery::Message::open(targets, rules, config.limits.maildir_quota, trace)
-        .map_err(Failure::delivery)?;
+    let mut stored = delivery::Message::open(targets, rules, trace).map_err(Failure::delivery)?;
     let id = stored.id().to_string();
     message.write(&mut stored, &id, &date, input)?;
     let Stored { id, size } = stored

@@ -155,9 +155,8 @@ impl Session {
     fn open_message(&mut self) -> Result<Box<dyn Draft>, Reply> {
         let targets = self.targets().cloned().collect();
         let rules = self.content_rules();
-        let quota = self.policy.limits.maildir_quota;
         let trace = |id: &str| self.trace_headers(id, &crate::date::now_rfc5322());
-        match self.services.store.open(targets, rules, quota, &trace) {
+        match self.services.store.open(targets, rules, &trace) {
             Ok(draft) => Ok(draft),
             Err(error) => Err(self.spool_failed(&error)),
         }

@@ -517,11 +517,7 @@ impl Session {
                 Route::NotLocal => Reply::relay_denied(&address),
                 Route::NoMailbox => Reply::no_such_user(&address),
                 Route::Mailbox(target) => {
-                    if self
-                        .services
-                        .store
-                        .is_full(&target, self.policy.limits.maildir_quota)
-                    {
+                    if self.services.store.is_full(&target) {
                         Reply::recipient_mailbox_full(&address)
                     } else {
                         tx.recipients.push(Recipient { address, target });

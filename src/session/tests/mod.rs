@@ -58,7 +58,7 @@ impl Scripted {
 }
 
 impl Store for Scripted {
-    fn is_full(&self, _: &Target, _: u64) -> bool {
+    fn is_full(&self, _: &Target) -> bool {
         self.full
     }
 
@@ -66,7 +66,6 @@ impl Store for Scripted {
         &self,
         targets: Vec<Target>,
         rules: ContentRules,
-        quota: u64,
         trace: &dyn Fn(&str) -> String,
     ) -> Result<Box<dyn Draft>, DeliveryError> {
         if let Some(errno) = self.open_errno {
@@ -74,7 +73,7 @@ impl Store for Scripted {
             return Err(DeliveryError::io(Path::new("/x"), error));
         }
         Ok(Box::new(Recorded {
-            inner: Discard.open(targets, rules, quota, trace)?,
+            inner: Discard.open(targets, rules, trace)?,
             bytes: Vec::new(),
             shared: Arc::clone(&self.shared),
         }))
