@@ -286,20 +286,6 @@ fn swaks(server: &Server) -> Command {
     cmd
 }
 
-/// Whether `name` is on PATH. Missing: under CI (`CI` set) the test fails
-/// telling what to install; elsewhere it is skipped with a note on stderr.
-fn have_tool(name: &str, package: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|dir| dir.join(name).is_file()) {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{name} not installed: install it with apt-get install {package}");
-    }
-    eprintln!("skipping: {name} not installed (apt-get install {package})");
-    false
-}
-
 /// Runs `cmd` to completion, capturing its output; fails the test with
 /// what it wrote when it takes more than 30 s.
 fn run(cmd: &mut Command) -> Output {

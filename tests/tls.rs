@@ -805,20 +805,6 @@ fn swaks_tls_auth_plain_is_stored() {
     );
 }
 
-/// Whether `name` is on PATH. Missing: under CI (`CI` set) the test fails
-/// telling what to install; elsewhere it is skipped with a note on stderr.
-fn have_tool(name: &str, packages: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|dir| dir.join(name).is_file()) {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{name} not installed: apt-get install {packages}");
-    }
-    eprintln!("skipping: {name} not installed (apt-get install {packages})");
-    false
-}
-
 fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),

@@ -176,6 +176,28 @@ pub fn root_or_skip(why: &str) -> bool {
     false
 }
 
+/// Whether the program `name` is on PATH. Missing: under CI (`CI` set,
+/// as `.ci/run` does) the test fails telling what to install; elsewhere
+/// it is skipped with a note on stderr.
+pub fn have_tool(name: &str, packages: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir.join(name).is_file()) {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name} not installed: apt-get install {packages}");
+    }
+    eprintln!("skipping: {name} not installed (apt-get install {packages})");
+    false
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (another program
+/// may take it before the caller binds it; tests retry nothing on that).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
 /// The config file the binary reads when it is run without `-c`.
 pub const HOST_CONFIG: &str = "/etc/smtpbox/smtpbox.conf";
 
