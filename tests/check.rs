@@ -245,7 +245,17 @@ fn check_refuses_what_would_not_serve() {
     let fifo = dir.path().join("fifo.pem");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
-    let cases: [(&str, String, &str); 7] = [
+    let cases: [(&str, String, &str); 9] = [
+        (
+            "budget",
+            "maildir_quota = 1000000\nmaildir_keep = 2000000".into(),
+            ":4: maildir_keep (2000000 bytes) is larger than maildir_quota (1000000 bytes)",
+        ),
+        (
+            "small-budget",
+            "mailbox = ops keep=1000 /srv/ops".into(),
+            ":3: keep (1000 bytes) is smaller than max_message_size (10485760 bytes)",
+        ),
         (
             "user",
             "user = no-such-user-w13c".into(),

@@ -164,6 +164,32 @@ fn lone_dot_ends_input_without_i() {
 }
 
 #[test]
+fn the_direct_path_keeps_folders_and_budgets() {
+    let b = Box::new("detail_folders = yes\nmax_message_size = 2000\nmaildir_keep = 8000");
+    let out = b.sendmail(&["alice+disk"], b"Subject: d\n\ndisk\n");
+    assert_code(&out, 0);
+    assert_eq!(count(&b.maildir("alice").join(".disk"), "new"), 1);
+    assert!(b.maildir("alice/.disk/maildirfolder").is_file());
+    for i in 0..10 {
+        let body = format!("Subject: b\n\nnumber {i}\n{}\n", "x".repeat(1000));
+        assert_code(&b.sendmail(&["bob"], body.as_bytes()), 0);
+    }
+    let kept = messages(&b.maildir("bob"));
+    let bytes: u64 = kept.iter().map(|m| m.len() as u64).sum();
+    assert!(bytes <= 8000, "{bytes} bytes kept");
+    assert!(
+        (3..10).contains(&kept.len()),
+        "{} messages kept",
+        kept.len()
+    );
+    let newest = kept
+        .iter()
+        .any(|m| String::from_utf8_lossy(m).contains("number 9\r\n"));
+    assert!(newest, "the newest message was pruned");
+    assert!(b.maildir("bob/maildirsize").is_file());
+}
+
+#[test]
 fn unknown_user_exits_67_and_delivers_nothing() {
     let b = Box::new("");
     let out = b.sendmail(&["alice,", "nobody@example.com"], b"Subject: x\n\nhi\n");

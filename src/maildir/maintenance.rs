@@ -338,7 +338,7 @@ pub fn prune(root: &Path, budget: Budget, incoming: u64, now: u64) -> io::Result
     }
     if removed.count > 0 {
         if budget.accounted() {
-            size::write(root, budget.quota, left)?;
+            size::write(root, &size::header_kept(root, budget.quota), left)?;
         }
         let age = oldest_kept.map_or("none left".to_string(), |t| {
             format!("oldest kept {}", describe_age(now.saturating_sub(t)))

@@ -360,17 +360,6 @@ pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, Deli
     for &(root, budget, copies) in &roots {
         maintenance::make_room(root, budget, size.saturating_mul(copies))?;
     }
-    // From the link to the line in `maildirsize`: no recalculation runs.
-    let mut locks = Vec::new();
-    for &(root, _, _) in roots.iter().filter(|r| r.1.accounted()) {
-        match size::Lock::shared(root) {
-            Ok(lock) => locks.push(lock),
-            // Made below with its first message; counted from the next.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DeliveryError::io(root, e)),
-        }
-    }
-
     // From here until its link is counted (or it fails), an fsync of these
     // directories that is about to start waits a moment for this message.
     let mut dirs = new_dirs(places)?;
@@ -378,15 +367,34 @@ pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, Deli
 
     let name = format!("{},S={}", spool.base, size);
     let mut made = Vec::new();
-    let linked =
-        link_all(&file, &spool, &dirs, &name, &mut made).and_then(|()| commit(&made, &mut dirs));
+    // The links and their lines in `maildirsize` go together: no
+    // recalculation runs between them (the lock is shared with other
+    // deliveries, and held only that long, not across the fsyncs).
+    let accounted: Vec<(&Path, u64)> = roots
+        .iter()
+        .filter(|r| r.1.accounted())
+        .map(|&(root, _, copies)| (root, copies))
+        .collect();
+    let locks = lock_shared(&accounted).map_err(|(root, e)| DeliveryError::io(root, e))?;
+    let linked = link_all(&file, &spool, &dirs, &name, &mut made);
+    let counted = linked.is_ok();
+    if counted {
+        count(&accounted, size, 1);
+    }
+    drop(locks);
+    let linked = linked.and_then(|()| commit(&made, &mut dirs));
     if let Err(e) = linked {
+        let locks = lock_shared(&accounted);
         for (dir, dest) in &made {
             if let Ok(c_name) = c_string(Path::new(&name)) {
                 let _ = unlink_at(dir.fd.as_raw_fd(), &c_name);
             }
             log::debug!("removed {} after a failed delivery", dest.display());
         }
+        if counted {
+            count(&accounted, size, -1);
+        }
+        drop(locks);
         // Best effort: make the removals durable too, so a crash cannot bring
         // back a message the client was told to retry.
         for (dir, _) in &made {
@@ -394,9 +402,33 @@ pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, Deli
         }
         return Err(e);
     }
-    for &(root, _, copies) in roots.iter().filter(|r| r.1.accounted()) {
+    for &(root, budget, _) in &roots {
+        maintenance::expire_when_due(root, budget);
+    }
+    Ok(spool.id.clone())
+}
+
+/// Each Maildir's lock, shared; a Maildir that does not exist yet (made
+/// with this message) has none to take and no `maildirsize` to count in.
+fn lock_shared<'a>(roots: &[(&'a Path, u64)]) -> Result<Vec<size::Lock>, (&'a Path, io::Error)> {
+    let mut locks = Vec::new();
+    for &(root, _) in roots {
+        match size::Lock::shared(root) {
+            Ok(lock) => locks.push(lock),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err((root, e)),
+        }
+    }
+    Ok(locks)
+}
+
+/// Counts `sign` times `size` bytes per copy in each Maildir's
+/// `maildirsize` (a failure is logged: the next recalculation mends it).
+fn count(roots: &[(&Path, u64)], size: u64, sign: i64) {
+    for &(root, copies) in roots {
         let bytes = i64::try_from(size.saturating_mul(copies)).unwrap_or(i64::MAX);
-        if let Err(e) = size::append(root, bytes, copies as i64) {
+        let copies = i64::try_from(copies).unwrap_or(i64::MAX);
+        if let Err(e) = size::append(root, sign * bytes, sign * copies) {
             log::warn!(
                 "cannot count a message in {}/{}: {e}",
                 root.display(),
@@ -404,11 +436,6 @@ pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, Deli
             );
         }
     }
-    drop(locks);
-    for &(root, budget, _) in &roots {
-        maintenance::expire_when_due(root, budget);
-    }
-    Ok(spool.id.clone())
 }
 
 /// A fresh unique base name, `SECONDS.MMICROSPPIDQCOUNTER.HOST`.
