@@ -18,6 +18,9 @@
 //! tracepoints), and a private Postfix instance as a peer (row 9, when
 //! Postfix is installed and this runs as root; stopped again with
 //! `postfix -c DIR stop`).
+//! Issue #22's rows 10a-10i: the cost per message of a quota and of a
+//! retention budget at 100,000 messages against an empty Maildir, on disk
+//! and on tmpfs, and the time of one pruning run (benches/retention).
 //! `BENCH_ONLY=1a,5` runs only the rows whose ids start with those prefixes
 //! (8a-8d come with 1a, 1b and 3; 8f and 8g with 8e). `BENCH_BIN=PATH` measures
 //! that binary instead of building this tree's (rows 6 still build).
@@ -40,6 +43,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 mod appliance;
 mod common;
+mod retention;
 use common::*;
 
 /// Length of one timed slice; rates are the best of `ROUNDS` slices, the
@@ -112,8 +116,13 @@ fn main() {
         add(&mut rows, "9", "Postfix (peer)", peer(&b, ours));
     }
     type Measure = fn(&Bench) -> Res<Vec<Row>>;
-    let others: [(&str, &str, Measure); 5] = [
+    let others: [(&str, &str, Measure); 6] = [
         ("3", "tmpfs", tmpfs),
+        (
+            "10",
+            "quota and retention at 100,000 messages",
+            retention::rows,
+        ),
         ("8e", "system calls", syscalls),
         ("4", "pipelining", pipelining),
         ("5", "memory", memory),
@@ -151,7 +160,11 @@ fn main() {
 /// The targets of issues #5 and #15: row id prefix, text, limit, and
 /// whether the judged number must be at least (true) or at most (false) the
 /// limit.
-const TARGETS: [(&str, &str, f64, bool); 16] = [
+const TARGETS: [(&str, &str, f64, bool); 20] = [
+    ("10a", "≤ 1.2× the empty Maildir's cost", 1.2, false),
+    ("10b", "≤ 1.2× the empty Maildir's cost", 1.2, false),
+    ("10c", "≤ 1.2× the empty Maildir's cost", 1.2, false),
+    ("10d", "≤ 1.2× the empty Maildir's cost", 1.2, false),
     ("1", "≥ 0.8×", 0.8, true),
     ("2", "≥ 0.8×", 0.8, true),
     ("3b", "≥ 0.8×", 0.8, true),

@@ -1,0 +1,166 @@
+//! Rows 10a–10i (issue #22): what a quota or a retention budget costs per
+//! message when the Maildir is large. The same server config delivers
+//! into an empty Maildir and into one pre-filled with 100,000 messages,
+//! alternately in the same run, 1 and 16 sessions, 1 KiB messages; the
+//! row is the cost per message at 100,000 over the cost when empty.
+//! Rows 10a–10d on the work dir's disk, as an appliance stores mail (and
+//! as the issue measured the old cost, 128×); rows 10f–10i the same on
+//! tmpfs, for information: without fsyncs the Maildir++ rule that
+//! recalculates `maildirsize` from the directories whenever it reaches
+//! 5,120 bytes (every ~700 deliveries) shows at 16 sessions.
+//! Row 10e: the time one pruning run takes to bring a 100,000-message
+//! Maildir under a budget that keeps a tenth of it (smtpbox prunes at
+//! start-up, before it listens: start-up time with that Maildir less
+//! start-up time without).
+
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::common::*;
+use crate::{row, Bench, Best, Row, Run, ROUNDS, SLICE};
+
+/// Messages in the pre-filled Maildir.
+const PREFILL: usize = 100_000;
+/// Their size as their names say (`S=`; the files are empty: accounting
+/// goes by the name, as Maildir++ does).
+const SIZE: u64 = 1000;
+
+pub fn rows(b: &Bench) -> Res<Vec<Row>> {
+    let mut rows = Vec::new();
+    // Budgets that the runs never reach: what is measured is keeping
+    // count, not pruning.
+    let budgets = [
+        ("maildir_quota", "maildir_quota = 1099511627775\n"),
+        ("maildir_keep", "maildir_keep = 1099511627775\n"),
+    ];
+    let places = [
+        ("disk", &b.work.0, ["10a", "10b", "10c", "10d"]),
+        ("tmpfs", &b.shm.0, ["10f", "10g", "10h", "10i"]),
+    ];
+    for (fs_name, base, ids) in places {
+        let full = base.join("r10-full");
+        prefill(&full.join("Maildir"), PREFILL)?;
+        let mut ids = ids.into_iter();
+        for (key, extra) in budgets {
+            for sessions in [1, 16] {
+                let id = ids.next().expect("an id per row");
+                eprintln!("bench: {id}");
+                let (mut empty, mut filled) = (Best::new(), Best::new());
+                for round in 0..ROUNDS {
+                    sync();
+                    let dir = base.join(format!("r10-empty-{id}-{round}"));
+                    empty.add(rate(b, &dir, &dir.join("Maildir"), extra, sessions)?);
+                    sync();
+                    let dir = base.join(format!("r10-srv-{id}-{round}"));
+                    filled.add(rate(b, &dir, &full.join("Maildir"), extra, sessions)?);
+                }
+                let (empty, filled) = (empty.0.rate, filled.0.rate);
+                let what = format!(
+                    "`{key}` set, {fs_name}, {sessions} × 1 KiB: 100,000 messages vs empty"
+                );
+                let ratio = empty / filled;
+                let judged = (fs_name == "disk").then_some(ratio);
+                rows.push(row(
+                    id,
+                    &what,
+                    format!("{filled:.0} vs {empty:.0} msg/s ({ratio:.2}× the cost)"),
+                    judged,
+                ));
+            }
+        }
+        let _ = fs::remove_dir_all(&full);
+    }
+    eprintln!("bench: 10e");
+    rows.push(pruning(b)?);
+    Ok(rows)
+}
+
+/// `count` messages into `dir/new` named as delivered ones, the oldest
+/// first, one per millisecond a hundred days ago.
+fn prefill(maildir: &Path, count: usize) -> Res<()> {
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(maildir.join(sub))?;
+    }
+    let start = 1_700_000_000u64;
+    for i in 0..count as u64 {
+        let name = format!(
+            "{}.M{}P1Q{i}.bench,S={SIZE}:2,S",
+            start + i / 1000,
+            (i % 1000) * 1000
+        );
+        fs::write(maildir.join("cur").join(name), b"")?;
+    }
+    Ok(())
+}
+
+/// One timed run of 1 KiB messages into `maildir` with `extra` set,
+/// after a warm-up that also makes `maildirsize` (its first
+/// recalculation is not what a message costs).
+fn rate(b: &Bench, dir: &Path, maildir: &Path, extra: &str, sessions: usize) -> Res<Run> {
+    let extra = format!("{extra}maildir = {}\n", maildir.display());
+    let server = Server::start(&b.bin, dir, &extra, Some("warn"))?;
+    let new = || fs::read_dir(maildir.join("new")).map(|d| d.count());
+    let warm = 2 * sessions;
+    let started = Instant::now();
+    load(b.source.as_deref(), server.addr, sessions, warm, KIB)?;
+    let pilot = warm as f64 / started.elapsed().as_secs_f64();
+    let count = ((pilot * SLICE.as_secs_f64()) as usize).clamp(8 * sessions, 20_000);
+    let before = new()?;
+    let cpu = cpu_us(server.pid())?;
+    let started = Instant::now();
+    load(b.source.as_deref(), server.addr, sessions, count, KIB)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (cpu_us(server.pid())? - cpu) / count as f64;
+    let stored = new()? - before;
+    if stored != count {
+        let log = server.log_tail();
+        return Err(format!("{stored} of {count} messages stored; log: {log}").into());
+    }
+    Ok(Run {
+        rate: count as f64 / elapsed,
+        cpu,
+    })
+}
+
+/// Row 10e: start-up with a 100,000-message Maildir over a budget that
+/// keeps a tenth, less start-up with an empty one (best of the rounds).
+fn pruning(b: &Bench) -> Res<Row> {
+    let keep = PREFILL as u64 * SIZE / 10;
+    let extra = |maildir: &Path| {
+        format!(
+            "maildir_keep = {keep}\nmax_message_size = {SIZE}\nmaildir = {}\n",
+            maildir.display()
+        )
+    };
+    let (mut pruned, mut plain) = (f64::INFINITY, f64::INFINITY);
+    let mut left = 0;
+    for round in 0..ROUNDS {
+        let maildir = b.shm.0.join(format!("r10e-{round}"));
+        prefill(&maildir, PREFILL)?;
+        let dir = b.shm.0.join(format!("r10e-srv-{round}"));
+        let started = Instant::now();
+        let server = Server::start(&b.bin, &dir, &extra(&maildir), Some("info"))?;
+        pruned = pruned.min(started.elapsed().as_secs_f64());
+        left = fs::read_dir(maildir.join("cur"))?.count();
+        drop(server);
+        let _ = fs::remove_dir_all(&maildir);
+        let empty = b.shm.0.join(format!("r10e-empty-{round}"));
+        let dir = b.shm.0.join(format!("r10e-srv-empty-{round}"));
+        let started = Instant::now();
+        let server = Server::start(&b.bin, &dir, &extra(&empty), Some("info"))?;
+        plain = plain.min(started.elapsed().as_secs_f64());
+        drop(server);
+        let _ = fs::remove_dir_all(&empty);
+    }
+    if left > PREFILL / 10 {
+        return Err(format!("{left} messages left of {PREFILL}, budget {keep} bytes").into());
+    }
+    let secs = pruned - plain;
+    Ok(row(
+        "10e",
+        "pruning 100,000 messages to a budget that keeps 10%, tmpfs",
+        format!("{:.0} ms ({left} left)", secs * 1000.0),
+        None,
+    ))
+}
