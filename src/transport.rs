@@ -19,7 +19,20 @@ use crate::sys::{MSG_DONTWAIT, MSG_PEEK, SOL_SOCKET, SO_PEERCRED};
 extern "C" {
     fn getsockopt(fd: i32, level: i32, name: i32, value: *mut Ucred, len: *mut u32) -> i32;
     fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
+    fn poll(fds: *mut PollFd, nfds: std::ffi::c_ulong, timeout: i32) -> i32;
 }
+
+/// `struct pollfd` (poll(2)).
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+/// poll(2): data to read (a connection to accept). The same on every
+/// architecture.
+const POLLIN: i16 = 1;
 
 /// `struct ucred` (socket(7)).
 #[repr(C)]
@@ -202,6 +215,22 @@ pub fn bound_accept(listener: &UnixListener, wait: Duration) -> io::Result<()> {
     // SAFETY: as in `prepare_listener`: borrowed, never dropped.
     let sock = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(listener.as_raw_fd()) });
     sock.set_read_timeout(Some(socket_timeout(wait)))
+}
+
+/// Waits, with no timeout, until `listener` has a connection to accept
+/// (or poll(2) fails: the caller's accept, which has its own timeout,
+/// then decides). A listener's last waiting thread sleeps here rather
+/// than in a timed accept, so an idle server makes no system call at all;
+/// level-triggered, so a connection already queued returns at once.
+pub fn wait_readable(listener: &impl AsRawFd) {
+    let mut fds = PollFd {
+        fd: listener.as_raw_fd(),
+        events: POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd that outlives the call; the descriptor is
+    // borrowed from a live listener.
+    unsafe { poll(&mut fds, 1, -1) };
 }
 
 impl Transport for UnixStream {

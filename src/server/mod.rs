@@ -414,6 +414,15 @@ impl Door {
         Door::Local(local)
     }
 
+    /// Sleeps until a connection waits to be accepted (see
+    /// [`transport::wait_readable`]).
+    fn wait(&self) {
+        match self {
+            Door::Tcp(door) => transport::wait_readable(&door.listener),
+            Door::Local(local) => transport::wait_readable(&local.listener),
+        }
+    }
+
     /// Accepts one connection and admits it under the limits; one over
     /// them reads `421 4.3.2` here.
     fn take(&self, limiter: &Arc<Limiter>, inheritance: &mut Inheritance) -> Taken {
@@ -538,7 +547,8 @@ struct Job {
 /// After its session a thread goes back to accept unless enough already
 /// wait; a waiting thread whose accept waited ACCEPT_WAIT for nothing
 /// ends unless it is the last one, so an idle server is soon down to one
-/// thread per listener.
+/// thread per listener. That one waits in poll(2) with no timeout before
+/// it accepts: an idle server makes no system call until a client comes.
 struct Pool {
     door: Door,
     policy: Policy,
@@ -589,6 +599,11 @@ impl Pool {
     fn work(self: Arc<Self>) {
         let mut inheritance = Inheritance::default();
         loop {
+            if self.accepting.load(Ordering::Acquire) == 1 {
+                // The only one waiting: sleep until a client comes, with
+                // no timeout, so an idle listener wakes nobody.
+                self.door.wait();
+            }
             let job = match self.take(&mut inheritance) {
                 Taken::Session(job) => job,
                 Taken::Nothing => continue,

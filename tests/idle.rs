@@ -1,0 +1,130 @@
+//! An idle server sleeps (issue #26): after a burst, its surplus accept
+//! threads retire, and what is left — one thread per listener and the
+//! local socket, with TLS and a users file configured — makes no system
+//! call until a client comes. Measured by the threads' own counters: a
+//! thread that makes a system call which waits, or one that times out,
+//! is switched out and back in; a thread that spins burns CPU time.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Context switches (voluntary and not) of every thread of `pid`, and
+/// its CPU time in clock ticks.
+fn activity(pid: u32) -> (u64, u64) {
+    let mut switches = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let status = fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if line.contains("ctxt_switches:") {
+                switches += line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command's closing parenthesis; utime and stime are
+    // fields 14 and 15 of the line.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    (switches, fields.iter().sum())
+}
+
+/// The server's threads named `session` (its accepting threads).
+fn session_threads(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim() == "session")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_idle_server_after_a_burst_makes_no_system_call() {
+    let keys = TempDir::new("idle-keys");
+    make_cert(keys.path());
+    // A users file that is never used here: loaded and watched, as in
+    // production.
+    let users = keys.path().join("users");
+    let hash = output_bounded(
+        std::process::Command::new("openssl").args(["passwd", "-6", "secret"]),
+        Duration::from_secs(30),
+    );
+    assert!(hash.status.success(), "openssl passwd");
+    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+    fs::write(&users, format!("alice:{hash}\n")).unwrap();
+    let server = Server::start(&format!(
+        "tls_cert = {}\ntls_key = {}\nusers = {}\nlisten = 127.0.0.1:0/submission\n\
+         local_socket = {{dir}}/run/smtpbox.sock\nmax_connections_per_ip = 64",
+        keys.path().join("cert.crt").display(),
+        keys.path().join("cert.key").display(),
+        users.display()
+    ));
+    let pid = server.pid();
+    let socket = server.dir.path().join("run/smtpbox.sock");
+    let doors = 3; // port 25's stand-in, submission, the local socket
+
+    // A burst: 24 sessions open at once on the two TCP listeners (each
+    // needs a thread of its own), then all closed.
+    let submission = server.listener("submission");
+    let mut open = Vec::new();
+    for i in 0..24 {
+        let mut c = Client::connect(if i % 2 == 0 { server.addr } else { submission });
+        c.hello();
+        open.push(c);
+    }
+    assert!(session_threads(pid) >= 24, "{}", session_threads(pid));
+    for mut c in open {
+        c.expect("QUIT", "221");
+    }
+
+    // The surplus retires within a few seconds of its last accept.
+    let end = Instant::now() + upper(Duration::from_secs(15));
+    while session_threads(pid) > doors && Instant::now() < end {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(session_threads(pid), doors, "surplus threads still there");
+
+    // Then nothing: no thread is woken, none runs. (The old accept loop
+    // woke every thread every 2 s.)
+    thread::sleep(Duration::from_millis(300));
+    let before = activity(pid);
+    thread::sleep(Duration::from_secs(5));
+    let after = activity(pid);
+    assert_eq!(
+        before, after,
+        "(context switches, CPU ticks) changed while idle"
+    );
+
+    // And it still serves, at once, on every door.
+    for addr in [server.addr, submission] {
+        let mut c = Client::connect(addr);
+        c.hello();
+        c.expect("QUIT", "221");
+    }
+    let stream = UnixStream::connect(&socket).expect("local socket");
+    stream
+        .set_read_timeout(Some(upper(Duration::from_secs(5))))
+        .unwrap();
+    let mut greeting = String::new();
+    BufReader::new(stream).read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting:?}");
+}
