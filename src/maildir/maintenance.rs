@@ -231,9 +231,9 @@ struct Candidate {
 /// `cur/` of every folder, whatever their flags; never anything in
 /// `tmp/` or outside the message directories. (The message whose
 /// delivery prunes is not linked yet; every other delivery into the
-/// Maildir waits for the lock between its link and its count.) Rewrites `maildirsize` (when the Maildir is
-/// accounted) with what is left, and logs one line when it removed
-/// anything. Memory is bounded ([`MAX_CANDIDATES`] names): a run that must
+/// Maildir waits for the lock between its link and its count.) Rewrites
+/// `maildirsize` (when the Maildir is accounted) with what is left, and
+/// logs one line when it removed anything. Memory is bounded ([`MAX_CANDIDATES`] names): a run that must
 /// remove more scans again.
 pub fn prune(root: &Path, budget: Budget, incoming: u64, now: u64) -> io::Result<Pruned> {
     let _lock = Lock::exclusive(root)?;
