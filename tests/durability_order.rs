@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -51,12 +51,13 @@ struct Traced {
 }
 
 impl Traced {
-    fn start(strace: &PathBuf, dir: &TempDir, out: &PathBuf) -> Traced {
+    /// `extra`: more config lines.
+    fn start(strace: &PathBuf, dir: &TempDir, out: &PathBuf, extra: &str) -> Traced {
         let conf = dir.path().join("smtpbox.conf");
         let maildir = dir.path().join("Maildir");
         let text = format!(
             "listen = 127.0.0.1:0\nhostname = mx.test\ndomain = example.com\n\
-             max_connections = 200\nmax_connections_per_ip = 200\nmaildir = {}\n",
+             max_connections = 200\nmax_connections_per_ip = 200\nmaildir = {}\n{extra}",
             maildir.display()
         );
         fs::write(&conf, text).unwrap();
@@ -224,7 +225,7 @@ fn every_250_follows_file_fsync_link_and_a_later_dir_fsync() {
     };
     let dir = TempDir::new("order");
     let out = dir.path().join("trace");
-    let server = Traced::start(&strace, &dir, &out);
+    let server = Traced::start(&strace, &dir, &out, "");
     let addr = server.addr;
     let clients: Vec<_> = (0..SESSIONS)
         .map(|s| {
@@ -314,26 +315,9 @@ fn every_250_follows_file_fsync_link_and_a_later_dir_fsync() {
     }
     for mkdir in &made {
         let path = quoted(mkdir).unwrap();
-        let parent = std::path::Path::new(&path).parent().unwrap();
-        let parent = parent.to_str().unwrap();
-        let synced = calls.iter().any(|open| {
-            open.name == "openat"
-                && open.entered > mkdir.returned
-                && quoted(open).as_deref() == Some(parent)
-                && open.result.is_some_and(|fd| {
-                    calls.iter().any(|c| {
-                        c.name == "fsync"
-                            && c.pid == open.pid
-                            && c.entered > open.returned
-                            && c.returned < first_250
-                            && first_arg(c) == Some(fd)
-                            && c.result == Some(0)
-                    })
-                })
-        });
         assert!(
-            synced,
-            "{path}: its parent {parent} was not fsynced before the first 250"
+            synced_after(&calls, mkdir, Path::new(&path).parent().unwrap(), first_250),
+            "{path}: its parent was not fsynced before the first 250"
         );
     }
     // The new/ descriptor is cached and never closed: no file gets its
@@ -352,5 +336,89 @@ fn every_250_follows_file_fsync_link_and_a_later_dir_fsync() {
          {} of them covering a 250",
         all_dir_syncs as f64 / total as f64,
         dir_fsyncs.len()
+    );
+}
+
+/// Whether `dir` was opened after `after` returned and that descriptor
+/// fsynced (successfully, by the same thread) before `deadline`.
+fn synced_after(calls: &[Call], after: &Call, dir: &Path, deadline: usize) -> bool {
+    let dir = dir.to_str().unwrap();
+    calls.iter().any(|open| {
+        open.name == "openat"
+            && open.entered > after.returned
+            && quoted(open).as_deref() == Some(dir)
+            && open.result.is_some_and(|fd| {
+                calls.iter().any(|c| {
+                    c.name == "fsync"
+                        && c.pid == open.pid
+                        && c.entered > open.returned
+                        && c.returned < deadline
+                        && first_arg(c) == Some(fd)
+                        && c.result == Some(0)
+                })
+            })
+    })
+}
+
+/// A Maildir++ folder made for a message (`detail_folders`, issue #22
+/// items 3 and 4): the folder and its tmp/, new/ and cur/ each have their
+/// parent fsynced after their mkdir, and the folder once its
+/// `maildirfolder` mark exists, all before the 250 that depends on them.
+#[test]
+fn a_folder_made_for_a_message_is_durable_before_its_250() {
+    let Some(strace) = strace() else {
+        return;
+    };
+    let dir = TempDir::new("order-folder");
+    let out = dir.path().join("trace");
+    let server = Traced::start(&strace, &dir, &out, "detail_folders = yes\n");
+    let mut c = Client::connect(server.addr);
+    c.hello();
+    let reply = c.deliver(
+        "a@example.org",
+        &["root+disk@example.com"],
+        "Subject: d\r\n\r\nd",
+    );
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    c.cmd("QUIT");
+    server.stop();
+    let folder = dir.path().join("Maildir/.disk");
+    assert_eq!(count(&folder, "new"), 1);
+    let calls = parse(&fs::read_to_string(&out).unwrap());
+    let the_250 = calls
+        .iter()
+        .find(|c| c.text.contains("250 2.0.0 Ok: queued as "))
+        .expect("no traced 250")
+        .entered;
+    for sub in ["", "tmp", "new", "cur"] {
+        let path = folder.join(sub);
+        let path = path.to_str().unwrap().trim_end_matches('/');
+        let mkdir = calls
+            .iter()
+            .find(|c| {
+                (c.name == "mkdir" || c.name == "mkdirat")
+                    && c.result == Some(0)
+                    && quoted(c).as_deref() == Some(path)
+            })
+            .unwrap_or_else(|| panic!("no mkdir of {path}"));
+        assert!(mkdir.returned < the_250, "{path} made after the 250");
+        let parent = Path::new(path).parent().unwrap();
+        assert!(
+            synced_after(&calls, mkdir, parent, the_250),
+            "{path}: its parent was not fsynced between its mkdir and the 250"
+        );
+    }
+    let mark = folder.join("maildirfolder");
+    let made = calls
+        .iter()
+        .find(|c| {
+            c.name == "openat"
+                && quoted(c).as_deref() == mark.to_str()
+                && c.result.is_some_and(|fd| fd >= 0)
+        })
+        .expect("no creation of maildirfolder");
+    assert!(
+        synced_after(&calls, made, &folder, the_250),
+        "the folder was not fsynced after its maildirfolder mark and before the 250"
     );
 }
