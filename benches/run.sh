@@ -19,5 +19,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # perf (row 8g, the untraced system-call count); optional: the row
     # says n/a without it.
     command -v perf >/dev/null || apt-get install -y linux-perf || true
+    # gcc, pkg-config, libfuse3-dev and fuse3 build and mount the slow
+    # flash device of rows 11c-11l (benches/flash/slowdev.c).
+    for pkg in gcc pkg-config libfuse3-dev fuse3; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' ||
+            DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg"
+    done
 fi
 exec cargo bench --bench throughput "$@"

@@ -21,6 +21,10 @@
 //! Issue #22's rows 10a-10i: the cost per message of a quota and of a
 //! retention budget at 100,000 messages against an empty Maildir, on disk
 //! and on tmpfs, and the time of one pruning run (benches/retention).
+//! Issue #26's rows 11a-11r: idle wake-ups beside Postfix, and delivery
+//! rate, device flushes and bytes per message on a model of slow flash and
+//! on a latency-free loop device, beside the raw loop and Postfix
+//! (benches/flash; root, and libfuse3-dev for the slow device).
 //! `BENCH_ONLY=1a,5` runs only the rows whose ids start with those prefixes
 //! (8a-8d come with 1a, 1b and 3; 8f and 8g with 8e). `BENCH_BIN=PATH` measures
 //! that binary instead of building this tree's (rows 6 still build).
@@ -43,6 +47,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 mod appliance;
 mod common;
+mod flash;
 mod retention;
 use common::*;
 
@@ -142,6 +147,14 @@ fn main() {
             footprint(&cargo, &root, &b.bin, static_bin),
         );
     }
+    if wanted("11") {
+        add(
+            &mut rows,
+            "11",
+            "appliance efficiency",
+            flash::rows(&b, &root),
+        );
+    }
     if wanted("6d") {
         eprintln!("bench: 6d-6j appliance builds (scripts/cross.sh) and musl's CPU");
         add(
@@ -160,7 +173,16 @@ fn main() {
 /// The targets of issues #5 and #15: row id prefix, text, limit, and
 /// whether the judged number must be at least (true) or at most (false) the
 /// limit.
-const TARGETS: [(&str, &str, f64, bool); 20] = [
+const TARGETS: [(&str, &str, f64, bool); 29] = [
+    ("11a", "0 per minute", 0.0, false),
+    ("11c", "≥ 0.95× the loop's", 0.95, true),
+    ("11d", "≥ 0.95× the loop's", 0.95, true),
+    ("11e", "≤ 1.05× the loop's", 1.05, false),
+    ("11f", "≤ 1.05× the loop's", 1.05, false),
+    ("11g", "≥ 0.95× the loop's", 0.95, true),
+    ("11h", "≥ 0.95× the loop's", 0.95, true),
+    ("11i", "≤ 1.05× the loop's", 1.05, false),
+    ("11j", "≤ 1.05× the loop's", 1.05, false),
     ("10a", "≤ 1.2× the empty Maildir's cost", 1.2, false),
     ("10b", "≤ 1.2× the empty Maildir's cost", 1.2, false),
     ("10c", "≤ 1.2× the empty Maildir's cost", 1.2, false),
@@ -832,19 +854,47 @@ fn banner_time(bin: &Path, conf: &Path) -> Res<Duration> {
 /// write, fsync, link into new/, fsync new/, unlink from tmp/; `threads`
 /// loops for `SLICE`. Returns deliveries per second.
 fn raw_ceiling(dir: &Path, threads: usize, size: usize) -> Res<Run> {
+    let raw = raw_loop(dir, threads, size, Until::Time(SLICE))?;
+    Ok(Run {
+        rate: raw.count as f64 / raw.secs,
+        cpu: raw.cpu / raw.count as f64,
+    })
+}
+
+/// How long a raw loop runs: a time, or a number of deliveries in all.
+#[derive(Clone, Copy)]
+enum Until {
+    Time(Duration),
+    Count(u64),
+}
+
+/// What a raw loop did: deliveries, seconds, and this process's CPU time
+/// in microseconds.
+struct RawRun {
+    count: u64,
+    secs: f64,
+    cpu: f64,
+}
+
+/// The raw loop of [`raw_ceiling`], `threads` at once, until `until`.
+fn raw_loop(dir: &Path, threads: usize, size: usize, until: Until) -> Res<RawRun> {
     // This process does nothing else meanwhile: its CPU time is the loop's.
     let cpu = cpu_us(std::process::id())?;
     let (tmp, new) = (dir.join("tmp"), dir.join("new"));
     fs::create_dir_all(&tmp)?;
     fs::create_dir_all(&new)?;
-    let total = AtomicU64::new(0);
+    let (total, tickets) = (AtomicU64::new(0), AtomicU64::new(0));
     let started = Instant::now();
+    let go = || match until {
+        Until::Time(limit) => started.elapsed() < limit,
+        Until::Count(count) => tickets.fetch_add(1, Relaxed) < count,
+    };
     let deliver = |t: usize| -> io::Result<()> {
         let payload = vec![b'x'; size];
         let mut n = 0u64;
         let mut create = OpenOptions::new();
         create.write(true).create_new(true).mode(0o600);
-        while started.elapsed() < SLICE {
+        while go() {
             let name = format!("{t}.{n}");
             let mut file = create.open(tmp.join(&name))?;
             file.write_all(&payload)?;
@@ -864,12 +914,12 @@ fn raw_ceiling(dir: &Path, threads: usize, size: usize) -> Res<Run> {
             .into_iter()
             .try_for_each(|w| w.join().expect("raw loop thread"))
     });
-    let elapsed = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     result?;
-    let total = total.load(Relaxed) as f64;
-    Ok(Run {
-        rate: total / elapsed,
-        cpu: (cpu_us(std::process::id())? - cpu) / total,
+    Ok(RawRun {
+        count: total.load(Relaxed),
+        secs,
+        cpu: cpu_us(std::process::id())? - cpu,
     })
 }
 
@@ -1003,7 +1053,11 @@ fn report(b: &Bench, rows: &[Row]) {
     println!("|---|---|---|---|---|---|");
     let mut misses = 0;
     for r in rows {
-        let target = TARGETS.iter().find(|t| r.id.starts_with(t.0));
+        // "1" is the target of 1a and 1b, not of 10a or 11k.
+        let target = TARGETS.iter().find(|t| {
+            r.id.strip_prefix(t.0)
+                .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_alphabetic()))
+        });
         let (mut text, mut ratio, mut result) = ("", "—".to_string(), "info");
         match (r.judged, target) {
             (Some(x), Some(&(_, t, limit, at_least))) => {

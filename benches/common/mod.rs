@@ -622,6 +622,12 @@ impl Postfix {
         }
     }
 
+    /// The PID of its `master` process.
+    pub fn master_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.dir.join("spool/pid/master.pid")).ok()?;
+        text.trim().parse().ok()
+    }
+
     /// Messages in the Maildir so far.
     pub fn delivered(&self) -> usize {
         fs::read_dir(self.dir.join("mail/bench/new")).map_or(0, |d| d.count())
