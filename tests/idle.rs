@@ -8,8 +8,10 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -65,7 +67,7 @@ fn an_idle_server_after_a_burst_makes_no_system_call() {
     // production.
     let users = keys.path().join("users");
     let hash = output_bounded(
-        std::process::Command::new("openssl").args(["passwd", "-6", "secret"]),
+        Command::new("openssl").args(["passwd", "-6", "secret"]),
         Duration::from_secs(30),
     );
     assert!(hash.status.success(), "openssl passwd");
@@ -114,6 +116,12 @@ fn an_idle_server_after_a_burst_makes_no_system_call() {
         "(context switches, CPU ticks) changed while idle"
     );
 
+    // And no system call either, counted by strace attached for the idle
+    // window: 5 s here, a minute under .ci/run (SMTPBOX_IDLE_SECONDS=60).
+    if let Some(calls) = traced_calls(pid, idle_window()) {
+        assert!(calls.is_empty(), "system calls while idle: {calls:?}");
+    }
+
     // And it still serves, at once, on every door.
     for addr in [server.addr, submission] {
         let mut c = Client::connect(addr);
@@ -127,4 +135,64 @@ fn an_idle_server_after_a_burst_makes_no_system_call() {
     let mut greeting = String::new();
     BufReader::new(stream).read_line(&mut greeting).unwrap();
     assert!(greeting.starts_with("220 "), "{greeting:?}");
+}
+
+/// How long the idle server is watched by strace.
+fn idle_window() -> Duration {
+    let seconds = std::env::var("SMTPBOX_IDLE_SECONDS").ok();
+    Duration::from_secs(seconds.and_then(|s| s.parse().ok()).unwrap_or(5))
+}
+
+/// The lines of `strace -f -c`'s table (one per system call made) while
+/// attached to `pid` for `window`; None when strace cannot attach (not
+/// installed, or not root: ptrace of a process this test did not start
+/// under it), which CI does not allow.
+fn traced_calls(pid: u32, window: Duration) -> Option<Vec<String>> {
+    if !have_tool("strace", "strace") || !root_or_skip("strace attaches to the server") {
+        return None;
+    }
+    let out = TempDir::new("idle-strace");
+    let table = out.path().join("table");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-c", "-qq", "-o"])
+        .arg(&table)
+        .args(["-p", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strace");
+    // A moment to seize every thread, then the window.
+    thread::sleep(Duration::from_millis(500) + window);
+    // SIGINT: strace detaches and writes its table.
+    let _ = Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    let mut errors = String::new();
+    let _ = strace.stderr.take().unwrap().read_to_string(&mut errors);
+    let status = strace.wait().expect("strace");
+    // It ends by the signal it was sent, or exits; never by failing to
+    // attach.
+    let interrupted = status.signal() == Some(2) || status.code() == Some(130);
+    assert!(
+        status.success() || interrupted,
+        "strace: {status}: {errors}"
+    );
+    assert!(
+        !errors.contains("ptrace"),
+        "strace did not attach: {errors}"
+    );
+    let text = fs::read_to_string(&table).unwrap_or_default();
+    // "% time seconds usecs/call calls [errors] syscall" rows, without
+    // the header, the rules and the total.
+    Some(
+        text.lines()
+            .filter(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.get(3).is_some_and(|n| n.parse::<u64>().is_ok())
+                    && cols.last() != Some(&"total")
+            })
+            .map(str::to_string)
+            .collect(),
+    )
 }
