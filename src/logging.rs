@@ -1,9 +1,14 @@
 //! Log set-up (SPEC §9): env_logger on stderr, level from `RUST_LOG`.
 //!
-//! One exception: classic inetd, xinetd and busybox inetd put the client's
-//! socket on stderr too. Logging there would send log lines to the SMTP
-//! client, so in that case lines go to syslog (`/dev/log`), or nowhere when
-//! there is no syslog.
+//! Two exceptions, where lines go to syslog (`/dev/log`, facility mail,
+//! each line with its own severity: error, warning, info, debug):
+//! - classic inetd, xinetd and busybox inetd put the client's socket on
+//!   stderr too. Logging there would send log lines to the SMTP client, so
+//!   they go to syslog, or nowhere when there is no syslog;
+//! - `SMTPBOX_LOG=syslog` in the environment asks for syslog in every
+//!   mode: OpenWrt's procd logs all of a service's stderr at one priority
+//!   (`daemon.err`), so `etc/smtpbox.init` sets it. Without a syslog the
+//!   lines stay on stderr.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -12,18 +17,29 @@ use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixDatagram;
 
+/// The environment variable that sends log lines to syslog.
+pub const LOG_TARGET_ENV: &str = "SMTPBOX_LOG";
+
 /// Starts the logger. `default_level` applies when `RUST_LOG` is unset;
 /// `guard_stderr` is set in modes where stderr may be the client's socket.
 pub fn init(default_level: &str, guard_stderr: bool) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
-    if guard_stderr && stderr_is_socket() {
-        let target: Box<dyn Write + Send> = match Syslog::connect() {
-            Ok(syslog) => Box::new(syslog),
-            Err(_) => Box::new(io::sink()),
+    let stderr_is_client = guard_stderr && stderr_is_socket();
+    let asked = std::env::var_os(LOG_TARGET_ENV).is_some_and(|v| v == "syslog");
+    if stderr_is_client || asked {
+        let target: Option<Box<dyn Write + Send>> = match Syslog::connect() {
+            Ok(syslog) => Some(Box::new(syslog)),
+            Err(_) if stderr_is_client => Some(Box::new(io::sink())),
+            // Asked for, but there is none: stderr loses nothing.
+            Err(_) => None,
         };
-        builder.target(env_logger::Target::Pipe(target));
-        builder.format(|buf, record| writeln!(buf, "{}: {}", record.level(), record.args()));
+        if let Some(target) = target {
+            builder.target(env_logger::Target::Pipe(target));
+            builder.format(|buf, record| {
+                writeln!(buf, "<{}>{}", priority(record.level()), record.args())
+            });
+        }
     }
     let logger = Demoting {
         inner: builder.build(),
@@ -31,6 +47,18 @@ pub fn init(default_level: &str, guard_stderr: bool) {
     log::set_max_level(logger.inner.filter());
     // Fails only when a logger is already set (a second init): keep that one.
     let _ = log::set_boxed_logger(Box::new(logger));
+}
+
+/// A record's syslog priority: facility mail (2) times 8 plus the
+/// severity of its level (RFC 5424 §6.2.1).
+fn priority(level: log::Level) -> u8 {
+    let severity = match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    };
+    2 * 8 + severity
 }
 
 /// rustls warns for every client that sends an IP address as SNI, which
@@ -85,31 +113,56 @@ fn stderr_is_socket() -> bool {
     stderr.metadata().is_ok_and(|m| m.file_type().is_socket())
 }
 
-/// A syslog writer: each log line becomes one datagram on `/dev/log`,
-/// facility mail (RFC 3164 framing, as busybox syslogd and journald read it).
+/// A syslog writer: each log line becomes one datagram on `/dev/log`
+/// (RFC 3164 framing, `<PRI>smtpbox[PID]: TEXT`, as busybox syslogd,
+/// OpenWrt's logd and journald read it). A line the format began with
+/// `<PRI>` sets the priority; the other lines of a record (a message
+/// with newlines) keep it.
 struct Syslog {
     socket: UnixDatagram,
     line: Vec<u8>,
+    priority: u8,
 }
 
 impl Syslog {
     fn connect() -> io::Result<Syslog> {
         let socket = UnixDatagram::unbound()?;
         socket.connect("/dev/log")?;
-        Ok(Syslog {
+        Ok(Syslog::on(socket))
+    }
+
+    fn on(socket: UnixDatagram) -> Syslog {
+        Syslog {
             socket,
             line: Vec::new(),
-        })
+            priority: priority(log::Level::Info),
+        }
     }
+}
+
+/// `<N>` at the start of `line`: N and the rest.
+fn split_priority(line: &[u8]) -> Option<(u8, &[u8])> {
+    let rest = line.strip_prefix(b"<")?;
+    let end = rest.iter().position(|&b| b == b'>')?;
+    let n = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((n, &rest[end + 1..]))
 }
 
 impl Write for Syslog {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.line.extend_from_slice(buf);
         while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
-            // <22>: facility mail (2) * 8 + severity info (6).
-            let mut datagram = format!("<22>smtpbox[{}]: ", std::process::id()).into_bytes();
-            datagram.extend_from_slice(&self.line[..end]);
+            let line = &self.line[..end];
+            let text = match split_priority(line) {
+                Some((priority, text)) => {
+                    self.priority = priority;
+                    text
+                }
+                None => line,
+            };
+            let mut datagram =
+                format!("<{}>smtpbox[{}]: ", self.priority, std::process::id()).into_bytes();
+            datagram.extend_from_slice(text);
             let _ = self.socket.send(&datagram);
             self.line.drain(..=end);
         }
@@ -133,6 +186,36 @@ mod tests {
                 .args(args)
                 .build(),
         )
+    }
+
+    /// Each line its own datagram, with its record's severity; the lines
+    /// of a record with newlines keep it.
+    #[test]
+    fn syslog_lines_keep_their_priority() {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let mut syslog = Syslog::on(ours);
+        for level in [log::Level::Error, log::Level::Warn, log::Level::Info] {
+            writeln!(syslog, "<{}>{level} line", priority(level)).unwrap();
+        }
+        syslog.write_all(b"<23>debug one\nand two\n").unwrap();
+        let pid = std::process::id();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        for _ in 0..5 {
+            let n = theirs.recv(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(
+            got,
+            [
+                format!("<19>smtpbox[{pid}]: ERROR line"),
+                format!("<20>smtpbox[{pid}]: WARN line"),
+                format!("<22>smtpbox[{pid}]: INFO line"),
+                format!("<23>smtpbox[{pid}]: debug one"),
+                format!("<23>smtpbox[{pid}]: and two"),
+            ]
+        );
+        assert_eq!(priority(log::Level::Trace), 23);
     }
 
     #[test]

@@ -557,3 +557,99 @@ fn session_over(stream: TcpStream) -> String {
     all.push_str(&client.read_to_eof());
     all
 }
+
+/// `etc/smtpbox.init`, OpenWrt's procd script, run by busybox's `sh` (the
+/// shell OpenWrt has; dash elsewhere) with procd's shell functions
+/// recorded instead of sent to procd: no OpenWrt image is at hand, so
+/// this checks the script's own logic (issue #23 item 3), not procd. A
+/// config `--check` refuses fails `start` with the reason and no
+/// instance; a good one gets the socket's directory made (OpenWrt has no
+/// /run) and an instance that logs to syslog at each line's priority.
+#[test]
+fn openwrt_init_script_checks_first_makes_the_socket_dir_and_asks_for_syslog() {
+    let shell = if have_tool("busybox", "busybox") {
+        vec!["busybox", "sh"]
+    } else {
+        vec!["sh"]
+    };
+    let dir = TempDir::new("openwrt-init");
+    let d = dir.path().display().to_string();
+    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/smtpbox.init");
+    // One program for PROG (an emulator prefix under qemu runs).
+    let prog = dir.path().join("smtpbox");
+    fs::write(
+        &prog,
+        format!("#!/bin/sh\nexec {} \"$@\"\n", smtpbox_shell_words()),
+    )
+    .unwrap();
+    fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let harness = dir.path().join("harness.sh");
+    fs::write(
+        &harness,
+        format!(
+            "calls={d}/calls\n\
+             procd_open_instance() {{ echo open >> \"$calls\"; }}\n\
+             procd_set_param() {{ echo \"param $*\" >> \"$calls\"; }}\n\
+             procd_close_instance() {{ echo close >> \"$calls\"; }}\n\
+             logger() {{ echo \"logger $*\" >> \"$calls\"; }}\n\
+             . '{}'\n\
+             PROG='{}'\n\
+             CONF=\"$1\"\n\
+             start_service\n",
+            init.display(),
+            prog.display()
+        ),
+    )
+    .unwrap();
+    let start = |conf: &Path| {
+        let _ = fs::remove_file(dir.path().join("calls"));
+        let mut cmd = Command::new(shell[0]);
+        cmd.args(&shell[1..]).arg(&harness).arg(conf);
+        let out = run_bounded(&mut cmd, b"", Duration::from_secs(30));
+        let calls = fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+        (out, calls)
+    };
+
+    // A typo: `start` fails at once, saying where, and starts nothing.
+    let bad = dir.path().join("bad.conf");
+    fs::write(&bad, format!("maildir = {d}/Maildir\nmaildir_kep = 5\n")).unwrap();
+    let (out, calls) = start(&bad);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr_text());
+    let said = out.stderr_text();
+    assert!(said.contains(&format!("{}:2", bad.display())), "{said}");
+    assert!(said.contains("not started"), "{said}");
+    assert!(!calls.lines().any(|l| l == "open"), "{calls}");
+    assert!(
+        calls.contains("logger -t smtpbox -p mail.err not started"),
+        "{calls}"
+    );
+
+    // A good config whose socket lives under a /var/run that has no
+    // smtpbox/ yet: made (0755), checked, and one instance started.
+    let socket = format!("{d}/var/run/smtpbox/smtpbox.sock");
+    fs::create_dir_all(dir.path().join("var/run")).unwrap();
+    let good = dir.path().join("good.conf");
+    fs::write(
+        &good,
+        format!("maildir = {d}/Maildir\nlocal_socket = {socket}  \n"),
+    )
+    .unwrap();
+    let (out, calls) = start(&good);
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let made = fs::metadata(dir.path().join("var/run/smtpbox")).unwrap();
+    assert!(made.is_dir());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&made.permissions()) & 0o7777,
+        0o755
+    );
+    let expected = [
+        "open".to_string(),
+        format!("param command {} -c {}", prog.display(), good.display()),
+        "param respawn 3600 5 5".to_string(),
+        "param env RUST_LOG=info SMTPBOX_LOG=syslog".to_string(),
+        "param stderr 1".to_string(),
+        format!("param file {}", good.display()),
+        "close".to_string(),
+    ];
+    assert_eq!(calls.lines().collect::<Vec<_>>(), expected, "{calls}");
+}
