@@ -8,6 +8,9 @@
 # the stop in the middle of DATA, and the Accept=yes pair.
 #
 #   scripts/live-systemd.sh [BINARY]   (default: the static build of .ci/run)
+#   scripts/live-systemd.sh --package DEB
+#                                      the Debian package instead, installed
+#                                      with apt over exim4 (scripts/live-package.sh)
 #
 # Needs root, debootstrap and systemd-nspawn (Debian: debootstrap,
 # systemd-container) and the Debian archive. The root file system is cached
@@ -18,10 +21,21 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD
+# (Through the environment too: the bounded re-exec below passes on what
+# is left of the arguments.)
+DEB=${SMTPBOX_LIVE_DEB:-}
+if [ "${1:-}" = --package ]; then
+  DEB=${2:?--package needs a .deb}
+  shift 2
+fi
+export SMTPBOX_LIVE_DEB=$DEB
 BIN=${1:-target/x86_64-unknown-linux-gnu/release/smtpbox}
 CACHE=${SMTPBOX_LIVE_CACHE:-/var/cache/smtpbox-live}
 MIRROR=${SMTPBOX_LIVE_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=systemd,systemd-sysv,dbus,python3,openssl,procps
+# The package test starts where a stock Debian box is: exim4 as its MTA,
+# mail(1) and cron (the container has no network to install them later).
+[ -z "$DEB" ] || PACKAGES=$PACKAGES,exim4-daemon-light,bsd-mailx,cron
 LIMIT=900
 
 if [ -z "${SMTPBOX_LIVE_BOUNDED:-}" ]; then
@@ -44,7 +58,11 @@ skip() {
 for tool in debootstrap systemd-nspawn nsenter timeout; do
   command -v "$tool" >/dev/null || skip "$tool not installed (apt-get install debootstrap systemd-container)"
 done
-[ -x "$BIN" ] || { say "FAIL: no binary at $BIN (build it as .ci/run does)"; exit 1; }
+if [ -n "$DEB" ]; then
+  [ -f "$DEB" ] || { say "FAIL: no package at $DEB (scripts/deb.sh amd64 makes it)"; exit 1; }
+else
+  [ -x "$BIN" ] || { say "FAIL: no binary at $BIN (build it as .ci/run does)"; exit 1; }
+fi
 
 # ---- The root file system, cached ----
 key=$(printf 'bookworm %s' "$PACKAGES" | sha256sum | cut -c1-12)
@@ -88,7 +106,11 @@ cp -a "$BASE" "$ROOT"
 # build leaves it.
 mkdir -p "$ROOT/root/src/target/release"
 cp -a README.md INSTALL.md etc systemd "$ROOT/root/src/"
-cp "$BIN" "$ROOT/root/src/target/release/smtpbox"
+if [ -n "$DEB" ]; then
+  cp "$DEB" "$ROOT/root/smtpbox.deb"
+else
+  cp "$BIN" "$ROOT/root/src/target/release/smtpbox"
+fi
 cp scripts/live-smtp.py "$ROOT/root/smtp.py"
 echo smtpbox-live >"$ROOT/etc/hostname"
 
@@ -206,6 +228,15 @@ main_pid() { ct systemctl show -P MainPID smtpbox.service; }
 sigsys() {
   ct journalctl --no-pager -q 2>/dev/null | grep -E 'status=31/SYS|Bad system call|SIGSYS' | head -3
 }
+
+if [ -n "$DEB" ]; then
+  . "$SRC/scripts/live-package.sh"
+  ct journalctl --no-pager -q -o short-monotonic >"$CACHE/journal.log" 2>&1
+  say "INFO: the container's journal: $CACHE/journal.log; took $((SECONDS - started)) s"
+  [ $failed = 0 ] && { say "all checks passed"; exit 0; }
+  say "$failed check(s) failed"
+  exit 1
+fi
 
 # 1. The README's install steps.
 readme install && readme systemd && pass "INSTALL.md install steps (install, systemd) ran as written"
