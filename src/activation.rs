@@ -88,6 +88,26 @@ pub fn listen_fds() -> Result<Activated, String> {
     Ok(activated)
 }
 
+/// The one socket passed to `smtpbox --notifier` (the notifier service's
+/// listening `SOCK_SEQPACKET` socket), close-on-exec.
+pub fn notifier_socket() -> Result<std::os::fd::OwnedFd, String> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    let ours = pid.and_then(|p| p.trim().parse::<u32>().ok()) == Some(std::process::id());
+    let count: i32 = fds.and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    if !ours || count < 1 {
+        return Err("--notifier needs the socket systemd passes (smtpbox-notify.socket)".into());
+    }
+    // SAFETY: sd_listen_fds(3): fd 3 is ours and open.
+    let passed = unsafe { std::os::fd::OwnedFd::from_raw_fd(LISTEN_FDS_START) };
+    passed
+        .try_clone()
+        .map_err(|e| format!("passed fd {LISTEN_FDS_START}: {e}"))
+}
+
 /// The fd named `local`: a listening Unix stream socket.
 fn take_local(fd: RawFd) -> Result<UnixListener, String> {
     // SAFETY: as for the TCP fds in `listen_fds`.

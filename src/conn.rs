@@ -126,6 +126,12 @@ impl Connection {
             for reply in &step.replies {
                 self.send(reply);
             }
+            // A message was stored: its 250 goes out first (SPEC §7a).
+            if let Some((notices, notifier)) = self.session.take_notices() {
+                let written = self.input.get_mut().flush();
+                crate::notify::send_all(&notifier, &notices);
+                written?;
+            }
             match step.action {
                 Action::Continue => {}
                 Action::Close(reason) => {
@@ -630,6 +636,7 @@ mod tests {
             store: Arc::new(Maildirs),
             users: None,
             tls: false,
+            notifier: None,
         };
         let policy = Policy::new(&config, None, Mode::Smtp);
         let session = Session::new(Arc::clone(&config), services, peer, &policy);

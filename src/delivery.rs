@@ -175,7 +175,11 @@ impl Draft for Discarded {
 
     fn finish(self: Box<Self>) -> Result<Stored, NotStored> {
         let size = self.content.check().map_err(NotStored::Refused)?;
-        Ok(Stored { id: self.id, size })
+        Ok(Stored {
+            id: self.id,
+            size,
+            file_name: String::new(),
+        })
     }
 }
 
@@ -300,6 +304,9 @@ impl<W: Write> ContentWrite for Content<W> {
 pub struct Stored {
     pub id: String,
     pub size: u64,
+    /// The file's name in each target's `new/` (empty when nothing was
+    /// stored: [`Discard`]).
+    pub file_name: String,
 }
 
 /// Why a complete message was not stored. Nothing of it is left anywhere.
@@ -387,8 +394,12 @@ impl Message {
                 },
             })
             .collect();
-        match maildir::deliver_to(spool, &places) {
-            Ok(id) => Ok(Stored { id, size }),
+        match maildir::deliver_named(spool, &places) {
+            Ok((id, file_name)) => Ok(Stored {
+                id,
+                size,
+                file_name,
+            }),
             Err(e) => Err(NotStored::Failed(e)),
         }
     }
@@ -477,13 +488,19 @@ mod tests {
         }
         let stored = message.finish().unwrap();
         assert_eq!(
-            stored,
-            Stored {
-                id: id.clone(),
-                size: content.len() as u64
-            },
+            (stored.id.as_str(), stored.size),
+            (id.as_str(), content.len() as u64),
             "the size counts the content, not the trace"
         );
+        // The name in new/ counts the whole file (Maildir++ S=).
+        let whole = content.len() + trace(&id).len();
+        assert!(stored.file_name.starts_with(&id), "{}", stored.file_name);
+        assert!(
+            stored.file_name.ends_with(&format!(",S={whole}")),
+            "{}",
+            stored.file_name
+        );
+        assert!(a.dir().join("new").join(&stored.file_name).is_file());
         let mut expected = trace(&id).into_bytes();
         expected.extend_from_slice(content);
         for target in [&a, &b] {

@@ -43,6 +43,7 @@ pub mod host;
 pub mod listen;
 pub mod logging;
 pub mod maildir;
+pub mod notify;
 pub mod privilege;
 pub mod reply;
 pub mod routing;

@@ -61,6 +61,26 @@ fn priority(level: log::Level) -> u8 {
     2 * 8 + severity
 }
 
+/// Where records go instead of the logger's target, once
+/// [`detach_to_syslog`] has set it.
+static DETACHED: std::sync::OnceLock<std::sync::Mutex<Syslog>> = std::sync::OnceLock::new();
+
+/// A process that leaves its caller (sendmail mode's notifier, which
+/// outlives the command cron waits for) logs to syslog from now on, or
+/// nowhere when there is none; its stderr is the caller's to close.
+pub fn detach_to_syslog() -> bool {
+    match Syslog::connect() {
+        Ok(syslog) => DETACHED.set(std::sync::Mutex::new(syslog)).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Whether stderr is the client's socket (classic inetd): a child that
+/// must not hold the connection open gives it up.
+pub fn stderr_is_client_socket() -> bool {
+    stderr_is_socket()
+}
+
 /// rustls warns for every client that sends an IP address as SNI, which
 /// RFC 6066 §3 forbids but many SMTP clients do when they connect by
 /// address: noise, not an event. Those records are logged at debug level;
@@ -75,6 +95,13 @@ impl log::Log for Demoting {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if let Some(syslog) = DETACHED.get() {
+            if self.inner.enabled(record.metadata()) {
+                let mut syslog = syslog.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = writeln!(syslog, "<{}>{}", priority(record.level()), record.args());
+            }
+            return;
+        }
         if !is_sni_ip_warning(record) {
             self.inner.log(record);
             return;

@@ -17,8 +17,10 @@ fn main() -> ExitCode {
     if let Some(args) = sendmail::sendmail_args(&argv) {
         // warn, not info: cron mails back whatever reaches stderr.
         logging::init("warn", true);
-        return sendmail::main(&args, |config| {
-            start::serve_inetd(&Shared::new(config)?, transport::Stdio::new());
+        return sendmail::main(&args, |config, notifier| {
+            let mut shared = Shared::new(config)?;
+            shared.services.notifier = notifier;
+            start::serve_inetd(&shared, transport::Stdio::new());
             Ok(())
         });
     }
@@ -53,6 +55,12 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Invocation::Notifier(config) => {
+            if let Err(e) = start::serve_notifier(&config) {
+                log::error!("{e}");
+            }
+            ExitCode::from(EX_CONFIG)
+        }
         Invocation::Run(config, options) => {
             // The files are looked at (type, size, readable) before they are
             // parsed; either failing is a config error, logged with the file
@@ -60,13 +68,15 @@ fn main() -> ExitCode {
             let loaded = config::check_files(&config)
                 .map_err(|e| e.to_string())
                 .and_then(|()| Shared::new(config));
-            let shared = match loaded {
+            let mut shared = match loaded {
                 Ok(shared) => shared,
                 Err(e) => {
                     log::error!("{e}");
                     return ExitCode::from(EX_CONFIG);
                 }
             };
+            // Forked while this is the only thread, outside the sandbox.
+            shared.services.notifier = start::notifier(&shared.config);
             maildir::maintenance::at_start_up(
                 shared.config.budgets.iter().map(|(p, b)| (p.as_path(), *b)),
             );
@@ -80,6 +90,10 @@ fn main() -> ExitCode {
                 let slot_dir: Vec<PathBuf> = slots::runtime_directory().into_iter().collect();
                 sandbox::enter(&shared.config, &slot_dir);
                 start::serve_inetd(&shared, stdio);
+                // The client has its answer; the programs run to their end.
+                if let Some(notifier) = &shared.services.notifier {
+                    notifier.finish();
+                }
                 return ExitCode::SUCCESS;
             }
             match start::start_listening(&shared) {

@@ -4,11 +4,12 @@
 //! `main.rs` only wires these together; what they decide is tested here.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{self, Config};
 use crate::server::{self, Shared};
 use crate::session::{LocalCaller, Peer};
-use crate::{activation, privilege, slots, transport};
+use crate::{activation, notify, privilege, slots, transport};
 
 /// sysexits.h EX_CONFIG: a certificate, key or users file that cannot be
 /// used at start-up (SPEC §8; the units do not restart on it).
@@ -108,14 +109,77 @@ impl From<String> for StartError {
     }
 }
 
+/// Who runs the `notify` programs of a server that runs as root without
+/// `user` (they never run as root).
+pub const NOTIFY_FALLBACK_USER: &str = "nobody";
+
+/// `--notifier` (the notifier service, SPEC §7a): the socket systemd
+/// passed, served as the `user` account (nobody without one) when started
+/// as root.
+pub fn serve_notifier(config: &Config) -> Result<(), String> {
+    let socket = activation::notifier_socket()?;
+    if privilege::is_root() {
+        let name = config.user.as_deref().unwrap_or(NOTIFY_FALLBACK_USER);
+        let account = privilege::lookup(name).map_err(|e| format!("notifier: {e}"))?;
+        privilege::drop_to(&account)?;
+    }
+    notify::serve(&config.notify, socket)
+}
+
+/// Where this server's notices go (SPEC §7a), or None without `notify`:
+/// the notifier service's socket when `$SMTPBOX_NOTIFIER` names one (the
+/// shipped systemd units), else a notifier forked now, as the `user`
+/// account. Call before any thread is started, before the sandbox.
+/// Programs never run as root: as root without `user`, they run as nobody.
+pub fn notifier(config: &Config) -> Option<Arc<notify::Sender>> {
+    config.notify.program.as_ref()?;
+    if let Some(path) = std::env::var_os(notify::ENV_SOCKET).filter(|p| !p.is_empty()) {
+        return Some(Arc::new(notify::connect(Path::new(&path))));
+    }
+    let account = match &config.user {
+        Some(user) if privilege::is_root() => match privilege::lookup(user) {
+            Ok(account) => Some(account),
+            Err(e) => {
+                log::error!("{}: no notifications", user_error(config, user, &e));
+                return None;
+            }
+        },
+        // Programs never run as root: without `user`, as nobody.
+        None if privilege::is_root() => match privilege::lookup(NOTIFY_FALLBACK_USER) {
+            Ok(account) => {
+                log::warn!("`notify` programs run as {NOTIFY_FALLBACK_USER}: set `user = NAME`");
+                Some(account)
+            }
+            Err(e) => {
+                log::error!("`notify` without `user` as root: {e}: no notifications");
+                return None;
+            }
+        },
+        _ => None,
+    };
+    // A program that is missing now may be installed later: said, not fatal.
+    if let Err(e) = notify::check_program(&config.notify, account.as_ref()) {
+        log::warn!("{e}");
+    }
+    match notify::spawn(&config.notify, account.as_ref(), false) {
+        Ok(sender) => Some(Arc::new(sender)),
+        Err(e) => {
+            log::error!("{e}: no notifications");
+            None
+        }
+    }
+}
+
 /// `--check`: the configuration, the Maildirs, the certificate and key,
 /// the users file and the `user` account, all without writing anything.
 /// Returns what the first delivery would create.
 pub fn check(config: &Config) -> Result<Vec<String>, String> {
     let notes = config::check(config).map_err(|e| e.to_string())?;
-    if let Some(user) = &config.user {
-        privilege::lookup(user).map_err(|e| user_error(config, user, &e))?;
-    }
+    let account = match &config.user {
+        Some(user) => Some(privilege::lookup(user).map_err(|e| user_error(config, user, &e))?),
+        None => None,
+    };
+    notify::check_program(&config.notify, account.as_ref())?;
     if let Some(path) = &config.local_socket {
         server::check_local(path)?;
     }

@@ -45,7 +45,7 @@ struct Ucred {
 
 /// The uid of the process that connected `stream`, as the kernel recorded
 /// it at connect(2) (SO_PEERCRED): what the client cannot lie about.
-pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+pub fn peer_uid(stream: &impl AsRawFd) -> io::Result<u32> {
     peer_cred(stream).map(|c| c.uid)
 }
 
@@ -56,7 +56,7 @@ pub fn peer_pid(stream: &UnixStream) -> io::Result<i32> {
     peer_cred(stream).map(|c| c.pid)
 }
 
-fn peer_cred(stream: &UnixStream) -> io::Result<Ucred> {
+fn peer_cred(stream: &impl AsRawFd) -> io::Result<Ucred> {
     let mut cred = Ucred::default();
     let mut len = std::mem::size_of::<Ucred>() as u32;
     // SAFETY: `cred` and `len` are valid for writes and outlive the call;
@@ -289,7 +289,7 @@ impl Stdio {
         let sock = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(0) });
         // Fails on TCP sockets and pipes, where SO_PEERCRED means nothing.
         sock.local_addr().ok()?;
-        peer_uid(&sock).ok()
+        peer_uid(&*sock).ok()
     }
 
     /// The client's address and ours when stdin is a socket.

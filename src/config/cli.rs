@@ -39,6 +39,8 @@ pub fn from_args_with_default<S: AsRef<OsStr>>(
     let config = config.finish()?;
     Ok(if matches.opt_present("check") {
         Invocation::Check(config)
+    } else if matches.opt_present("notifier") {
+        Invocation::Notifier(config)
     } else {
         let inetd = matches.opt_present("inetd");
         Invocation::Run(config, RunOptions { inetd })
@@ -60,6 +62,8 @@ pub(super) fn options() -> getopts::Options {
     o.optopt("", "tls-cert", "PEM certificate chain", "FILE");
     o.optopt("", "tls-key", "PEM private key", "FILE");
     o.optflag("", "inetd", "serve one session on stdin/stdout, then exit");
+    o.optflag("", "notifier", "run the notify programs for the servers that connect \
+        to the socket systemd passes (smtpbox-notify.service)");
     o.optflag("t", "check", "validate the configuration (files readable, maildirs \
         writable or creatable, values in range, user known, cert and key match), \
         writing nothing, and exit");

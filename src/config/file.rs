@@ -57,6 +57,7 @@ pub(super) fn parse_lines(
             "alias" => alias_lines.push(index + 1),
             "user" => config.user_origin = Some(here()),
             "maildir_keep" => config.budget_origin = Some(here()),
+            "notify" => config.notify.origin = Some(here()),
             "mailbox" => {
                 if let Some(keep) = config.keeps.last_mut().filter(|k| k.origin.is_empty()) {
                     keep.origin = here();
@@ -125,6 +126,10 @@ pub(super) fn set_key(config: &mut Config, key: &str, value: &str) -> Result<(),
         "maildir_quota" => config.budget.quota = number(0, MAX_SIZE)?,
         "maildir_keep" => config.budget.keep = number(0, MAX_SIZE)?,
         "maildir_keep_days" => config.budget.keep_days = number(0, MAX_KEEP_DAYS)?,
+        "notify" => config.notify.program = Some(notify::parse_program(value).map_err(bad)?),
+        "notify_timeout" => config.notify.timeout = seconds(MAX_TIMEOUT)?,
+        "notify_jobs" => config.notify.jobs = count(number(1, notify::MAX_JOBS)?),
+        "notify_rate" => config.notify.rate = notify::Rate::parse(value).map_err(bad)?,
         "detail_folders" => config.detail_folders = parse_yes_no(value).map_err(bad)?,
         "bare_lf" => config.bare_lf = parse_bare_lf(value).map_err(bad)?,
         "user" => config.user = Some(parse_user(value).map_err(bad)?),

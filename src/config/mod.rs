@@ -19,6 +19,7 @@ use crate::data::BareLf;
 use crate::host::system_hostname;
 pub use crate::listen::{Listen, Mode};
 pub use crate::maildir::Budget;
+use crate::notify;
 use crate::routing::{alias_cycle, normalize_domain, strip_detail, Tables};
 
 mod check;
@@ -74,6 +75,9 @@ pub enum Invocation {
     Run(Config, RunOptions),
     /// `--check`: run [`check`] (and the TLS checks) on this, then exit.
     Check(Config),
+    /// `--notifier`: the notifier service for this configuration's
+    /// `notify` (SPEC §7a).
+    Notifier(Config),
     /// `--help`: print this usage text and exit 0.
     Help(String),
     /// `--version`: print [`VERSION`] and exit 0.
@@ -168,6 +172,8 @@ pub struct Config {
     pub budgets: Vec<(PathBuf, Budget)>,
     /// `detail_folders`: `name+detail` goes to the folder `.detail/`.
     pub detail_folders: bool,
+    /// `notify`, `notify_timeout`, `notify_jobs`, `notify_rate` (SPEC §7a).
+    pub notify: notify::Settings,
 }
 
 /// A `mailbox` line's own retention budget (SPEC §7): `keep=SIZE` and
@@ -283,6 +289,7 @@ impl Config {
             keeps: Vec::new(),
             budgets: Vec::new(),
             detail_folders: false,
+            notify: notify::Settings::default(),
             max_connections: 32,
             max_connections_per_ip: 8,
             bare_lf: BareLf::Normalize,

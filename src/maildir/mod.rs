@@ -176,6 +176,12 @@ impl Spool {
         &self.id
     }
 
+    /// The name the message gets in `new/` (`BASE,S=SIZE`), once all of
+    /// it is written.
+    pub fn file_name(&self) -> String {
+        format!("{},S={}", self.base, self.written)
+    }
+
     /// Turns an error from writing to this spool into a [`DeliveryError`]
     /// that names the tmp file (and maps ENOSPC/EDQUOT to `NoSpace`).
     pub fn error(&self, err: io::Error) -> DeliveryError {
@@ -339,7 +345,15 @@ where
 /// message is counted in each accounted Maildir's `maildirsize`, and
 /// messages past `keep_days` are removed when that check is due. Returns
 /// the ID.
-pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, DeliveryError> {
+pub fn deliver_to(spool: Spool, places: &[Place<'_>]) -> Result<String, DeliveryError> {
+    deliver_named(spool, places).map(|(id, _)| id)
+}
+
+/// [`deliver_to`], returning the file's name in `new/` beside the ID.
+pub fn deliver_named(
+    mut spool: Spool,
+    places: &[Place<'_>],
+) -> Result<(String, String), DeliveryError> {
     let out = spool
         .out
         .take()
@@ -365,7 +379,7 @@ pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, Deli
     let mut dirs = new_dirs(places)?;
     file.file.sync_all().map_err(|e| spool.error(e))?;
 
-    let name = format!("{},S={}", spool.base, size);
+    let name = spool.file_name();
     let mut made = Vec::new();
     // The links and their lines in `maildirsize` go together: no
     // recalculation runs between them (the lock is shared with other
@@ -405,7 +419,7 @@ pub fn deliver_to(mut spool: Spool, places: &[Place<'_>]) -> Result<String, Deli
     for &(root, budget, _) in &roots {
         maintenance::expire_when_due(root, budget);
     }
-    Ok(spool.id.clone())
+    Ok((spool.id.clone(), name))
 }
 
 /// Each Maildir's lock, shared; a Maildir that does not exist yet (made

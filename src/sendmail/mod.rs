@@ -22,12 +22,14 @@ use std::io::{self, BufRead};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::command::{self, Address, Domain, ReversePath};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::data::{BareLf, ContentSink, ContentWrite};
 use crate::delivery::{self, ContentRules, DeliveryError, NotStored, Refusal, Stored, Target};
+use crate::notify;
 use crate::privilege;
 use crate::routing::{self, Route};
 use crate::submit::{self, Submission};
@@ -51,7 +53,7 @@ pub const CONFIG_ENV: &str = "SMTPBOX_CONFIG";
 /// error (a certificate or users file that cannot be loaded).
 pub fn main<S: AsRef<OsStr>>(
     args: &[S],
-    smtp_session: impl FnOnce(Config) -> Result<(), String>,
+    smtp_session: impl FnOnce(Config, Option<Arc<notify::Sender>>) -> Result<(), String>,
 ) -> ExitCode {
     let stdin = io::stdin();
     match run(args, &mut stdin.lock(), smtp_session) {
@@ -193,7 +195,7 @@ impl Invoker {
 fn run<R: BufRead, S: AsRef<OsStr>>(
     args: &[S],
     stdin: &mut R,
-    smtp_session: impl FnOnce(Config) -> Result<(), String>,
+    smtp_session: impl FnOnce(Config, Option<Arc<notify::Sender>>) -> Result<(), String>,
 ) -> Result<(), Failure> {
     let options = Options::parse(args).map_err(|e| Exit::Usage.with(e))?;
     // The admin names (SPEC §8): none of them reads mail or starts a server.
@@ -218,8 +220,8 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
     }
     let config = load_config(options.config.as_deref())?;
     if options.task == Task::SmtpSession {
-        become_config_user(&config)?;
-        return smtp_session(config).map_err(|e| Exit::Config.with(e));
+        let notifier = become_config_user(&config)?;
+        return smtp_session(config, notifier).map_err(|e| Exit::Config.with(e));
     }
     if options.recipients.is_empty() && !options.extract {
         return Err(
@@ -236,13 +238,20 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
     });
     // Then the account and the sandbox, before a byte of the message is
     // read: a submission needs neither, a direct delivery both.
-    become_config_user(&config)?;
+    let notifier = become_config_user(&config)?;
     let mut input = Input {
         source: stdin,
         lines: LineReader::new(options.ignore_dots),
         done: false,
     };
-    let delivered = receive(&options, &config, &user, &sender, server, &mut input);
+    let delivered = receive(
+        &options,
+        &config,
+        (&user, &sender),
+        server,
+        notifier.as_deref(),
+        &mut input,
+    );
     if delivered.is_err() {
         // Read to the end anyway, as sendmail does: the writer gets no EPIPE.
         input.drain();
@@ -253,7 +262,10 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
 /// Run as root (cron, smartd), deliver as the config's `user`, so that the
 /// Maildir files belong to the same account as the server's; then the
 /// sandbox.
-fn become_config_user(config: &Config) -> Result<(), Failure> {
+///
+/// With `notify` set, the notifier is forked between the two, outside the
+/// sandbox and detached: the caller (cron) does not wait for it (SPEC §7a).
+fn become_config_user(config: &Config) -> Result<Option<Arc<notify::Sender>>, Failure> {
     match &config.user {
         Some(name) if privilege::is_root() => {
             let account = privilege::lookup(name).map_err(|e| Exit::Config.with(e))?;
@@ -261,8 +273,17 @@ fn become_config_user(config: &Config) -> Result<(), Failure> {
         }
         _ => {}
     }
+    let notifier = config.notify.program.as_ref().and_then(|_| {
+        // Root without `user` (SPEC §7a): the programs run as nobody.
+        let fallback = privilege::is_root()
+            .then(|| privilege::lookup(crate::start::NOTIFY_FALLBACK_USER).ok())
+            .flatten();
+        notify::spawn(&config.notify, fallback.as_ref(), true)
+            .map_err(|e| log::warn!("{e}: no notifications"))
+            .ok()
+    });
     crate::sandbox::enter(config, &[]);
-    Ok(())
+    Ok(notifier.map(Arc::new))
 }
 
 /// The config named by `-C`, else by `$SMTPBOX_CONFIG`, else the default.

@@ -72,11 +72,14 @@ impl Prepared<'_> {
 pub(super) fn receive<R: BufRead>(
     options: &Options,
     config: &Config,
-    user: &Invoker,
-    sender: &ReversePath,
+    (user, sender): (&Invoker, &ReversePath),
     server: Option<Result<Submission, String>>,
+    notifier: Option<&notify::Sender>,
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
+    let direct = |message: &Prepared<'_>, recipients: &[Address], input: &mut Input<'_, R>| {
+        deliver_directly(config, message, recipients, notifier, input)
+    };
     let (buf, end) = input.read_header(config.limits.max_message_size)?;
     let (header, rest) = buf.split_at(end);
     let fields = fields(header);
@@ -102,14 +105,14 @@ pub(super) fn receive<R: BufRead>(
                 recipients.len(),
                 config.limits.max_recipients
             );
-            deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
+            direct(&message, &recipients, input).map_err(|f| f.after(&cause))
         }
         Some(Ok(server)) => submit(server, config, &message, &recipients, input),
         Some(Err(cause)) => {
             log::info!("{cause}: delivering directly");
-            deliver_directly(config, &message, &recipients, input).map_err(|f| f.after(&cause))
+            direct(&message, &recipients, input).map_err(|f| f.after(&cause))
         }
-        None => deliver_directly(config, &message, &recipients, input),
+        None => direct(&message, &recipients, input),
     }
 }
 
@@ -196,9 +199,15 @@ pub(super) fn deliver_directly<R: BufRead>(
     config: &Config,
     message: &Prepared<'_>,
     recipients: &[Address],
+    notifier: Option<&notify::Sender>,
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
     let targets = route_all(config, recipients)?;
+    let routed: Vec<(String, Target)> = recipients
+        .iter()
+        .map(ToString::to_string)
+        .zip(targets.iter().cloned())
+        .collect();
     if targets.is_empty() {
         return Err(Exit::Usage.with("no recipients"));
     }
@@ -221,7 +230,11 @@ pub(super) fn deliver_directly<R: BufRead>(
     let mut stored = delivery::Message::open(targets, rules, trace).map_err(Failure::delivery)?;
     let id = stored.id().to_string();
     message.write(&mut stored, &id, &date, input)?;
-    let Stored { id, size } = stored
+    let Stored {
+        id,
+        size,
+        file_name,
+    } = stored
         .finish()
         .map_err(|why| Failure::not_stored(why, config.limits.max_message_size))?;
     let to: Vec<String> = recipients.iter().map(|r| format!("<{r}>")).collect();
@@ -230,5 +243,16 @@ pub(super) fn deliver_directly<R: BufRead>(
         to.join(","),
         user.name
     );
+    if let Some(notifier) = notifier {
+        let stored = notify::Stored {
+            id: &id,
+            file_name: &file_name,
+            sender,
+            size,
+            client: format!("local uid={} user={}", user.uid, user.name),
+        };
+        let notices = stored.notices(routed.iter().map(|(a, t)| (a.as_str(), t)));
+        notify::send_all(notifier, &notices);
+    }
     Ok(())
 }

@@ -230,6 +230,7 @@ impl Shared {
             store: Arc::new(Maildirs),
             users,
             tls: tls.is_some(),
+            notifier: None,
         };
         Ok(Shared {
             config: Arc::new(config),

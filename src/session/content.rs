@@ -227,7 +227,11 @@ impl Session {
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn message_done(&mut self, outcome: Result<Stored, NotStored>) -> Step {
         let reply = match outcome {
-            Ok(Stored { id, size }) => self.delivered(size, Ok(id)),
+            Ok(Stored {
+                id,
+                size,
+                file_name,
+            }) => self.delivered(size, Ok((id, file_name))),
             Err(NotStored::Failed(error)) => self.delivered(0, Err(error)),
             Err(NotStored::Refused(refusal)) => {
                 self.tx = None;

@@ -61,6 +61,7 @@ use crate::command::{self, Address, Command, MailParams, ReversePath};
 use crate::config::{Config, Mode, Policy};
 use crate::delivery::{ContentRules, DeliveryError, Store, Target, MAX_RECEIVED};
 use crate::framer::{Frame, Framer, Line};
+use crate::notify::{self, Notice};
 use crate::reply::Reply;
 use crate::routing::{self, Route};
 
@@ -78,6 +79,9 @@ pub struct Services {
     pub users: Option<Arc<dyn Authenticator>>,
     /// A certificate is configured: STARTTLS is offered.
     pub tls: bool,
+    /// Where notices of stored messages go (SPEC §7a); None without
+    /// `notify`.
+    pub notifier: Option<Arc<notify::Sender>>,
 }
 
 /// What the driver must do after it has sent the step's replies: only
@@ -184,6 +188,9 @@ pub struct Session {
     framer: Framer,
     /// The message under way, if any.
     content: Content,
+    /// Notices of the message just stored, for the driver to send once
+    /// its reply is written.
+    notices: Vec<Notice>,
 }
 
 impl Session {
@@ -204,6 +211,7 @@ impl Session {
             sent_crlf: false,
             framer: Framer::new(),
             content: Content::Idle,
+            notices: Vec::new(),
         }
     }
 
@@ -370,11 +378,25 @@ impl Session {
     }
 
     /// The delivery attempt is over: the final reply to DATA or BDAT LAST.
-    fn delivered(&mut self, size: u64, result: Result<String, DeliveryError>) -> Reply {
+    fn delivered(&mut self, size: u64, result: Result<(String, String), DeliveryError>) -> Reply {
         let tx = self.tx.take();
         match result {
-            Ok(id) => {
+            Ok((id, file_name)) => {
                 if let Some(tx) = &tx {
+                    if self.services.notifier.is_some() {
+                        let stored = notify::Stored {
+                            id: &id,
+                            file_name: &file_name,
+                            sender: &tx.sender,
+                            size,
+                            client: self.peer.describe(),
+                        };
+                        let to = tx
+                            .recipients
+                            .iter()
+                            .map(|r| (r.address.as_str(), &r.target));
+                        self.notices = stored.notices(to);
+                    }
                     log::info!(
                         "{} from=<{}> to={} size={} proto={} client={}{}{}",
                         id,
@@ -406,6 +428,16 @@ impl Session {
                 reply
             }
         }
+    }
+
+    /// The notices of the message just stored, and where they go: the
+    /// driver sends them after writing its reply.
+    pub fn take_notices(&mut self) -> Option<(Vec<Notice>, Arc<notify::Sender>)> {
+        if self.notices.is_empty() {
+            return None;
+        }
+        let notifier = Arc::clone(self.services.notifier.as_ref()?);
+        Some((std::mem::take(&mut self.notices), notifier))
     }
 
     /// A reply to a failed spool creation: the transaction is dropped.
