@@ -381,6 +381,67 @@ esac
 ct rm -r /etc/systemd/system/smtpbox.socket.d
 ct systemctl daemon-reload
 
+# 11b. Notifications (issue #21): with `notify` set, the program runs in
+# smtpbox-notify.service, as smtpbox, with the network the server lacks
+# (it reads port 25's banner over loopback) while smtpbox.service keeps
+# PrivateNetwork= and its own sandbox. The hook prints what it saw; the
+# notifier logs its output lines to the journal.
+cat <<'EOF' | ct tee /usr/local/bin/smtpbox-hook >/dev/null
+#!/bin/bash
+read -r first
+banner=none
+if exec 3<>/dev/tcp/127.0.0.1/25; then
+  read -r -t 10 banner <&3
+  printf 'QUIT\r\n' >&3
+fi
+echo "hook: user=$(id -un) subject=$SMTPBOX_SUBJECT stdin=${first:0:12} banner=${banner:0:3} to=$SMTPBOX_RECIPIENTS"
+EOF
+ct chmod 755 /usr/local/bin/smtpbox-hook
+# Waits for the hook's journal line for TAG; prints it.
+hook_line() {
+  local line
+  for _ in $(seq 40); do
+    line=$(ct journalctl -u smtpbox-notify.service --no-pager -q -o cat | grep -F "subject=$1 " | tail -1)
+    [ -n "$line" ] && { printf '%s' "$line"; return 0; }
+    sleep 0.5
+  done
+  return 1
+}
+notify_on() {
+  ct sed -i '/^notify = /d' /etc/smtpbox/smtpbox.conf
+  echo 'notify = /usr/local/bin/smtpbox-hook' | ct tee -a /etc/smtpbox/smtpbox.conf >/dev/null
+}
+notify_off() {
+  ct sed -i '/^notify = /d' /etc/smtpbox/smtpbox.conf
+  ct systemctl stop smtpbox-notify.service 2>/dev/null
+}
+notify_on
+out=$(ct runuser -u smtpbox -- /usr/local/sbin/smtpbox --check -c /etc/smtpbox/smtpbox.conf 2>&1) ||
+  fail "--check as smtpbox refuses the notify hook: $out"
+# The next connection starts it with the new config; the socket listens
+# as the unit now says (step 11 took the LAN drop-in away).
+ct systemctl stop smtpbox.service
+ct systemctl restart smtpbox.socket
+out=$(smtp send 25 notify-live)
+line=$(hook_line notify-live)
+case "$line" in
+  *"user=smtpbox subject=notify-live stdin=Return-Path: banner=220 to=root"*)
+    pass "notify under smtpbox.service: ${line#*: }" ;;
+  *) fail "notify under smtpbox.service: ${line:-no hook line} ($out)" ;;
+esac
+show=$(ct systemctl show -P PrivateNetwork smtpbox.service)
+landlock=$(ct journalctl -u smtpbox.service --no-pager -q -o cat | grep 'sandbox:' | tail -1)
+case "$show:$landlock" in
+  yes:*"in force"* | yes:*"has no Landlock"*) pass "with notify, smtpbox.service keeps PrivateNetwork=yes and its sandbox" ;;
+  *) fail "with notify: PrivateNetwork=$show, ${landlock:-no sandbox: line}" ;;
+esac
+printf 'Subject: notify-cron\n\nfrom cron\n' | ct /usr/sbin/sendmail root
+line=$(hook_line notify-cron)
+[ -n "$line" ] && pass "notify for sendmail through the local socket: ${line#*: }" ||
+  fail "notify for sendmail through the local socket: no hook line"
+notify_off
+ct systemctl stop smtpbox.service
+
 # 12. The Accept=yes pair: 20 in a row, 10 at once (8 per address), its
 # sessions too under a system-call filter that kills.
 ct mkdir -p /etc/systemd/system/smtpbox-inetd@.service.d
@@ -427,6 +488,16 @@ if readme inetd; then
     fail "control: a session denied flock(2) was not seen killed by SIGSYS"
   ct rm /etc/systemd/system/smtpbox-inetd@.service.d/zz-control.conf
   ct systemctl daemon-reload
+  # Notifications from the Accept=yes sessions: each session's process
+  # hands its notice to smtpbox-notify.service and ends.
+  notify_on
+  out=$(smtp send 25 notify-inetd)
+  line=$(hook_line notify-inetd)
+  case "$line" in
+    *"user=smtpbox subject=notify-inetd "*"banner=220"*) pass "notify under Accept=yes: ${line#*: }" ;;
+    *) fail "notify under Accept=yes: ${line:-no hook line} ($out)" ;;
+  esac
+  notify_off
 fi
 
 perms=$(ct find /var/lib/smtpbox ! -user smtpbox)
