@@ -9,8 +9,7 @@ use common::*;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -98,6 +97,48 @@ fn systemd_units_pass_systemd_analyze_verify() {
         "systemd-analyze verify: {}\n{stderr}",
         out.status
     );
+}
+
+/// `systemd-analyze security` of the shipped services, offline: the
+/// servers stay at 1.0 whatever `notify` needs (issue #21: the program
+/// runs in smtpbox-notify.service, whose exposure is its own and stays
+/// "OK").
+#[test]
+fn the_servers_exposure_stays_1_0_and_the_notifiers_is_ok() {
+    if !have_tool("systemd-analyze", "systemd") {
+        return;
+    }
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let dir = TempDir::new("security");
+    for (unit, most) in [
+        ("smtpbox.service", 1.0),
+        ("smtpbox-inetd@.service", 1.0),
+        ("smtpbox-notify.service", 4.0),
+    ] {
+        let text = fs::read_to_string(units.join(unit)).expect("unit");
+        let text = text.replace("/usr/local/sbin/smtpbox", &bin().display().to_string());
+        fs::write(dir.path().join(unit), text).expect("copy unit");
+        let out = output_bounded(
+            Command::new("systemd-analyze")
+                .args(["security", "--offline=true", "--no-pager"])
+                .arg(dir.path().join(unit)),
+            Duration::from_secs(30),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let level: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|l| l.split(": ").nth(1))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{unit}: no exposure level: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        assert!(level <= most, "{unit}: exposure {level} over {most}");
+    }
 }
 
 #[test]
@@ -531,18 +572,6 @@ fn connect_retry(port: u16, proc: &Proc) -> Client {
             Err(_) => thread::sleep(Duration::from_millis(20)),
         }
     }
-}
-
-/// Runs `cmd` inetd-style: a fresh loopback connection on its stdin, stdout
-/// and stderr. Returns the child and the client's end.
-fn spawn_on_socket(cmd: &mut Command) -> (Guard, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (conn, _) = listener.accept().expect("accept");
-    let fd = |s: &TcpStream| Stdio::from(OwnedFd::from(s.try_clone().expect("dup")));
-    let child = Guard::spawn(cmd.stdin(fd(&conn)).stdout(fd(&conn)).stderr(fd(&conn)));
-    bound_io(&client, Duration::from_secs(10));
-    (child, client)
 }
 
 /// After the greeting, the whole of [`SESSION`] in one write (pipelined,

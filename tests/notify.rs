@@ -477,3 +477,143 @@ fn the_notifier_service_runs_programs_for_servers_that_connect_to_it() {
         descendants(server.pid())
     );
 }
+
+#[test]
+fn classic_inetd_closes_the_client_before_it_waits_for_its_programs() {
+    // inetd, xinetd and busybox inetd put the connection on fds 0, 1 and 2:
+    // the session's process and its notifier must let go of all three
+    // before the program ends, while the process still waits for it.
+    let dir = TempDir::new("notify-inetd-socket");
+    let conf = one_shot_config(
+        dir.path(),
+        r#"sleep 2
+touch "$(dirname "$0")/out/done""#,
+    );
+    let done = dir.path().join("out/done");
+    // A temporary Command: it holds copies of the socket until dropped.
+    let (mut child, stream) = spawn_on_socket(smtpbox().args(["--inetd", "-c"]).arg(&conf));
+    let mut client = Client {
+        reader: std::io::BufReader::new(stream),
+    };
+    assert!(client.reply().starts_with("220"));
+    client.send(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<root@example.com>\r\nDATA\r\n\
+          Subject: s\r\n\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    let rest = client.read_to_eof();
+    assert!(rest.contains("250 2.0.0") && rest.contains("221"), "{rest}");
+    assert!(!done.exists(), "the client waited for the program");
+    let status = child.exit_within(Duration::from_secs(20), "smtpbox --inetd");
+    assert!(status.success(), "{status}");
+    assert!(done.exists(), "the process ended before its program");
+}
+
+#[test]
+fn at_most_notify_jobs_programs_run_at_once_and_a_full_backlog_suppresses() {
+    let overlapping = r#"out="$(dirname "$0")/out"
+mkdir "$out/running" 2>/dev/null || touch "$out/overlap"
+sleep 0.3
+rmdir "$out/running" 2>/dev/null
+touch "$out/ran.$SMTPBOX_ID""#;
+    let ran = |out: &Path| {
+        fs::read_dir(out)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("ran.")
+            })
+            .count()
+    };
+    for (jobs, overlap) in [(1, false), (3, true)] {
+        let dir = TempDir::new("notify-jobs");
+        let script = hook(dir.path(), overlapping);
+        let server = Server::start(&format!(
+            "notify = {}\nnotify_jobs = {jobs}\nnotify_rate = 1000/1m\n",
+            script.display()
+        ));
+        let mut c = server.connect();
+        c.hello();
+        for i in 0..4 {
+            let reply = c.deliver(
+                "a@b.org",
+                &["root@example.com"],
+                &format!("Subject: {i}\r\n\r\nx"),
+            );
+            assert!(reply.starts_with("250 2.0.0"), "{reply}");
+        }
+        let out = dir.path().join("out");
+        let end = std::time::Instant::now() + upper(Duration::from_secs(10));
+        while ran(&out) < 4 && std::time::Instant::now() < end {
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(ran(&out), 4, "jobs={jobs}: {}", server.log());
+        assert_eq!(out.join("overlap").exists(), overlap, "jobs={jobs}");
+    }
+
+    // One slow program and more notices than the backlog holds: the rest
+    // are counted as suppressed, never queued.
+    let dir = TempDir::new("notify-backlog");
+    let script = hook(dir.path(), "sleep 30");
+    let server = Server::start(&format!(
+        "notify = {}\nnotify_jobs = 1\nnotify_rate = 1000/1m\n",
+        script.display()
+    ));
+    let mut c = server.connect();
+    c.hello();
+    for i in 0..70 {
+        let reply = c.deliver(
+            "a@b.org",
+            &["root@example.com"],
+            &format!("Subject: {i}\r\n\r\nx"),
+        );
+        assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    }
+    assert!(
+        server.wait_log("suppressed: 64 notifications are waiting already"),
+        "{}",
+        server.log()
+    );
+    let suppressed = server
+        .log()
+        .matches("notifications are waiting already")
+        .count();
+    assert!(
+        (4..=6).contains(&suppressed),
+        "{suppressed} suppressed:\n{}",
+        server.log()
+    );
+    assert_eq!(count(&server.maildir(), "new"), 70);
+}
+
+#[test]
+fn sendmail_through_the_local_socket_is_notified_by_the_server() {
+    let dir = TempDir::new("notify-local");
+    let script = hook(dir.path(), RECORDING);
+    let server = Server::start(&format!(
+        "notify = {}\nlocal_socket = {{dir}}/run/smtpbox.sock\n",
+        script.display()
+    ));
+    let conf = server.dir.path().join("smtpbox.conf");
+    let mut command = smtpbox();
+    command.args(["sendmail", "-C"]).arg(&conf).arg("root");
+    let run = run_bounded(
+        &mut command,
+        b"Subject: via socket\n\nout\n",
+        Duration::from_secs(20),
+    );
+    assert!(run.status.success(), "{}", run.stderr_text());
+    let all = wait_runs(&dir.path().join("out"), 1);
+    assert_eq!(all.len(), 1, "{}", server.log());
+    let env = &all[0].0;
+    assert_eq!(var(env, "SMTPBOX_SUBJECT"), Some("via socket"));
+    // The server's session wrote it: the client is the local caller.
+    assert!(
+        var(env, "SMTPBOX_CLIENT")
+            .unwrap()
+            .starts_with("local uid=0"),
+        "{env}"
+    );
+}

@@ -99,8 +99,10 @@ pub struct Sender {
 }
 
 enum Link {
-    /// A socketpair to our own notifier child, and its pid.
-    Child(Option<OwnedFd>, c_int),
+    /// A socketpair to our own notifier child, its pid (0: not waited
+    /// for), and /dev/null, opened before the sandbox, to put over a
+    /// stderr that is the client's socket before waiting.
+    Child(Option<OwnedFd>, c_int, Option<File>),
     /// The notifier service's socket, connected at the first notice and
     /// again after it broke.
     Service(PathBuf, Option<OwnedFd>),
@@ -114,7 +116,7 @@ impl Sender {
         let packet = notice.encode();
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         match &mut *link {
-            Link::Child(fd, _) => {
+            Link::Child(fd, _, _) => {
                 let fd = fd.as_ref().ok_or("the notifier has ended")?;
                 send_packet(fd.as_raw_fd(), &packet, file.as_raw_fd()).map_err(busy)
             }
@@ -140,8 +142,14 @@ impl Sender {
     /// take its notifications with it, SPEC §7a).
     pub fn finish(&self) {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        if let Link::Child(fd, pid) = &mut *link {
+        if let Link::Child(fd, pid, null) = &mut *link {
             if fd.take().is_some() && *pid > 0 {
+                // Classic inetd's client socket is our stderr too: give it
+                // up before waiting, so the client sees the end at once.
+                if let Some(null) = null.as_ref().filter(|_| logging::stderr_is_client_socket()) {
+                    // SAFETY: replaces fd 2; null stays open across it.
+                    unsafe { dup2(null.as_raw_fd(), 2) };
+                }
                 let mut status = 0;
                 // SAFETY: waits for our own child; status outlives the call.
                 while unsafe { waitpid(*pid, &mut status, 0) } < 0
@@ -211,8 +219,12 @@ pub fn spawn(
         unsafe { _exit(code) }
     }
     drop(theirs);
+    let (pid, null) = match detach {
+        true => (0, None),
+        false => (pid, File::options().write(true).open("/dev/null").ok()),
+    };
     Ok(Sender {
-        link: Mutex::new(Link::Child(Some(ours), if detach { 0 } else { pid })),
+        link: Mutex::new(Link::Child(Some(ours), pid, null)),
     })
 }
 
@@ -415,7 +427,7 @@ mod tests {
             ..Notice::default()
         };
         let sender = Sender {
-            link: Mutex::new(Link::Child(Some(a), 0)),
+            link: Mutex::new(Link::Child(Some(a), 0, None)),
         };
         sender.send(&notice).unwrap();
         std::fs::remove_file(&path).unwrap();

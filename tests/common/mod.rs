@@ -1054,3 +1054,15 @@ pub fn make_cert(dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `cmd` inetd-style: a fresh loopback connection on its stdin, stdout
+/// and stderr. Returns the child and the client's end.
+pub fn spawn_on_socket(cmd: &mut Command) -> (Guard, TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (conn, _) = listener.accept().expect("accept");
+    let fd = |s: &TcpStream| Stdio::from(std::os::fd::OwnedFd::from(s.try_clone().expect("dup")));
+    let child = Guard::spawn(cmd.stdin(fd(&conn)).stdout(fd(&conn)).stderr(fd(&conn)));
+    bound_io(&client, Duration::from_secs(10));
+    (child, client)
+}
