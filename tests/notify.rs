@@ -484,10 +484,13 @@ fn classic_inetd_closes_the_client_before_it_waits_for_its_programs() {
     // the session's process and its notifier must let go of all three
     // before the program ends, while the process still waits for it.
     let dir = TempDir::new("notify-inetd-socket");
+    // Long enough for the rest of the session, under emulation too.
     let conf = one_shot_config(
         dir.path(),
-        r#"sleep 2
-touch "$(dirname "$0")/out/done""#,
+        &format!(
+            "sleep {}\ntouch \"$(dirname \"$0\")/out/done\"",
+            upper(Duration::from_secs(2)).as_secs()
+        ),
     );
     let done = dir.path().join("out/done");
     // A temporary Command: it holds copies of the socket until dropped.
