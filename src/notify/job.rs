@@ -1,15 +1,15 @@
 //! One run of the `notify` program (SPEC §7a): no shell, a clean
 //! environment, the stored message on stdin, its first output lines and
 //! its exit status logged under the message ID, `notify_timeout` and then
-//! SIGTERM, and SIGKILL 5 s later, to its whole process group.
+//! SIGTERM, and SIGKILL 5 s later, to its whole process group. Started
+//! with fork and execve of its own, not std's `Command`: what it needs is
+//! a few lines, and `Command` cost the appliance build 40 KB (issue #26).
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Condvar, Mutex};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -31,6 +31,14 @@ const SIGKILL: c_int = 9;
 extern "C" {
     fn kill(pid: c_int, signal: c_int) -> c_int;
     fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
+    fn fork() -> c_int;
+    fn setpgid(pid: c_int, pgid: c_int) -> c_int;
+    fn dup2(old: c_int, new: c_int) -> c_int;
+    fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
+        -> c_int;
+    fn write(fd: c_int, buf: *const c_void, len: usize) -> isize;
+    fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
+    fn _exit(status: c_int) -> !;
 }
 
 /// Runs `job` with `settings.program` and logs what came of it.
@@ -52,84 +60,163 @@ pub(super) fn run(settings: &Settings, job: Job) {
             return;
         }
     };
-    let err_w = match out_w.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            log::warn!("notify {id}: cannot make a pipe: {e}");
-            return;
-        }
-    };
-    let mut command = Command::new(&program[0]);
-    command
-        .args(&program[1..])
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
-        )
-        .env(
-            "LANG",
-            std::env::var_os("LANG").unwrap_or_else(|| "C.UTF-8".into()),
-        )
-        .env("SMTPBOX_FILE", &notice.file)
-        .env("SMTPBOX_MAILDIR", &notice.maildir)
-        .env("SMTPBOX_ID", &notice.id)
-        .env("SMTPBOX_SENDER", &notice.sender)
-        .env("SMTPBOX_RECIPIENTS", &notice.recipients)
-        .env("SMTPBOX_SUBJECT", &subject)
-        .env("SMTPBOX_SIZE", notice.size.to_string())
-        .env("SMTPBOX_CLIENT", &notice.client)
-        .env("SMTPBOX_SUPPRESSED", suppressed.to_string())
-        .stdin(Stdio::from(file))
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .process_group(0);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let path_var = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
+    let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into());
+    let (size, suppressed) = (notice.size.to_string(), suppressed.to_string());
+    let env = [
+        ("PATH", path_var.as_str()),
+        ("LANG", lang.as_str()),
+        ("SMTPBOX_FILE", notice.file.as_str()),
+        ("SMTPBOX_MAILDIR", notice.maildir.as_str()),
+        ("SMTPBOX_ID", id),
+        ("SMTPBOX_SENDER", notice.sender.as_str()),
+        ("SMTPBOX_RECIPIENTS", notice.recipients.as_str()),
+        ("SMTPBOX_SUBJECT", subject.as_str()),
+        ("SMTPBOX_SIZE", size.as_str()),
+        ("SMTPBOX_CLIENT", notice.client.as_str()),
+        ("SMTPBOX_SUPPRESSED", suppressed.as_str()),
+    ];
+    let spawned = spawn(program, &env, file.as_raw_fd(), out_w.as_raw_fd());
+    // The program has its own copies now.
+    drop((file, out_w));
+    let pid = match spawned {
+        Ok(pid) => pid,
         Err(e) => {
             log::warn!("notify {id}: cannot run {}: {e}", program[0]);
             return;
         }
     };
-    // Our copies of the write ends went with `command`.
-    drop(command);
-    let (done_tx, done_rx) = mpsc::channel();
+    let reader_done = Arc::new((Mutex::new(false), Condvar::new()));
     let reader_id = id.to_string();
+    let done = Arc::clone(&reader_done);
     let reader = thread::Builder::new().stack_size(64 * 1024).spawn(move || {
         log_output(&reader_id, out_r);
-        let _ = done_tx.send(());
+        signal(&done);
     });
-    let pid = child.id() as c_int;
     let finished = (Mutex::new(false), Condvar::new());
     let status = thread::scope(|s| {
         s.spawn(|| watchdog(id, pid, settings.timeout, &finished));
-        let status = child.wait();
-        *finished.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        finished.1.notify_all();
+        let status = wait(pid);
+        signal(&finished);
         status
     });
     // Its output is logged before its status; a descendant that keeps
     // the pipe open does not hold the worker.
     if reader.is_ok() {
-        let _ = done_rx.recv_timeout(Duration::from_secs(1));
+        wait_for(&reader_done, Duration::from_secs(1));
     }
     match status {
-        Ok(status) => log_status(id, &status),
+        Ok(status) => log_status(id, status),
         Err(e) => log::warn!("notify {id}: cannot wait for the program: {e}"),
     }
 }
 
+/// A flag set once, and those waiting for it woken.
+type Flag = (Mutex<bool>, Condvar);
+
+fn signal(flag: &Flag) {
+    *flag.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    flag.1.notify_all();
+}
+
+/// Waits at most `limit` for `flag`; whether it was set.
+fn wait_for(flag: &Flag, limit: Duration) -> bool {
+    let done = flag.0.lock().unwrap_or_else(|p| p.into_inner());
+    let (done, _) = flag
+        .1
+        .wait_timeout_while(done, limit, |done| !*done)
+        .unwrap_or_else(|p| p.into_inner());
+    *done
+}
+
+/// Starts `argv` (no shell, no PATH search) with exactly `env`, `stdin`
+/// on fd 0 and `out` on fds 1 and 2, in a process group of its own.
+/// Between fork and exec the child only makes async-signal-safe calls
+/// (the notifier has threads); an exec that fails reports its errno
+/// through a close-on-exec pipe.
+fn spawn(argv: &[String], env: &[(&str, &str)], stdin: c_int, out: c_int) -> io::Result<c_int> {
+    let c = |s: String| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| c(a.clone()))
+        .collect::<Result<_, _>>()?;
+    let vars: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| c(format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    let mut arg_ptrs: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    arg_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const c_char> = vars.iter().map(|v| v.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+    let (report_r, report_w) = pipe()?;
+    // SAFETY: the child runs only async-signal-safe calls on memory
+    // prepared above, then execs or exits.
+    let pid = unsafe { fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: as above; every pointer stays valid in the child.
+        unsafe {
+            setpgid(0, 0);
+            if dup2(stdin, 0) >= 0 && dup2(out, 1) >= 0 && dup2(out, 2) >= 0 {
+                execve(args[0].as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+            }
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            write(report_w.as_raw_fd(), (&errno as *const c_int).cast(), 4);
+            _exit(127)
+        }
+    }
+    // SAFETY: the child is ours; a failure (it has exec'd already) is moot.
+    unsafe { setpgid(pid, pid) };
+    drop(report_w);
+    let mut report = [0u8; 4];
+    let mut got = 0;
+    let mut reader = File::from(report_r);
+    while got < 4 {
+        match reader.read(&mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if got == 4 {
+        let _ = wait(pid);
+        return Err(io::Error::from_raw_os_error(c_int::from_ne_bytes(report)));
+    }
+    Ok(pid)
+}
+
+/// How a program ended.
+#[derive(Clone, Copy)]
+enum Status {
+    Exited(c_int),
+    Signaled(c_int),
+}
+
+/// Waits for `pid` to end.
+fn wait(pid: c_int) -> io::Result<Status> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; status outlives the call.
+        if unsafe { waitpid(pid, &mut status, 0) } >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(match status & 0x7f {
+        0 => Status::Exited((status >> 8) & 0xff),
+        signal => Status::Signaled(signal),
+    })
+}
+
 /// Waits for the program to finish; past `timeout` signals its group.
-fn watchdog(id: &str, pid: c_int, timeout: Duration, finished: &(Mutex<bool>, Condvar)) {
-    let (lock, cond) = finished;
-    let wait = |limit| {
-        let done = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (done, _) = cond
-            .wait_timeout_while(done, limit, |done| !*done)
-            .unwrap_or_else(|p| p.into_inner());
-        *done
-    };
-    if wait(timeout) {
+fn watchdog(id: &str, pid: c_int, timeout: Duration, finished: &Flag) {
+    if wait_for(finished, timeout) {
         return;
     }
     log::warn!(
@@ -138,7 +225,7 @@ fn watchdog(id: &str, pid: c_int, timeout: Duration, finished: &(Mutex<bool>, Co
     );
     // SAFETY: signals the group we made for the program.
     unsafe { kill(-pid, SIGTERM) };
-    if wait(KILL_AFTER) {
+    if wait_for(finished, KILL_AFTER) {
         return;
     }
     log::warn!("notify {id}: SIGKILL to its process group");
@@ -146,12 +233,11 @@ fn watchdog(id: &str, pid: c_int, timeout: Duration, finished: &(Mutex<bool>, Co
     unsafe { kill(-pid, SIGKILL) };
 }
 
-fn log_status(id: &str, status: &ExitStatus) {
-    match (status.code(), status.signal()) {
-        (Some(0), _) => log::info!("notify {id}: exit 0"),
-        (Some(code), _) => log::warn!("notify {id}: exit {code}"),
-        (None, Some(signal)) => log::warn!("notify {id}: killed by signal {signal}"),
-        (None, None) => log::warn!("notify {id}: ended ({status})"),
+fn log_status(id: &str, status: Status) {
+    match status {
+        Status::Exited(0) => log::info!("notify {id}: exit 0"),
+        Status::Exited(code) => log::warn!("notify {id}: exit {code}"),
+        Status::Signaled(signal) => log::warn!("notify {id}: killed by signal {signal}"),
     }
 }
 
@@ -218,6 +304,50 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_sh(script: &str, env: &[(&str, &str)]) -> (io::Result<Status>, String) {
+        let (r, w) = pipe().unwrap();
+        let null = File::open("/dev/null").unwrap();
+        let argv = ["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let pid = match spawn(&argv, env, null.as_raw_fd(), w.as_raw_fd()) {
+            Ok(pid) => pid,
+            Err(e) => return (Err(e), String::new()),
+        };
+        drop(w);
+        let mut out = String::new();
+        File::from(r).read_to_string(&mut out).unwrap();
+        (wait(pid), out)
+    }
+
+    #[test]
+    fn programs_get_exactly_their_environment_and_report_how_they_ended() {
+        let (status, out) = run_sh("env; echo err >&2; exit 7", &[("A", "1"), ("B", "x y")]);
+        assert!(matches!(status, Ok(Status::Exited(7))));
+        let mut lines: Vec<&str> = out.lines().collect();
+        lines.sort_unstable();
+        // dash adds PWD; nothing of ours leaks.
+        lines.retain(|l| !l.starts_with("PWD="));
+        assert_eq!(lines, ["A=1", "B=x y", "err"]);
+        let (status, _) = run_sh("kill -9 $$", &[]);
+        assert!(matches!(status, Ok(Status::Signaled(9))));
+        // Its own process group.
+        let (_, out) = run_sh("ps -o pgid= -p $$; echo $$", &[("PATH", "/bin:/usr/bin")]);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        if words.len() == 2 {
+            assert_eq!(words[0], words[1], "{out}");
+        }
+    }
+
+    #[test]
+    fn a_program_that_cannot_be_executed_is_an_error_with_its_errno() {
+        let null = File::open("/dev/null").unwrap();
+        let argv = ["/nonexistent/hook".to_string()];
+        let e = spawn(&argv, &[], null.as_raw_fd(), null.as_raw_fd()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let argv = ["/dev/null".to_string()];
+        let e = spawn(&argv, &[], null.as_raw_fd(), null.as_raw_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(13), "EACCES: {e}");
+    }
 
     #[test]
     fn output_lines_are_made_printable() {

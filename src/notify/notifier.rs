@@ -278,8 +278,12 @@ pub fn serve(settings: &Settings, listener: OwnedFd) -> Result<(), String> {
         let conn = unsafe { OwnedFd::from_raw_fd(fd) };
         match crate::transport::peer_uid(&conn) {
             Ok(uid) if uid == me || uid == 0 => {}
-            uid => {
-                log::warn!("notifier: refused a connection from uid {uid:?}");
+            Ok(uid) => {
+                log::warn!("notifier: refused a connection from uid {uid}");
+                continue;
+            }
+            Err(e) => {
+                log::warn!("notifier: refused a connection: {e}");
                 continue;
             }
         }
