@@ -620,3 +620,18 @@ fn sendmail_through_the_local_socket_is_notified_by_the_server() {
         "{env}"
     );
 }
+
+#[test]
+fn sendmail_bs_sessions_notify_too() {
+    let dir = TempDir::new("notify-bs");
+    let conf = one_shot_config(dir.path(), RECORDING);
+    let session = "EHLO c.test\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<root@example.com>\r\nDATA\r\n\
+                   Subject: bs\r\n\r\nx\r\n.\r\nQUIT\r\n";
+    let mut command = smtpbox();
+    command.args(["sendmail", "-bs", "-C"]).arg(&conf);
+    let run = run_bounded(&mut command, session.as_bytes(), Duration::from_secs(20));
+    assert!(run.stdout_text().contains("250 2.0.0"), "{}", run.stdout_text());
+    let all = wait_runs(&dir.path().join("out"), 1);
+    assert_eq!(all.len(), 1, "{}", run.stderr_text());
+    assert_eq!(var(&all[0].0, "SMTPBOX_SUBJECT"), Some("bs"));
+}
