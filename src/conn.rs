@@ -126,11 +126,8 @@ impl Connection {
             for reply in &step.replies {
                 self.send(reply);
             }
-            // A message was stored: its 250 goes out first (SPEC §7a).
-            if let Some((notices, notifier)) = self.session.take_notices() {
-                let written = self.input.get_mut().flush();
-                crate::notify::send_all(&notifier, &notices);
-                written?;
+            if self.session.has_notices() {
+                self.notify()?;
             }
             match step.action {
                 Action::Continue => {}
@@ -149,6 +146,19 @@ impl Connection {
                 None => return Ok(self.session.input_closed()),
             };
         }
+    }
+
+    /// A message was stored and `notify` is set: its 250 goes out first,
+    /// then its notices (SPEC §7a). A call of its own: the stack budget
+    /// at `serve`.
+    #[cold]
+    #[inline(never)]
+    fn notify(&mut self) -> io::Result<()> {
+        let written = self.input.get_mut().flush();
+        if let Some((notices, notifier)) = self.session.take_notices() {
+            crate::notify::send_all(&notifier, &notices);
+        }
+        written
     }
 
     /// Reads and pushes the client's bytes until the session answers;

@@ -65,18 +65,21 @@ fn main() -> ExitCode {
             // The files are looked at (type, size, readable) before they are
             // parsed; either failing is a config error, logged with the file
             // and the errno.
-            let loaded = config::check_files(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|()| Shared::new(config));
-            let mut shared = match loaded {
+            if let Err(e) = config::check_files(&config) {
+                log::error!("{e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+            // Forked while this is the only thread, outside the sandbox,
+            // before the key and the users file are read.
+            let notifier = start::notifier(&config);
+            let mut shared = match Shared::new(config) {
                 Ok(shared) => shared,
                 Err(e) => {
                     log::error!("{e}");
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            // Forked while this is the only thread, outside the sandbox.
-            shared.services.notifier = start::notifier(&shared.config);
+            shared.services.notifier = notifier;
             maildir::maintenance::at_start_up(
                 shared.config.budgets.iter().map(|(p, b)| (p.as_path(), *b)),
             );

@@ -630,7 +630,11 @@ fn sendmail_bs_sessions_notify_too() {
     let mut command = smtpbox();
     command.args(["sendmail", "-bs", "-C"]).arg(&conf);
     let run = run_bounded(&mut command, session.as_bytes(), Duration::from_secs(20));
-    assert!(run.stdout_text().contains("250 2.0.0"), "{}", run.stdout_text());
+    assert!(
+        run.stdout_text().contains("250 2.0.0"),
+        "{}",
+        run.stdout_text()
+    );
     let all = wait_runs(&dir.path().join("out"), 1);
     assert_eq!(all.len(), 1, "{}", run.stderr_text());
     assert_eq!(var(&all[0].0, "SMTPBOX_SUBJECT"), Some("bs"));

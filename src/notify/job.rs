@@ -95,7 +95,15 @@ pub(super) fn run(settings: &Settings, job: Job) {
     });
     let finished = (Mutex::new(false), Condvar::new());
     let status = thread::scope(|s| {
-        s.spawn(|| watchdog(id, pid, settings.timeout, &finished));
+        let watching = thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn_scoped(s, || watchdog(id, pid, settings.timeout, &finished));
+        if let Err(e) = watching {
+            // No clock to hold it to: it may not run unbounded.
+            log::warn!("notify {id}: no thread to time the program ({e}): SIGKILL");
+            // SAFETY: signals the group we made for the program.
+            unsafe { kill(-pid, SIGKILL) };
+        }
         let status = wait(pid);
         signal(&finished);
         status

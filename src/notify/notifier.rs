@@ -205,12 +205,18 @@ fn start(settings: &Settings) -> (Arc<Notifier>, Vec<thread::JoinHandle<()>>) {
         timer: Condvar::new(),
     });
     let mut threads = Vec::new();
+    let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+        let started = thread::Builder::new().name(name.into()).spawn(body);
+        started
+            .map_err(|e| log::error!("notifier: cannot start its {name} thread: {e}"))
+            .ok()
+    };
     for _ in 0..settings.jobs.max(1) {
         let n = Arc::clone(&notifier);
-        threads.push(thread::spawn(move || n.worker_loop()));
+        threads.extend(spawn("notify-job", Box::new(move || n.worker_loop())));
     }
     let n = Arc::clone(&notifier);
-    threads.push(thread::spawn(move || n.timer_loop()));
+    threads.extend(spawn("notify-timer", Box::new(move || n.timer_loop())));
     (notifier, threads)
 }
 

@@ -430,6 +430,11 @@ impl Session {
         }
     }
 
+    /// Whether a message just stored has notices to send.
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
     /// The notices of the message just stored, and where they go: the
     /// driver sends them after writing its reply.
     pub fn take_notices(&mut self) -> Option<(Vec<Notice>, Arc<notify::Sender>)> {
