@@ -665,7 +665,6 @@ pub fn session(input: &[u8]) {
         store: Arc::new(FuzzStore),
         users: (options & 2 == 2).then(|| Arc::new(Alice) as Arc<dyn Authenticator>),
         tls: options & 1 == 1,
-        notifier: None,
     };
     let remote = if options & 4 == 4 {
         "127.0.0.1:40000"

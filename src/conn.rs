@@ -126,8 +126,8 @@ impl Connection {
             for reply in &step.replies {
                 self.send(reply);
             }
-            if self.session.has_notices() {
-                self.notify()?;
+            if !step.notices.is_empty() {
+                self.notify(&step.notices)?;
             }
             match step.action {
                 Action::Continue => {}
@@ -153,11 +153,9 @@ impl Connection {
     /// at `serve`.
     #[cold]
     #[inline(never)]
-    fn notify(&mut self) -> io::Result<()> {
+    fn notify(&mut self, notices: &[crate::notify::Notice]) -> io::Result<()> {
         let written = self.input.get_mut().flush();
-        if let Some((notices, notifier)) = self.session.take_notices() {
-            crate::notify::send_all(&notifier, &notices);
-        }
+        crate::notify::send_all(notices);
         written
     }
 
@@ -646,7 +644,6 @@ mod tests {
             store: Arc::new(Maildirs),
             users: None,
             tls: false,
-            notifier: None,
         };
         let policy = Policy::new(&config, None, Mode::Smtp);
         let session = Session::new(Arc::clone(&config), services, peer, &policy);

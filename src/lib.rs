@@ -9,7 +9,9 @@
 //!                    server (listeners, threads, the local socket, limits),
 //!                    sendmail (the sendmail command), submit (its client),
 //!                    activation (systemd), slots (limits across --inetd),
-//!                    sandbox (Landlock), privilege, logging
+//!                    sandbox (Landlock), privilege, logging,
+//!                    notify (the notifier process and the program runs
+//!                    after each stored message; one per process)
 //!  connection        conn (the one driver: bytes, timeouts, TLS), tls,
 //!                    transport (sockets, stdio, the Handshake seam)
 //!  protocol          session/ (the sans-IO SMTP state machine: commands,

@@ -97,8 +97,7 @@ impl log::Log for Demoting {
     fn log(&self, record: &log::Record<'_>) {
         if let Some(syslog) = DETACHED.get() {
             if self.inner.enabled(record.metadata()) {
-                let mut syslog = syslog.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = writeln!(syslog, "<{}>{}", priority(record.level()), record.args());
+                to_syslog(syslog, record);
             }
             return;
         }
@@ -120,6 +119,16 @@ impl log::Log for Demoting {
     fn flush(&self) {
         self.inner.flush();
     }
+}
+
+/// A detached process's record, to syslog. A call of its own, so that
+/// it does not grow the frame of every log call (the session threads'
+/// stacks, README row 5).
+#[cold]
+#[inline(never)]
+fn to_syslog(syslog: &std::sync::Mutex<Syslog>, record: &log::Record<'_>) {
+    let mut syslog = syslog.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = writeln!(syslog, "<{}>{}", priority(record.level()), record.args());
 }
 
 /// rustls's "Illegal SNI extension: ignoring IP address presented as

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use smtpbox::config::{self, Invocation};
 use smtpbox::server::Shared;
 use smtpbox::start::{self, EX_CONFIG};
-use smtpbox::{activation, logging, maildir, sandbox, sendmail, server, slots, transport};
+use smtpbox::{activation, logging, maildir, notify, sandbox, sendmail, server, slots, transport};
 
 fn main() -> ExitCode {
     // OS strings: a path argument need not be UTF-8 (SPEC §2).
@@ -17,10 +17,8 @@ fn main() -> ExitCode {
     if let Some(args) = sendmail::sendmail_args(&argv) {
         // warn, not info: cron mails back whatever reaches stderr.
         logging::init("warn", true);
-        return sendmail::main(&args, |config, notifier| {
-            let mut shared = Shared::new(config)?;
-            shared.services.notifier = notifier;
-            start::serve_inetd(&shared, transport::Stdio::new());
+        return sendmail::main(&args, |config| {
+            start::serve_inetd(&Shared::new(config)?, transport::Stdio::new());
             Ok(())
         });
     }
@@ -71,15 +69,16 @@ fn main() -> ExitCode {
             }
             // Forked while this is the only thread, outside the sandbox,
             // before the key and the users file are read.
-            let notifier = start::notifier(&config);
-            let mut shared = match Shared::new(config) {
+            if let Some(notifier) = start::notifier(&config) {
+                notify::install(notifier);
+            }
+            let shared = match Shared::new(config) {
                 Ok(shared) => shared,
                 Err(e) => {
                     log::error!("{e}");
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            shared.services.notifier = notifier;
             maildir::maintenance::at_start_up(
                 shared.config.budgets.iter().map(|(p, b)| (p.as_path(), *b)),
             );
@@ -94,7 +93,7 @@ fn main() -> ExitCode {
                 sandbox::enter(&shared.config, &slot_dir);
                 start::serve_inetd(&shared, stdio);
                 // The client has its answer; the programs run to their end.
-                if let Some(notifier) = &shared.services.notifier {
+                if let Some(notifier) = notify::installed() {
                     notifier.finish();
                 }
                 return ExitCode::SUCCESS;

@@ -4,7 +4,6 @@
 //! `main.rs` only wires these together; what they decide is tested here.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::config::{self, Config};
 use crate::server::{self, Shared};
@@ -131,10 +130,10 @@ pub fn serve_notifier(config: &Config) -> Result<(), String> {
 /// shipped systemd units), else a notifier forked now, as the `user`
 /// account. Call before any thread is started, before the sandbox.
 /// Programs never run as root: as root without `user`, they run as nobody.
-pub fn notifier(config: &Config) -> Option<Arc<notify::Sender>> {
+pub fn notifier(config: &Config) -> Option<notify::Sender> {
     config.notify.program.as_ref()?;
     if let Some(path) = std::env::var_os(notify::ENV_SOCKET).filter(|p| !p.is_empty()) {
-        return Some(Arc::new(notify::connect(Path::new(&path))));
+        return Some(notify::connect(Path::new(&path)));
     }
     let account = match &config.user {
         Some(user) if privilege::is_root() => match privilege::lookup(user) {
@@ -162,7 +161,7 @@ pub fn notifier(config: &Config) -> Option<Arc<notify::Sender>> {
         log::warn!("{e}");
     }
     match notify::spawn(&config.notify, account.as_ref(), false) {
-        Ok(sender) => Some(Arc::new(sender)),
+        Ok(sender) => Some(sender),
         Err(e) => {
             log::error!("{e}: no notifications");
             None

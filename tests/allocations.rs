@@ -118,7 +118,6 @@ fn session(maildir: &Path, input: &[u8]) -> (usize, String) {
         store: Arc::new(Maildirs),
         users: None,
         tls: false,
-        notifier: None,
     };
     let peer = Peer::network(
         Some("192.0.2.1:4000".parse().unwrap()),

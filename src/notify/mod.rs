@@ -252,9 +252,27 @@ impl Stored<'_> {
     }
 }
 
-/// Sends every notice, logging each one that could not go (the mail is
-/// stored either way).
-pub fn send_all(sender: &Sender, notices: &[Notice]) {
+/// This process's notifier: one per process (forked once, or the
+/// service's socket), set at start-up by [`install`].
+static NOTIFIER: std::sync::OnceLock<Sender> = std::sync::OnceLock::new();
+
+/// Makes `sender` where this process's notices go ([`send_all`]); a
+/// second call changes nothing.
+pub fn install(sender: Sender) {
+    let _ = NOTIFIER.set(sender);
+}
+
+/// This process's notifier, when `notify` is set and it started.
+pub fn installed() -> Option<&'static Sender> {
+    NOTIFIER.get()
+}
+
+/// Sends every notice to this process's notifier, logging each one that
+/// could not go (the mail is stored either way).
+pub fn send_all(notices: &[Notice]) {
+    let Some(sender) = installed() else {
+        return;
+    };
     for notice in notices {
         if let Err(e) = sender.send(notice) {
             log::warn!("notify {}: not sent: {e}", notice.id);

@@ -22,7 +22,6 @@ use std::io::{self, BufRead};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::command::{self, Address, Domain, ReversePath};
@@ -53,7 +52,7 @@ pub const CONFIG_ENV: &str = "SMTPBOX_CONFIG";
 /// error (a certificate or users file that cannot be loaded).
 pub fn main<S: AsRef<OsStr>>(
     args: &[S],
-    smtp_session: impl FnOnce(Config, Option<Arc<notify::Sender>>) -> Result<(), String>,
+    smtp_session: impl FnOnce(Config) -> Result<(), String>,
 ) -> ExitCode {
     let stdin = io::stdin();
     match run(args, &mut stdin.lock(), smtp_session) {
@@ -195,7 +194,7 @@ impl Invoker {
 fn run<R: BufRead, S: AsRef<OsStr>>(
     args: &[S],
     stdin: &mut R,
-    smtp_session: impl FnOnce(Config, Option<Arc<notify::Sender>>) -> Result<(), String>,
+    smtp_session: impl FnOnce(Config) -> Result<(), String>,
 ) -> Result<(), Failure> {
     let options = Options::parse(args).map_err(|e| Exit::Usage.with(e))?;
     // The admin names (SPEC §8): none of them reads mail or starts a server.
@@ -220,8 +219,8 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
     }
     let config = load_config(options.config.as_deref())?;
     if options.task == Task::SmtpSession {
-        let notifier = become_config_user(&config)?;
-        return smtp_session(config, notifier).map_err(|e| Exit::Config.with(e));
+        become_config_user(&config)?;
+        return smtp_session(config).map_err(|e| Exit::Config.with(e));
     }
     if options.recipients.is_empty() && !options.extract {
         return Err(
@@ -238,20 +237,13 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
     });
     // Then the account and the sandbox, before a byte of the message is
     // read: a submission needs neither, a direct delivery both.
-    let notifier = become_config_user(&config)?;
+    become_config_user(&config)?;
     let mut input = Input {
         source: stdin,
         lines: LineReader::new(options.ignore_dots),
         done: false,
     };
-    let delivered = receive(
-        &options,
-        &config,
-        (&user, &sender),
-        server,
-        notifier.as_deref(),
-        &mut input,
-    );
+    let delivered = receive(&options, &config, (&user, &sender), server, &mut input);
     if delivered.is_err() {
         // Read to the end anyway, as sendmail does: the writer gets no EPIPE.
         input.drain();
@@ -265,7 +257,7 @@ fn run<R: BufRead, S: AsRef<OsStr>>(
 ///
 /// With `notify` set, the notifier is forked between the two, outside the
 /// sandbox and detached: the caller (cron) does not wait for it (SPEC §7a).
-fn become_config_user(config: &Config) -> Result<Option<Arc<notify::Sender>>, Failure> {
+fn become_config_user(config: &Config) -> Result<(), Failure> {
     match &config.user {
         Some(name) if privilege::is_root() => {
             let account = privilege::lookup(name).map_err(|e| Exit::Config.with(e))?;
@@ -282,8 +274,11 @@ fn become_config_user(config: &Config) -> Result<Option<Arc<notify::Sender>>, Fa
             .map_err(|e| log::warn!("{e}: no notifications"))
             .ok()
     });
+    if let Some(notifier) = notifier {
+        notify::install(notifier);
+    }
     crate::sandbox::enter(config, &[]);
-    Ok(notifier.map(Arc::new))
+    Ok(())
 }
 
 /// The config named by `-C`, else by `$SMTPBOX_CONFIG`, else the default.

@@ -74,11 +74,10 @@ pub(super) fn receive<R: BufRead>(
     config: &Config,
     (user, sender): (&Invoker, &ReversePath),
     server: Option<Result<Submission, String>>,
-    notifier: Option<&notify::Sender>,
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
     let direct = |message: &Prepared<'_>, recipients: &[Address], input: &mut Input<'_, R>| {
-        deliver_directly(config, message, recipients, notifier, input)
+        deliver_directly(config, message, recipients, input)
     };
     let (buf, end) = input.read_header(config.limits.max_message_size)?;
     let (header, rest) = buf.split_at(end);
@@ -199,7 +198,6 @@ pub(super) fn deliver_directly<R: BufRead>(
     config: &Config,
     message: &Prepared<'_>,
     recipients: &[Address],
-    notifier: Option<&notify::Sender>,
     input: &mut Input<'_, R>,
 ) -> Result<(), Failure> {
     let targets = route_all(config, recipients)?;
@@ -243,7 +241,7 @@ pub(super) fn deliver_directly<R: BufRead>(
         to.join(","),
         user.name
     );
-    if let Some(notifier) = notifier {
+    if notify::installed().is_some() {
         let stored = notify::Stored {
             id: &id,
             file_name: &file_name,
@@ -252,7 +250,7 @@ pub(super) fn deliver_directly<R: BufRead>(
             client: format!("local uid={} user={}", user.uid, user.name),
         };
         let notices = stored.notices(routed.iter().map(|(a, t)| (a.as_str(), t)));
-        notify::send_all(notifier, &notices);
+        notify::send_all(&notices);
     }
     Ok(())
 }

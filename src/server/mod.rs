@@ -230,7 +230,6 @@ impl Shared {
             store: Arc::new(Maildirs),
             users,
             tls: tls.is_some(),
-            notifier: None,
         };
         Ok(Shared {
             config: Arc::new(config),

@@ -145,6 +145,7 @@ impl Session {
             return Step {
                 replies: vec![reply, Reply::too_many_auth_failures()],
                 action: Action::Close("closed by server"),
+                notices: Vec::new(),
             };
         }
         Step::reply(reply)

@@ -226,7 +226,7 @@ impl Session {
     /// over.
     #[inline(never)] // Keeps its frame off the stack of idle sessions.
     fn message_done(&mut self, outcome: Result<Stored, NotStored>) -> Step {
-        let reply = match outcome {
+        let (reply, notices) = match outcome {
             Ok(Stored {
                 id,
                 size,
@@ -235,13 +235,17 @@ impl Session {
             Err(NotStored::Failed(error)) => self.delivered(0, Err(error)),
             Err(NotStored::Refused(refusal)) => {
                 self.tx = None;
-                match refusal {
+                let reply = match refusal {
                     Refusal::TooBig => Reply::message_too_big(),
                     Refusal::BareLineEnding => Reply::bare_line_ending(),
                     Refusal::MailLoop => Reply::mail_loop(),
-                }
+                };
+                (reply, Vec::new())
             }
         };
-        Step::reply(reply)
+        Step {
+            notices,
+            ..Step::reply(reply)
+        }
     }
 }

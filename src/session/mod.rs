@@ -79,9 +79,6 @@ pub struct Services {
     pub users: Option<Arc<dyn Authenticator>>,
     /// A certificate is configured: STARTTLS is offered.
     pub tls: bool,
-    /// Where notices of stored messages go (SPEC §7a); None without
-    /// `notify`.
-    pub notifier: Option<Arc<notify::Sender>>,
 }
 
 /// What the driver must do after it has sent the step's replies: only
@@ -104,6 +101,10 @@ pub enum Action {
 pub struct Step {
     pub replies: Vec<Reply>,
     pub action: Action,
+    /// A message was stored and `notify` is set: its notices, for the
+    /// driver to send once the replies are written (SPEC §7a). Here, not
+    /// in the session, which stays the size it was (README row 5).
+    pub notices: Vec<Notice>,
 }
 
 impl Step {
@@ -111,6 +112,7 @@ impl Step {
         Step {
             replies: vec![reply],
             action: Action::Continue,
+            notices: Vec::new(),
         }
     }
 
@@ -119,6 +121,7 @@ impl Step {
         Step {
             replies: Vec::new(),
             action: Action::Continue,
+            notices: Vec::new(),
         }
     }
 
@@ -126,6 +129,7 @@ impl Step {
         Step {
             replies: vec![reply],
             action: Action::Close(reason),
+            notices: Vec::new(),
         }
     }
 }
@@ -188,9 +192,6 @@ pub struct Session {
     framer: Framer,
     /// The message under way, if any.
     content: Content,
-    /// Notices of the message just stored, for the driver to send once
-    /// its reply is written.
-    notices: Vec<Notice>,
 }
 
 impl Session {
@@ -211,7 +212,6 @@ impl Session {
             sent_crlf: false,
             framer: Framer::new(),
             content: Content::Idle,
-            notices: Vec::new(),
         }
     }
 
@@ -378,12 +378,19 @@ impl Session {
     }
 
     /// The delivery attempt is over: the final reply to DATA or BDAT LAST.
-    fn delivered(&mut self, size: u64, result: Result<(String, String), DeliveryError>) -> Reply {
+    /// The reply to a message whose delivery was tried, and, when it was
+    /// stored and `notify` is set, its notices.
+    fn delivered(
+        &mut self,
+        size: u64,
+        result: Result<(String, String), DeliveryError>,
+    ) -> (Reply, Vec<Notice>) {
         let tx = self.tx.take();
+        let mut notices = Vec::new();
         match result {
             Ok((id, file_name)) => {
                 if let Some(tx) = &tx {
-                    if self.services.notifier.is_some() {
+                    if self.config.notify.program.is_some() {
                         let stored = notify::Stored {
                             id: &id,
                             file_name: &file_name,
@@ -395,7 +402,7 @@ impl Session {
                             .recipients
                             .iter()
                             .map(|r| (r.address.as_str(), &r.target));
-                        self.notices = stored.notices(to);
+                        notices = stored.notices(to);
                     }
                     log::info!(
                         "{} from=<{}> to={} size={} proto={} client={}{}{}",
@@ -415,7 +422,7 @@ impl Session {
                             .unwrap_or_default()
                     );
                 }
-                Reply::queued(&id)
+                (Reply::queued(&id), notices)
             }
             Err(e) => {
                 let reply = failure_reply(&e);
@@ -425,24 +432,9 @@ impl Session {
                     reply.code,
                     self.peer.describe()
                 );
-                reply
+                (reply, notices)
             }
         }
-    }
-
-    /// Whether a message just stored has notices to send.
-    pub fn has_notices(&self) -> bool {
-        !self.notices.is_empty()
-    }
-
-    /// The notices of the message just stored, and where they go: the
-    /// driver sends them after writing its reply.
-    pub fn take_notices(&mut self) -> Option<(Vec<Notice>, Arc<notify::Sender>)> {
-        if self.notices.is_empty() {
-            return None;
-        }
-        let notifier = Arc::clone(self.services.notifier.as_ref()?);
-        Some((std::mem::take(&mut self.notices), notifier))
     }
 
     /// A reply to a failed spool creation: the transaction is dropped.
@@ -584,8 +576,8 @@ impl Session {
             return Step::reply(Reply::tls_active());
         }
         Step {
-            replies: vec![Reply::ready_for_tls()],
             action: Action::StartTls,
+            ..Step::reply(Reply::ready_for_tls())
         }
     }
 

@@ -173,7 +173,6 @@ fn session_with(config: Config, remote: &str, store: Arc<dyn Store>, mode: Mode)
         store,
         users: None,
         tls: false,
-        notifier: None,
     };
     let policy = Policy::new(&config, None, mode);
     Session::new(Arc::new(config), services, peer, &policy)
@@ -204,7 +203,6 @@ fn auth_session(remote: &str, mode: Mode, tls: bool) -> Session {
         store: never_full(),
         users: Some(Arc::new(Alice)),
         tls,
-        notifier: None,
     };
     let config = config();
     let policy = Policy::new(&config, None, mode);
@@ -327,7 +325,6 @@ fn limits_come_from_the_listeners_policy() {
         store: never_full(),
         users: None,
         tls: false,
-        notifier: None,
     };
     let mut s = Session::new(Arc::new(config), services, peer, &policy);
     let ehlo = s.command(b"EHLO c").replies[0].to_string();
@@ -467,7 +464,6 @@ fn session_for(peer: Peer) -> Session {
         store: never_full(),
         users: Some(Arc::new(Alice)),
         tls: false,
-        notifier: None,
     };
     let config = config();
     let policy = Policy::new(&config, None, Mode::Smtp);
