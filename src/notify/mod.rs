@@ -12,12 +12,13 @@
 //!                 blocking: Sender)          tail run)                        then TERM, KILL
 //! ```
 //!
-//! The notifier is either the server's own child, forked before the
-//! sandbox and before any thread (standalone, `--inetd`, sendmail's direct
-//! path: [`spawn`]), or a service of its own that the server reaches at
-//! the socket named by `$SMTPBOX_NOTIFIER` (the shipped systemd units:
-//! `smtpbox --notifier`, [`serve`]). Either way the server only sends: a
-//! notifier that is gone or full costs a log line, never a reply.
+//! There is one notifier per process ([`install`]): the server's own
+//! child, forked before the sandbox and before any thread (standalone,
+//! `--inetd`, sendmail mode: [`spawn`]), or a service of its own that the
+//! server reaches at the socket named by `$SMTPBOX_NOTIFIER` (the shipped
+//! systemd units: `smtpbox --notifier`, [`serve`]). Either way the server
+//! only sends: a notifier that is gone or full costs a log line, never a
+//! reply.
 //! The program gets the message on stdin through the descriptor the server
 //! passed, so the notifier needs no access to the Maildirs at all.
 
