@@ -5,15 +5,18 @@
 //! with fork and execve of its own, not std's `Command`: what it needs is
 //! a few lines, and `Command` cost the appliance build 40 KB (issue #26).
 
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use super::notifier::Job;
+use super::process::{
+    _exit, dup2, execve, fork, kill, pipe, setpgid, wait, write, Status, SIGKILL, SIGTERM,
+};
 use super::{subject, Settings};
 
 /// Lines of a program's output that are logged; the rest are counted.
@@ -24,22 +27,6 @@ pub const MAX_LINE: usize = 200;
 pub const KILL_AFTER: Duration = Duration::from_secs(5);
 /// The PATH a program gets when the notifier has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-const SIGTERM: c_int = 15;
-const SIGKILL: c_int = 9;
-
-extern "C" {
-    fn kill(pid: c_int, signal: c_int) -> c_int;
-    fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
-    fn fork() -> c_int;
-    fn setpgid(pid: c_int, pgid: c_int) -> c_int;
-    fn dup2(old: c_int, new: c_int) -> c_int;
-    fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
-        -> c_int;
-    fn write(fd: c_int, buf: *const c_void, len: usize) -> isize;
-    fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
-    fn _exit(status: c_int) -> !;
-}
 
 /// Runs `job` with `settings.program` and logs what came of it.
 pub(super) fn run(settings: &Settings, job: Job) {
@@ -196,32 +183,6 @@ fn spawn(argv: &[String], env: &[(&str, &str)], stdin: c_int, out: c_int) -> io:
     Ok(pid)
 }
 
-/// How a program ended.
-#[derive(Clone, Copy)]
-enum Status {
-    Exited(c_int),
-    Signaled(c_int),
-}
-
-/// Waits for `pid` to end.
-fn wait(pid: c_int) -> io::Result<Status> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waits for our own child; status outlives the call.
-        if unsafe { waitpid(pid, &mut status, 0) } >= 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    Ok(match status & 0x7f {
-        0 => Status::Exited((status >> 8) & 0xff),
-        signal => Status::Signaled(signal),
-    })
-}
-
 /// Waits for the program to finish; past `timeout` signals its group.
 fn watchdog(id: &str, pid: c_int, timeout: Duration, finished: &Flag) {
     if wait_for(finished, timeout) {
@@ -297,16 +258,6 @@ fn printable(line: &[u8]) -> String {
         .collect::<String>()
         .trim_end()
         .to_string()
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [-1; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe { pipe2(fds.as_mut_ptr(), crate::sys::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: two fresh descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::process::{self, _exit, close, dup2, fork, setsid};
 use super::{notifier, Notice, Settings, MAX_NOTICE};
 use crate::logging;
 use crate::privilege::{self, Account};
@@ -85,12 +86,6 @@ extern "C" {
     fn connect_fd(fd: c_int, addr: *const SockaddrUn, len: u32) -> c_int;
     fn sendmsg(fd: c_int, msg: *const MsgHdr, flags: c_int) -> isize;
     fn recvmsg(fd: c_int, msg: *mut MsgHdr, flags: c_int) -> isize;
-    fn fork() -> c_int;
-    fn setsid() -> c_int;
-    fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
-    fn dup2(old: c_int, new: c_int) -> c_int;
-    fn close(fd: c_int) -> c_int;
-    fn _exit(status: c_int) -> !;
 }
 
 /// Where notices go, shared by every session; sending never blocks.
@@ -150,12 +145,7 @@ impl Sender {
                     // SAFETY: replaces fd 2; null stays open across it.
                     unsafe { dup2(null.as_raw_fd(), 2) };
                 }
-                let mut status = 0;
-                // SAFETY: waits for our own child; status outlives the call.
-                while unsafe { waitpid(*pid, &mut status, 0) } < 0
-                    && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-                {
-                }
+                let _ = process::wait(*pid);
             }
         }
     }

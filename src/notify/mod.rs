@@ -31,6 +31,7 @@ use crate::privilege::Account;
 mod job;
 mod link;
 mod notifier;
+mod process;
 mod subject;
 
 pub use link::{connect, spawn, Sender, ENV_SOCKET};
