@@ -132,7 +132,11 @@ fn a_stored_message_runs_the_program_with_the_message_and_a_clean_environment() 
         );
         // Outside the sandbox: no no_new_privs, and it wrote out/.
         let nnp = fs::read_to_string(out.join(format!("{tag}.nnp"))).unwrap_or_default();
-        assert!(nnp.contains('0') || nnp.is_empty(), "{nnp}");
+        assert_eq!(
+            nnp.trim(),
+            "NoNewPrivs:\t0",
+            "the program inherited no_new_privs"
+        );
         match var(env, "SMTPBOX_MAILDIR").unwrap() {
             m if Path::new(m) == maildir => {
                 assert_eq!(
