@@ -12,7 +12,7 @@ use std::time::Duration;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::version::{TLS12, TLS13};
 use rustls::{InconsistentKeys, ProtocolVersion, ServerConfig, ServerConnection, StreamOwned};
 
@@ -189,15 +189,22 @@ fn build_config(files: &[Contents]) -> Result<ServerConfig, String> {
     let chain = read_chain(cert)?;
     let key_der = read_key(key)?;
     let (cert, key) = (cert.path.as_path(), key.path.as_path());
-    let provider = Arc::new(ring::default_provider());
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        signature_verification_algorithms: rustls::crypto::WebPkiSupportedAlgorithms {
+            all: &[],
+            mapping: &[],
+        },
+        ..ring::default_provider()
+    });
 
-    // Checked here rather than left to `with_single_cert`, so that each
-    // error names the right file.
+    // The key is loaded and matched here, once, rather than by
+    // `with_single_cert`, so that each error names the right file.
     let signing_key = provider
         .key_provider
-        .load_private_key(key_der.clone_key())
+        .load_private_key(key_der)
         .map_err(|e| format!("{}: unusable private key: {e}", key.display()))?;
-    match CertifiedKey::new(chain.clone(), signing_key).keys_match() {
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
         // Unknown: the key cannot tell its public half; rustls accepts that.
         Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
         Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
@@ -214,8 +221,7 @@ fn build_config(files: &[Contents]) -> Result<ServerConfig, String> {
         .with_protocol_versions(&[&TLS12, &TLS13])
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     Ok(config)
 }
 
