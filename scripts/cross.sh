@@ -101,7 +101,13 @@ for t in "${targets[@]}"; do
       rustflags="$rustflags -C link-self-contained=no"
       build=(zigbuild)
       ;;
-    *-linux-gnu) build=(build) ;;
+    *-linux-gnu)
+      # Relative relocations packed (DT_RELR, glibc 2.36 and later; the
+      # binary needs the build machine's glibc anyway): .rela.dyn goes
+      # from 31 KB to under 1 KB.
+      rustflags="$rustflags -C link-arg=-Wl,-z,pack-relative-relocs"
+      build=(build)
+      ;;
     *) say "unknown target $t"; exit 2 ;;
   esac
   case "$t" in
