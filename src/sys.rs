@@ -21,6 +21,9 @@ pub const O_RDWR: i32 = 2;
 pub const O_CLOEXEC: i32 = 0o2000000;
 pub const O_PATH: i32 = 0o10000000;
 pub const O_TMPFILE: i32 = 0o20000000 | O_DIRECTORY;
+/// The same on every architecture smtpbox is built for (sparc, alpha and
+/// parisc, which it is not, differ).
+pub const O_NOATIME: i32 = 0o1000000;
 pub const MSG_PEEK: i32 = 2;
 pub const MSG_DONTWAIT: i32 = 0x40;
 

@@ -643,3 +643,46 @@ fn sendmail_bs_sessions_notify_too() {
     assert_eq!(all.len(), 1, "{}", run.stderr_text());
     assert_eq!(var(&all[0].0, "SMTPBOX_SUBJECT"), Some("bs"));
 }
+
+#[test]
+fn a_program_reading_the_message_leaves_its_access_time_alone() {
+    // On flash, an access-time update is one more inode write per message
+    // (relatime updates the first read after a write): the descriptor the
+    // program reads is opened with O_NOATIME.
+    let dir = TempDir::new("notify-atime");
+    let script = hook(
+        dir.path(),
+        r#"cat > /dev/null
+touch "$(dirname "$0")/out/$SMTPBOX_ID""#,
+    );
+    let server = Server::start(&format!("notify = {}\n", script.display()));
+    let mut c = server.connect();
+    c.hello();
+    let reply = c.deliver(
+        "ops@example.org",
+        &["root@example.com"],
+        "Subject: s\r\n\r\nbody\r\n",
+    );
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    let id = reply.split_whitespace().last().unwrap().to_string();
+    let ran = dir.path().join("out").join(&id);
+    wait_until(|| ran.exists());
+    assert!(ran.exists(), "{}", server.log());
+    let new = server.maildir().join("new");
+    let file = fs::read_dir(&new)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&id))
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(&file).unwrap();
+    // Made, then written: atime is the making's, before the last write.
+    assert!(
+        (meta.atime(), meta.atime_nsec()) <= (meta.mtime(), meta.mtime_nsec()),
+        "the program's read moved the access time: atime {}.{:09}, mtime {}.{:09}",
+        meta.atime(),
+        meta.atime_nsec(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+}
