@@ -173,7 +173,7 @@ fn main() {
 /// The targets of issues #5 and #15: row id prefix, text, limit, and
 /// whether the judged number must be at least (true) or at most (false) the
 /// limit.
-const TARGETS: [(&str, &str, f64, bool); 29] = [
+const TARGETS: [(&str, &str, f64, bool); 33] = [
     ("11a", "0 per minute", 0.0, false),
     ("11c", "≥ 0.95× the loop's", 0.95, true),
     ("11d", "≥ 0.95× the loop's", 0.95, true),
@@ -183,6 +183,10 @@ const TARGETS: [(&str, &str, f64, bool); 29] = [
     ("11h", "≥ 0.95× the loop's", 0.95, true),
     ("11i", "≤ 1.05× the loop's", 1.05, false),
     ("11j", "≤ 1.05× the loop's", 1.05, false),
+    ("11s", "≥ 0.95× the loop's", 0.95, true),
+    ("11t", "≥ 0.95× the loop's", 0.95, true),
+    ("11u", "≤ 1.05× the loop's", 1.05, false),
+    ("11v", "≤ 1.05× the loop's", 1.05, false),
     ("10a", "≤ 1.2× the empty Maildir's cost", 1.2, false),
     ("10b", "≤ 1.2× the empty Maildir's cost", 1.2, false),
     ("10c", "≤ 1.2× the empty Maildir's cost", 1.2, false),

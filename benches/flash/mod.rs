@@ -1,4 +1,4 @@
-//! Rows 11a–11r (issue #26): efficiency the way an appliance feels it.
+//! Rows 11a–11v (issue #26): efficiency the way an appliance feels it.
 //!
 //! - 11a, 11b: wake-ups per minute of an idle server that has served a
 //!   burst: smtpbox (two TCP listeners, the local socket, TLS and a users
@@ -16,6 +16,11 @@
 //!   lazy_journal_init=0`): the kernel batches as it does on a real card,
 //!   and /sys/block/loopN/stat counts every flush and byte. Built when
 //!   gcc, pkg-config and libfuse3-dev are there; n/a otherwise.
+//! - 11s–11v: on slow flash (11s, 11u at 1 session; 11t, 11v at 16), smtpbox with `notify` set and no rate limit,
+//!   so that a program (`cat > /dev/null`: it reads the whole message)
+//!   runs for every message: rate and device bytes per message against
+//!   the raw loop, the programs' runs included (they read the message
+//!   through the descriptor smtpbox passes, which must not write).
 //! - 11m–11r: the same stack without the FUSE file (the loop device on a
 //!   tmpfs file, no latency): bytes per message, and smtpbox's fsyncs per
 //!   message (strace).
@@ -409,6 +414,62 @@ fn smtpbox(
     Ok(Measured::of(count, secs, before, after))
 }
 
+/// smtpbox with a notify program for every message (rows 11s–11v); the
+/// device is measured once every program has run. Returns the runs too.
+fn notified(
+    b: &Bench,
+    dev: &Device,
+    tag: &str,
+    sessions: usize,
+    count: usize,
+) -> Res<(Measured, usize)> {
+    // Off the device: the program and its record of runs. As root without
+    // `user`, programs run as nobody.
+    let side = PathBuf::from(format!(
+        "/dev/shm/smtpbox-bench-notify-{}",
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&side);
+    fs::create_dir_all(&side)?;
+    let runs = side.join("runs");
+    let program = side.join("hook");
+    fs::write(&runs, "")?;
+    fs::write(
+        &program,
+        format!("#!/bin/sh\ncat > /dev/null\necho x >> {}\n", runs.display()),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&side, fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(&runs, fs::Permissions::from_mode(0o666))?;
+    let extra = format!("notify = {}\nnotify_rate = 100000/1m\n", program.display());
+    let dir = dev.mount.join(tag);
+    let server = Server::start(&b.bin, &dir, &extra, Some("warn"))?;
+    let before = dev.settled()?;
+    let started = Instant::now();
+    load(b.source.as_deref(), server.addr, sessions, count, SIZE)?;
+    let secs = started.elapsed().as_secs_f64();
+    let stored = fs::read_dir(dir.join("Maildir/new"))?.count();
+    if stored != count {
+        return Err(format!("{stored} of {count} stored; log: {}", server.log_tail()).into());
+    }
+    // Every program has run when the count of runs stops moving for a
+    // second (a full backlog suppresses some: they never run).
+    let ran = || fs::read_to_string(&runs).map(|t| t.lines().count());
+    let mut last = (ran()?, Instant::now());
+    while last.1.elapsed() < Duration::from_secs(1) && started.elapsed() < LIMIT {
+        thread::sleep(Duration::from_millis(50));
+        let now = ran()?;
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let after = dev.settled()?;
+    drop(server);
+    let _ = fs::remove_dir_all(&side);
+    Ok((Measured::of(count, secs, before, after), last.0))
+}
+
 /// The raw loop on the device.
 fn raw(dev: &Device, tag: &str, sessions: usize, count: usize) -> Res<Measured> {
     let dir = dev.mount.join(tag);
@@ -467,6 +528,10 @@ fn flash(b: &Bench, slowdev: Option<&Path>) -> Res<Vec<Row>> {
         let ours = smtpbox(b, &dev, &tag("smtpbox"), "", sessions, count)?;
         let quota = "maildir_quota = 1099511627775\n";
         let counted = smtpbox(b, &dev, &tag("quota"), quota, sessions, count)?;
+        let hooked = match slow {
+            true => Some(notified(b, &dev, &tag("notify"), sessions, count)?),
+            false => None,
+        };
         let theirs = match &pf {
             Some(pf) => Some(postfix(b, pf, &dev, sessions, count)?),
             None => None,
@@ -513,6 +578,31 @@ fn flash(b: &Bench, slowdev: Option<&Path>) -> Res<Vec<Row>> {
                     Some(counted.bytes / loop_.bytes),
                 )
             });
+            if let Some((hooked, runs)) = hooked {
+                let notify_ids = if sessions == 1 {
+                    ["11s", "11u"]
+                } else {
+                    ["11t", "11v"]
+                };
+                rows.push(Row {
+                    ceiling: vs_raw.clone(),
+                    ..row(
+                        notify_ids[0],
+                        &what("smtpbox with `notify`, a program per message, rate"),
+                        format!("{} ({runs} runs)", hooked.shown()),
+                        Some(hooked.rate / loop_.rate),
+                    )
+                });
+                rows.push(Row {
+                    ceiling: vs_raw.clone(),
+                    ..row(
+                        notify_ids[1],
+                        &what("smtpbox with `notify`, bytes per message"),
+                        format!("{:.1} KB", hooked.bytes / 1000.0),
+                        Some(hooked.bytes / loop_.bytes),
+                    )
+                });
+            }
             if let Some(t) = theirs {
                 rows.push(Row {
                     ceiling: format!("smtpbox {}", ours.shown()),
