@@ -394,10 +394,14 @@ impl Lock {
     }
 }
 
+/// For reading without touching the access time (see
+/// [`super::open_unstamped`]), or for appending.
 fn open_nofollow(path: &Path, append: bool) -> io::Result<File> {
+    if !append {
+        return super::open_unstamped(path, O_NOFOLLOW);
+    }
     OpenOptions::new()
-        .read(!append)
-        .append(append)
+        .append(true)
         .custom_flags(O_NOFOLLOW)
         .open(path)
 }
@@ -548,6 +552,24 @@ mod tests {
         assert_eq!(super::usage(&root, 1000, 1000, 100).unwrap().bytes, 50);
         // Near it: recalculated.
         assert_eq!(super::usage(&root, 1000, 1000, 960).unwrap().bytes, 200);
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn reading_leaves_the_access_time_alone() {
+        // relatime stamps the first read after a write: without O_NOATIME
+        // every quota check would write the file's inode again.
+        use std::os::unix::fs::MetadataExt;
+        let root = maildir_with("atime", 1, 10);
+        recalculate(&root, 0).unwrap();
+        append(&root, 10, 1).unwrap();
+        let before = fs::metadata(root.join(FILE)).unwrap();
+        assert!(super::usage(&root, 0, 0, 0).unwrap().count >= 1);
+        let after = fs::metadata(root.join(FILE)).unwrap();
+        assert_eq!(
+            (after.atime(), after.atime_nsec()),
+            (before.atime(), before.atime_nsec())
+        );
         let _ = fs::remove_dir_all(&root);
     }
 

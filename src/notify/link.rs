@@ -103,28 +103,13 @@ enum Link {
     Service(PathBuf, Option<OwnedFd>),
 }
 
-/// The stored file, read-only and with O_NOATIME, so that the program
-/// reading it through this descriptor does not write its inode again
-/// (relatime updates the first read after a write: on flash, one more
-/// metadata write per message). O_NOATIME is for the file's owner, which
-/// the server is; anyone else gets a plain open.
-fn open_quietly(path: &str) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let quiet = File::options()
-        .read(true)
-        .custom_flags(crate::sys::O_NOATIME)
-        .open(path);
-    match quiet {
-        Err(e) if e.raw_os_error() == Some(crate::sys::EPERM) => File::open(path),
-        opened => opened,
-    }
-}
-
 impl Sender {
     /// Sends `notice` with its file opened read-only. Returns why it was
     /// not sent; the caller logs that (the mail is stored either way).
     pub fn send(&self, notice: &Notice) -> Result<(), String> {
-        let file = open_quietly(&notice.file).map_err(|e| format!("{}: {e}", notice.file))?;
+        // Without O_NOATIME: the program reading it writes no inode.
+        let file = crate::maildir::open_unstamped(Path::new(&notice.file), 0)
+            .map_err(|e| format!("{}: {e}", notice.file))?;
         let packet = notice.encode();
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         match &mut *link {
