@@ -107,7 +107,7 @@ impl Sender {
     /// Sends `notice` with its file opened read-only. Returns why it was
     /// not sent; the caller logs that (the mail is stored either way).
     pub fn send(&self, notice: &Notice) -> Result<(), String> {
-        // Without O_NOATIME: the program reading it writes no inode.
+        // With O_NOATIME: the program reading it writes no inode.
         let file = crate::maildir::open_unstamped(Path::new(&notice.file), 0)
             .map_err(|e| format!("{}: {e}", notice.file))?;
         let packet = notice.encode();
