@@ -394,7 +394,7 @@ impl Message {
                 },
             })
             .collect();
-        match maildir::deliver_named(spool, &places) {
+        match maildir::deliver_to(spool, &places) {
             Ok((id, file_name)) => Ok(Stored {
                 id,
                 size,

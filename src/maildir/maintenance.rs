@@ -455,7 +455,7 @@ mod tests {
     ) -> Result<String, DeliveryError> {
         let mut spool = Spool::create(root).unwrap();
         spool.write_all(body).unwrap();
-        deliver_to(spool, &[Place { root, dir, budget }])
+        deliver_to(spool, &[Place { root, dir, budget }]).map(|(id, _)| id)
     }
 
     /// Every message file (name up to its flags) of the Maildir.

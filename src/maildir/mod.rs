@@ -329,7 +329,7 @@ where
             ..Place::inbox(p.as_ref())
         })
         .collect();
-    deliver_to(spool, &places)
+    deliver_to(spool, &places).map(|(id, _)| id)
 }
 
 /// Durable delivery (SPEC §7): flush and fsync the spool file, link it into
@@ -344,13 +344,8 @@ where
 /// its quota fails the message with [`DeliveryError::Quota`]. After, the
 /// message is counted in each accounted Maildir's `maildirsize`, and
 /// messages past `keep_days` are removed when that check is due. Returns
-/// the ID.
-pub fn deliver_to(spool: Spool, places: &[Place<'_>]) -> Result<String, DeliveryError> {
-    deliver_named(spool, places).map(|(id, _)| id)
-}
-
-/// [`deliver_to`], returning the file's name in `new/` beside the ID.
-pub fn deliver_named(
+/// the ID and the file's name in `new/`.
+pub fn deliver_to(
     mut spool: Spool,
     places: &[Place<'_>],
 ) -> Result<(String, String), DeliveryError> {
