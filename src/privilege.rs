@@ -13,6 +13,23 @@ extern "C" {
     fn geteuid() -> u32;
     fn getgid() -> u32;
     fn getegid() -> u32;
+    fn access(path: *const std::ffi::c_char, mode: i32) -> i32;
+}
+
+/// access(2) modes.
+pub const X_OK: i32 = 1;
+pub const W_OK: i32 = 2;
+
+/// access(2): may this process (by its real ids) use `path` as `mode`.
+pub fn may(path: &std::path::Path, mode: i32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+    match unsafe { access(path.as_ptr(), mode) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// A user account: the ids to run as.

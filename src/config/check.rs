@@ -155,13 +155,5 @@ pub(super) fn absent(e: &io::Error) -> bool {
 
 /// access(2) W_OK | X_OK: may this process create entries in `dir`.
 pub(super) fn writable(dir: &Path) -> io::Result<()> {
-    const W_OK: i32 = 2;
-    const X_OK: i32 = 1;
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
-    match unsafe { access(path.as_ptr(), W_OK | X_OK) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
+    crate::privilege::may(dir, crate::privilege::W_OK | crate::privilege::X_OK)
 }

@@ -5,7 +5,7 @@
 //! Settings are parsed once, here, into typed values; the rest of smtpbox
 //! never sees a setting as a string.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -63,10 +63,6 @@ const MAX_HOSTNAME: usize = 253;
 
 /// How much of a bad key or value an error message quotes.
 const QUOTED: usize = 64;
-
-extern "C" {
-    fn access(path: *const std::ffi::c_char, mode: i32) -> i32;
-}
 
 /// What the command line asks for.
 #[derive(Debug)]

@@ -178,14 +178,7 @@ pub fn check_program(settings: &Settings, account: Option<&Account>) -> Result<(
 }
 
 fn executable(path: &str) -> bool {
-    extern "C" {
-        fn access(path: *const std::ffi::c_char, mode: i32) -> i32;
-    }
-    let Ok(path) = std::ffi::CString::new(path) else {
-        return false;
-    };
-    // SAFETY: a NUL-terminated path that outlives the call; X_OK is 1.
-    unsafe { access(path.as_ptr(), 1) == 0 }
+    crate::privilege::may(std::path::Path::new(path), crate::privilege::X_OK).is_ok()
 }
 
 /// One notification: one stored message in one Maildir, what the program
